@@ -1,0 +1,462 @@
+//! Stage 4 of the pipeline: where is this address, legally?
+//!
+//! [`JurisdictionTable::lookup`] maps any [`IpAddr`] to a [`Lookup`]: the [`Jurisdiction`] (an
+//! ISO 3166-1 country, or one of the non-country jurisdictions `internal`, `metadata`,
+//! `reserved`, `unknown`), the [`Source`] that said so and the matched prefix.
+//!
+//! Sources, highest precedence first (within one source the most specific prefix wins):
+//! 1. special-purpose ranges from the IANA registries ([`special`]), built in;
+//! 2. operator overrides ([`sources`]);
+//! 3. cloud-provider ranges (AWS `ip-ranges.json`, [`sources`]): GeoIP misplaces many of them;
+//! 4. the GeoIP database ([`geoip`]), DB-IP's country database embedded by default;
+//! 5. otherwise `unknown`, which policy fails closed on.
+//!
+//! Addresses that embed an IPv4 address (IPv4-mapped, NAT64, IPv4-compatible, 6to4, Teredo) are
+//! classified by the IPv4 address inside them, see [`Embedding`].
+
+pub mod geoip;
+pub mod iso3166;
+pub mod sources;
+pub mod special;
+pub mod trie;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use trie::{RawPrefix, Table4, Table6};
+
+/// Names of the jurisdictions that are not countries, in id order after `unknown`.
+const NON_COUNTRY: [&str; 4] = ["unknown", "internal", "metadata", "reserved"];
+
+/// A jurisdiction: a small integer id, stable for a given build of the country list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Jurisdiction(u16);
+
+impl Jurisdiction {
+    /// No source knows this address. Policy fails closed on it.
+    pub const UNKNOWN: Jurisdiction = Jurisdiction(0);
+    /// Private, loopback, link-local, CGNAT and other non-public space.
+    pub const INTERNAL: Jurisdiction = Jurisdiction(1);
+    /// Cloud instance-metadata endpoints (169.254.169.254, fd00:ec2::254).
+    pub const METADATA: Jurisdiction = Jurisdiction(2);
+    /// Documentation, benchmarking, multicast, reserved, broadcast and unspecified space.
+    pub const RESERVED: Jurisdiction = Jurisdiction(3);
+
+    /// Number of jurisdiction ids: the bound of arrays indexed by [`Jurisdiction::index`].
+    pub const COUNT: usize = NON_COUNTRY.len() + iso3166::ALPHA2.len();
+
+    /// The jurisdiction named by `code`: an ISO 3166-1 alpha-2 code (any case) or one of
+    /// `unknown`, `internal`, `metadata`, `reserved`. `None` for anything else.
+    pub fn from_code(code: &str) -> Option<Jurisdiction> {
+        if let Some(i) = NON_COUNTRY.iter().position(|n| n.eq_ignore_ascii_case(code)) {
+            return Some(Jurisdiction(i as u16));
+        }
+        if code.len() != 2 {
+            return None;
+        }
+        let upper = code.to_ascii_uppercase();
+        iso3166::ALPHA2
+            .binary_search(&upper.as_str())
+            .ok()
+            .map(|i| Jurisdiction((NON_COUNTRY.len() + i) as u16))
+    }
+
+    /// The code: `GB`, `internal`, …
+    pub fn code(self) -> &'static str {
+        let i = usize::from(self.0);
+        match NON_COUNTRY.get(i) {
+            Some(name) => name,
+            None => iso3166::ALPHA2
+                .get(i - NON_COUNTRY.len())
+                .copied()
+                .unwrap_or("unknown"),
+        }
+    }
+
+    /// Is this an ISO country (not `internal`, `metadata`, `reserved` or `unknown`)?
+    pub fn is_country(self) -> bool {
+        usize::from(self.0) >= NON_COUNTRY.len()
+    }
+
+    /// Array index for per-jurisdiction tables (always `< COUNT`).
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    fn from_raw(raw: u16) -> Jurisdiction {
+        if usize::from(raw) < Self::COUNT {
+            Jurisdiction(raw)
+        } else {
+            Jurisdiction::UNKNOWN
+        }
+    }
+}
+
+impl fmt::Display for Jurisdiction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Which source a lookup answer came from, highest precedence first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// IANA special-purpose registries (built in).
+    Special,
+    /// Operator CIDR overrides.
+    Override,
+    /// Cloud-provider published ranges.
+    Cloud,
+    /// The GeoIP database.
+    GeoIp,
+    /// Nothing matched.
+    None,
+}
+
+impl Source {
+    const ALL: [Source; 5] = [
+        Source::Special,
+        Source::Override,
+        Source::Cloud,
+        Source::GeoIp,
+        Source::None,
+    ];
+
+    /// Label for logs, audit records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Special => "special",
+            Source::Override => "override",
+            Source::Cloud => "cloud",
+            Source::GeoIp => "geoip",
+            Source::None => "none",
+        }
+    }
+
+    /// Precedence rank: higher wins.
+    fn rank(self) -> u64 {
+        4 - self as u64
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an IPv6 address embeds the IPv4 address it was classified by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embedding {
+    /// `::ffff:0:0/96` (RFC 4291 §2.5.5.2).
+    Mapped,
+    /// `64:ff9b::/96` well-known NAT64 prefix (RFC 6052).
+    Nat64,
+    /// `::/96` IPv4-compatible (deprecated, RFC 4291 §2.5.5.1).
+    Compatible,
+    /// `2002::/16` 6to4 (RFC 3056): the embedded router address, and the table's own answer for
+    /// the IPv6 address when it has one (the stricter of the two applies).
+    SixToFour,
+    /// `2001::/32` Teredo (RFC 4380): the client address, and the Teredo server (the relay);
+    /// the stricter of the two applies.
+    Teredo,
+}
+
+impl Embedding {
+    /// Label for logs and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Embedding::Mapped => "ipv4-mapped",
+            Embedding::Nat64 => "nat64",
+            Embedding::Compatible => "ipv4-compatible",
+            Embedding::SixToFour => "6to4",
+            Embedding::Teredo => "teredo",
+        }
+    }
+}
+
+/// One table answer: jurisdiction, source and the prefix that matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// Jurisdiction of the matched prefix.
+    pub jurisdiction: Jurisdiction,
+    /// Source of the matched prefix.
+    pub source: Source,
+    /// The matched prefix (for embedded addresses, the IPv4 prefix).
+    pub prefix: IpNet,
+}
+
+/// The answer for one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    /// Jurisdiction of the address (for embedded addresses, of the embedded IPv4 address).
+    pub jurisdiction: Jurisdiction,
+    /// Source of the answer.
+    pub source: Source,
+    /// The matched prefix.
+    pub prefix: IpNet,
+    /// Set when the address was classified by an IPv4 address embedded in it.
+    pub embedded: Option<Embedding>,
+    /// For 6to4 and Teredo: the second answer (the relay) that policy must also satisfy.
+    pub relay: Option<Hit>,
+}
+
+impl Lookup {
+    /// The primary answer as a [`Hit`].
+    pub fn hit(&self) -> Hit {
+        Hit {
+            jurisdiction: self.jurisdiction,
+            source: self.source,
+            prefix: self.prefix,
+        }
+    }
+
+    /// Every answer policy must consider: the primary one and, for 6to4 and Teredo, the relay.
+    pub fn hits(&self) -> impl Iterator<Item = Hit> + '_ {
+        std::iter::once(self.hit()).chain(self.relay)
+    }
+}
+
+/// Errors building a table.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TableError {
+    /// An IPv4-mapped IPv6 prefix would never match (mapped addresses are classified as IPv4),
+    /// and widening `::ffff:0:0/96` to `0.0.0.0/0` would silently cover all of IPv4.
+    #[error("{0} is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead")]
+    MappedPrefix(Ipv6Net),
+}
+
+// Packed table values: jurisdiction id (bits 0-15), source (16-23), prefix length (24-31).
+fn pack(j: Jurisdiction, source: Source, len: u8) -> u32 {
+    u32::from(j.0) | (source as u32) << 16 | u32::from(len) << 24
+}
+
+fn unpack(v: u32) -> (Jurisdiction, Source, u8) {
+    let source = Source::ALL
+        .get(((v >> 16) & 0xff) as usize)
+        .copied()
+        .unwrap_or(Source::None);
+    (Jurisdiction::from_raw(v as u16), source, (v >> 24) as u8)
+}
+
+/// What the table was built from, for `--version`, metrics and the audit record.
+#[derive(Debug, Clone, Default)]
+pub struct TableInfo {
+    /// The GeoIP database, if one was loaded.
+    pub geoip: Option<geoip::GeoIpInfo>,
+    /// Number of prefixes per source, in [`Source`] order (special, override, cloud, geoip).
+    pub prefixes: [usize; 4],
+}
+
+/// Collects prefixes from every source, then compiles them into a [`JurisdictionTable`].
+#[derive(Debug, Default)]
+pub struct TableBuilder {
+    v4: Vec<RawPrefix>,
+    v6: Vec<RawPrefix>,
+    labels: HashMap<(IpNet, Source), String>,
+    info: TableInfo,
+}
+
+impl TableBuilder {
+    /// An empty builder; call [`TableBuilder::with_special_ranges`] to add the built-in ranges.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder holding the built-in special-purpose ranges.
+    pub fn with_special_ranges() -> Self {
+        let mut b = Self::new();
+        for r in special::RANGES {
+            // The built-in list is tested to parse and to hold no mapped prefix.
+            if let Ok(net) = r.cidr.parse::<IpNet>() {
+                let _ = b.add(net, r.jurisdiction, Source::Special, Some(r.label));
+            }
+        }
+        b
+    }
+
+    /// Add one prefix. Within a source, a later identical prefix replaces an earlier one.
+    pub fn add(
+        &mut self,
+        net: IpNet,
+        jurisdiction: Jurisdiction,
+        source: Source,
+        label: Option<&str>,
+    ) -> Result<(), TableError> {
+        let net = net.trunc();
+        let seq = (self.v4.len() + self.v6.len()) as u64;
+        let rank = |len: u8| source.rank() << 48 | u64::from(len) << 40 | seq;
+        match net {
+            IpNet::V4(n) => self.v4.push(RawPrefix {
+                addr: u128::from(u32::from(n.network())),
+                len: n.prefix_len(),
+                rank: rank(n.prefix_len()),
+                value: pack(jurisdiction, source, n.prefix_len()),
+            }),
+            IpNet::V6(n) => {
+                if n.prefix_len() >= 96 && n.network().to_ipv4_mapped().is_some() {
+                    return Err(TableError::MappedPrefix(n));
+                }
+                self.v6.push(RawPrefix {
+                    addr: u128::from(n.network()),
+                    len: n.prefix_len(),
+                    rank: rank(n.prefix_len()),
+                    value: pack(jurisdiction, source, n.prefix_len()),
+                })
+            }
+        }
+        if let Some(slot) = self.info.prefixes.get_mut(source as usize) {
+            *slot += 1;
+        }
+        if let Some(label) = label {
+            self.labels.insert((net, source), label.to_string());
+        }
+        Ok(())
+    }
+
+    /// Record the GeoIP database the table was built from.
+    pub fn set_geoip_info(&mut self, info: geoip::GeoIpInfo) {
+        self.info.geoip = Some(info);
+    }
+
+    /// Compile everything into the immutable lookup table.
+    pub fn build(self) -> JurisdictionTable {
+        let default = pack(Jurisdiction::UNKNOWN, Source::None, 0);
+        JurisdictionTable {
+            v4: Table4::build(&self.v4, default),
+            v6: Table6::build(&self.v6, default),
+            labels: self.labels,
+            info: self.info,
+        }
+    }
+}
+
+/// The compiled, immutable jurisdiction table. Lookups allocate nothing, take no lock and
+/// cannot panic.
+#[derive(Debug, Clone)]
+pub struct JurisdictionTable {
+    v4: Table4,
+    v6: Table6,
+    labels: HashMap<(IpNet, Source), String>,
+    info: TableInfo,
+}
+
+const NAT64: u128 = 0x0064_ff9b_0000_0000_0000_0000_0000_0000;
+const TEREDO: u128 = 0x2001_0000 << 96;
+
+impl JurisdictionTable {
+    /// Where is `ip`?
+    #[inline]
+    pub fn lookup(&self, ip: IpAddr) -> Lookup {
+        match ip {
+            IpAddr::V4(a) => self.lookup_v4(a, None),
+            IpAddr::V6(a) => self.lookup_v6(a),
+        }
+    }
+
+    /// The IPv4 answer.
+    #[inline]
+    fn hit_v4(&self, a: Ipv4Addr) -> Hit {
+        let (jurisdiction, source, len) = unpack(self.v4.get(u32::from(a)));
+        let prefix = Ipv4Net::new(a, len.min(32)).map_or(IpNet::V4(Ipv4Net::default()), |n| {
+            IpNet::V4(n.trunc())
+        });
+        Hit {
+            jurisdiction,
+            source,
+            prefix,
+        }
+    }
+
+    #[inline]
+    fn lookup_v4(&self, a: Ipv4Addr, embedded: Option<Embedding>) -> Lookup {
+        let h = self.hit_v4(a);
+        Lookup {
+            jurisdiction: h.jurisdiction,
+            source: h.source,
+            prefix: h.prefix,
+            embedded,
+            relay: None,
+        }
+    }
+
+    #[inline]
+    fn hit_v6(&self, a: Ipv6Addr) -> Hit {
+        let (jurisdiction, source, len) = unpack(self.v6.get(u128::from(a)));
+        let prefix = Ipv6Net::new(a, len.min(128)).map_or(IpNet::V6(Ipv6Net::default()), |n| {
+            IpNet::V6(n.trunc())
+        });
+        Hit {
+            jurisdiction,
+            source,
+            prefix,
+        }
+    }
+
+    fn lookup_v6(&self, a: Ipv6Addr) -> Lookup {
+        let x = u128::from(a);
+        let low32 = Ipv4Addr::from(x as u32);
+        if x >> 32 == 0xffff {
+            return self.lookup_v4(low32, Some(Embedding::Mapped));
+        }
+        if x >> 32 == NAT64 >> 32 {
+            return self.lookup_v4(low32, Some(Embedding::Nat64));
+        }
+        if x >> 32 == 0 && x > 1 {
+            // ::/96 except :: and ::1, which are the unspecified and loopback addresses.
+            return self.lookup_v4(low32, Some(Embedding::Compatible));
+        }
+        if x >> 112 == 0x2002 {
+            let router = Ipv4Addr::from((x >> 80) as u32);
+            let mut l = self.lookup_v4(router, Some(Embedding::SixToFour));
+            let own = self.hit_v6(a);
+            l.relay = (own.source != Source::None).then_some(own);
+            return l;
+        }
+        if x >> 96 == TEREDO >> 96 {
+            // RFC 4380 §4: server IPv4 in bits 32-63, client IPv4 obfuscated (inverted) in 0-31.
+            let server = Ipv4Addr::from((x >> 64) as u32);
+            let client = Ipv4Addr::from(!(x as u32));
+            let mut l = self.lookup_v4(client, Some(Embedding::Teredo));
+            l.relay = Some(self.hit_v4(server));
+            return l;
+        }
+        let h = self.hit_v6(a);
+        Lookup {
+            jurisdiction: h.jurisdiction,
+            source: h.source,
+            prefix: h.prefix,
+            embedded: None,
+            relay: None,
+        }
+    }
+
+    /// The label of a matched prefix from a labelled source (special range name, override
+    /// label, cloud region). Cold path: for the CLI and the audit record.
+    pub fn label(&self, hit: &Hit) -> Option<&str> {
+        self.labels
+            .get(&(hit.prefix, hit.source))
+            .map(String::as_str)
+    }
+
+    /// What the table was built from.
+    pub fn info(&self) -> &TableInfo {
+        &self.info
+    }
+
+    /// Heap bytes of the compiled IPv4 and IPv6 tables.
+    pub fn heap_bytes(&self) -> (usize, usize) {
+        (self.v4.heap_bytes(), self.v6.heap_bytes())
+    }
+
+    /// Stored ranges in the compiled IPv4 and IPv6 tables.
+    pub fn ranges(&self) -> (usize, usize) {
+        (self.v4.ranges(), self.v6.ranges())
+    }
+}
+
+#[cfg(test)]
+mod tests;

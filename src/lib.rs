@@ -1,0 +1,14 @@
+//! residency-proxy: a data-residency enforcement proxy.
+//!
+//! Every destination is resolved, every address is mapped to a jurisdiction by a compiled
+//! prefix table, and every flow to a jurisdiction outside the active adequacy profile is
+//! blocked (or reported). See `ARCHITECTURE.md` for the life of a request.
+//!
+//! # Layout (pipeline order)
+//! - [`jurisdiction`]: where is this address, legally? (pure, no I/O on the lookup path)
+//! - [`policy`]: adequacy profiles and the decision (pure)
+
+pub mod jurisdiction;
+pub mod policy;
+pub mod audit;
+pub mod destination;
