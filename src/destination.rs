@@ -26,9 +26,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{GOOGLE, LookupIpStrategy, ResolverConfig};
+use hickory_resolver::config::LookupIpStrategy;
 use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
 /// Longest raw host or authority text we will even look at, in bytes. A valid name is at
 /// most 253 ASCII bytes, but its Unicode spelling can be several times longer.

@@ -8,7 +8,7 @@
 //! - [`jurisdiction`]: where is this address, legally? (pure, no I/O on the lookup path)
 //! - [`policy`]: adequacy profiles and the decision (pure)
 
-pub mod jurisdiction;
-pub mod policy;
 pub mod audit;
 pub mod destination;
+pub mod jurisdiction;
+pub mod policy;

@@ -16,6 +16,7 @@
 
 pub mod geoip;
 pub mod iso3166;
+pub mod load;
 pub mod sources;
 pub mod special;
 pub mod trie;
@@ -51,7 +52,10 @@ impl Jurisdiction {
     /// The jurisdiction named by `code`: an ISO 3166-1 alpha-2 code (any case) or one of
     /// `unknown`, `internal`, `metadata`, `reserved`. `None` for anything else.
     pub fn from_code(code: &str) -> Option<Jurisdiction> {
-        if let Some(i) = NON_COUNTRY.iter().position(|n| n.eq_ignore_ascii_case(code)) {
+        if let Some(i) = NON_COUNTRY
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(code))
+        {
             return Some(Jurisdiction(i as u16));
         }
         if code.len() != 2 {
@@ -361,9 +365,8 @@ impl JurisdictionTable {
     #[inline]
     fn hit_v4(&self, a: Ipv4Addr) -> Hit {
         let (jurisdiction, source, len) = unpack(self.v4.get(u32::from(a)));
-        let prefix = Ipv4Net::new(a, len.min(32)).map_or(IpNet::V4(Ipv4Net::default()), |n| {
-            IpNet::V4(n.trunc())
-        });
+        let prefix = Ipv4Net::new(a, len.min(32))
+            .map_or(IpNet::V4(Ipv4Net::default()), |n| IpNet::V4(n.trunc()));
         Hit {
             jurisdiction,
             source,
@@ -386,9 +389,8 @@ impl JurisdictionTable {
     #[inline]
     fn hit_v6(&self, a: Ipv6Addr) -> Hit {
         let (jurisdiction, source, len) = unpack(self.v6.get(u128::from(a)));
-        let prefix = Ipv6Net::new(a, len.min(128)).map_or(IpNet::V6(Ipv6Net::default()), |n| {
-            IpNet::V6(n.trunc())
-        });
+        let prefix = Ipv6Net::new(a, len.min(128))
+            .map_or(IpNet::V6(Ipv6Net::default()), |n| IpNet::V6(n.trunc()));
         Hit {
             jurisdiction,
             source,

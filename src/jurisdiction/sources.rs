@@ -66,9 +66,9 @@ pub struct OverrideEntry {
 
 /// Parse a CIDR strictly: host bits must be clear, and IPv4-mapped IPv6 prefixes are refused.
 pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
-    let net: IpNet = text
-        .parse()
-        .map_err(|_| format!("invalid CIDR '{text}' (expected e.g. 192.0.2.0/24 or 2001:db8::/32)"))?;
+    let net: IpNet = text.parse().map_err(|_| {
+        format!("invalid CIDR '{text}' (expected e.g. 192.0.2.0/24 or 2001:db8::/32)")
+    })?;
     if net.trunc() != net {
         return Err(format!(
             "'{text}' has host bits set (did you mean {}?)",
@@ -166,7 +166,11 @@ pub fn parse_overrides_toml(text: &str, file: &str) -> Result<Vec<OverrideEntry>
     })?;
     if let Some(v) = doc.version {
         if v != 1 {
-            return Err(err(file, None, format!("unsupported version {v} (expected 1)")));
+            return Err(err(
+                file,
+                None,
+                format!("unsupported version {v} (expected 1)"),
+            ));
         }
     }
     let mut out = Vec::new();
@@ -194,11 +198,7 @@ pub fn load_overrides(path: &Path, builder: &mut TableBuilder) -> Result<usize, 
         Some("csv") => parse_overrides_csv(&text, &file)?,
         Some("toml") => parse_overrides_toml(&text, &file)?,
         _ => {
-            return Err(err(
-                &file,
-                None,
-                "overrides file must end in .csv or .toml",
-            ));
+            return Err(err(&file, None, "overrides file must end in .csv or .toml"));
         }
     };
     add_overrides(&entries, builder, &file)?;
@@ -326,22 +326,18 @@ pub fn parse_aws_ranges(
             format!("not an AWS ip-ranges.json document: {e}"),
         )
     })?;
-    let v4 = doc
-        .prefixes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let zone = zone_of(&p.region, p.network_border_group.as_deref());
-            (format!("prefixes[{i}].ip_prefix"), &p.ip_prefix, zone)
-        });
-    let v6 = doc
-        .ipv6_prefixes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let zone = zone_of(&p.region, p.network_border_group.as_deref());
-            (format!("ipv6_prefixes[{i}].ipv6_prefix"), &p.ipv6_prefix, zone)
-        });
+    let v4 = doc.prefixes.iter().enumerate().map(|(i, p)| {
+        let zone = zone_of(&p.region, p.network_border_group.as_deref());
+        (format!("prefixes[{i}].ip_prefix"), &p.ip_prefix, zone)
+    });
+    let v6 = doc.ipv6_prefixes.iter().enumerate().map(|(i, p)| {
+        let zone = zone_of(&p.region, p.network_border_group.as_deref());
+        (
+            format!("ipv6_prefixes[{i}].ipv6_prefix"),
+            &p.ipv6_prefix,
+            zone,
+        )
+    });
     let mut out = Vec::with_capacity(doc.prefixes.len() + doc.ipv6_prefixes.len());
     for (key, cidr, region) in v4.chain(v6) {
         let net = parse_cidr(cidr).map_err(|r| err(file, None, format!("{key}: {r}")))?;

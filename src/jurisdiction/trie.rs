@@ -228,10 +228,7 @@ impl<L: Low> StrideTable<L> {
             };
             size -= half;
         }
-        self.values
-            .get(lo as usize + base)
-            .copied()
-            .unwrap_or(FINE)
+        self.values.get(lo as usize + base).copied().unwrap_or(FINE)
     }
 
     fn heap_bytes(&self) -> usize {

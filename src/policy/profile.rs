@@ -17,7 +17,10 @@ pub const BUILTIN: [(&str, &str); 2] = [
         "uk-adequate",
         include_str!("../../config/profiles/uk-adequate.toml"),
     ),
-    ("uk-only", include_str!("../../config/profiles/uk-only.toml")),
+    (
+        "uk-only",
+        include_str!("../../config/profiles/uk-only.toml"),
+    ),
 ];
 
 /// The default profile.
@@ -158,11 +161,12 @@ impl Profile {
             return Self::parse(text, &format!("config/profiles/{name_or_path}.toml"));
         }
         if name_or_path.ends_with(".toml") {
-            let text = std::fs::read_to_string(Path::new(name_or_path)).map_err(|e| ProfileError {
-                file: name_or_path.to_string(),
-                line: None,
-                reason: e.to_string(),
-            })?;
+            let text =
+                std::fs::read_to_string(Path::new(name_or_path)).map_err(|e| ProfileError {
+                    file: name_or_path.to_string(),
+                    line: None,
+                    reason: e.to_string(),
+                })?;
             return Self::parse(&text, name_or_path);
         }
         Err(ProfileError {
@@ -218,7 +222,10 @@ impl Profile {
             if matches!(e.class, Class::Internal | Class::Unknown) {
                 return Err(fail(
                     line,
-                    format!("{}: class must be home, adequate, conditional or not-adequate", e.code),
+                    format!(
+                        "{}: class must be home, adequate, conditional or not-adequate",
+                        e.code
+                    ),
                 ));
             }
             if std::mem::replace(&mut seen[j.index()], true) {
@@ -247,7 +254,10 @@ impl Profile {
     /// The class of a jurisdiction: one array index.
     #[inline]
     pub fn class_of(&self, j: Jurisdiction) -> Class {
-        self.classes.get(j.index()).copied().unwrap_or(Class::Unknown)
+        self.classes
+            .get(j.index())
+            .copied()
+            .unwrap_or(Class::Unknown)
     }
 
     /// The class of a lookup and the answer that decided it: for 6to4 and Teredo, the stricter

@@ -24,16 +24,20 @@ fn v6(s: &str) -> u128 {
 #[test]
 fn ipv4_edges_match_expectations() {
     let prefixes = [
-        p(0, 0, 1, 10),                 // /0 covers everything not covered by a longer prefix
-        p(v4("10.0.0.0"), 8, 2, 20),    // RFC 1918
-        p(v4("10.1.0.0"), 16, 3, 30),   // longer prefix inside it wins
-        p(v4("10.1.2.3"), 32, 4, 40),   // a /32
+        p(0, 0, 1, 10),                  // /0 covers everything not covered by a longer prefix
+        p(v4("10.0.0.0"), 8, 2, 20),     // RFC 1918
+        p(v4("10.1.0.0"), 16, 3, 30),    // longer prefix inside it wins
+        p(v4("10.1.2.3"), 32, 4, 40),    // a /32
         p(v4("192.0.2.0"), 24, 100, 50), // high-rank source
-        p(v4("192.0.0.0"), 8, 200, 60), // even higher rank wins over the longer /24 inside it
+        p(v4("192.0.0.0"), 8, 200, 60),  // even higher rank wins over the longer /24 inside it
     ];
     let t = Table4::build(&prefixes, 0);
     let cases: &[(&str, u32, &str)] = &[
-        ("0.0.0.0", 10, "first address of the family, only /0 covers it"),
+        (
+            "0.0.0.0",
+            10,
+            "first address of the family, only /0 covers it",
+        ),
         ("255.255.255.255", 10, "last address of the family"),
         ("9.255.255.255", 10, "just below 10/8"),
         ("10.0.0.0", 20, "first address of 10/8"),
@@ -44,12 +48,20 @@ fn ipv4_edges_match_expectations() {
         ("10.1.2.3", 40, "the /32 itself"),
         ("10.1.2.4", 30, "just above the /32"),
         ("10.2.0.0", 20, "back in the /8 after the /16"),
-        ("192.0.2.1", 60, "a higher-precedence source beats a more specific prefix"),
+        (
+            "192.0.2.1",
+            60,
+            "a higher-precedence source beats a more specific prefix",
+        ),
         ("192.1.0.0", 60, "rest of the /8"),
     ];
     for (addr, want, why) in cases {
         assert_eq!(t.get(v4(addr) as u32), *want, "{addr}: {why}");
-        assert_eq!(naive(&prefixes, 32, v4(addr), 0), *want, "naive {addr}: {why}");
+        assert_eq!(
+            naive(&prefixes, 32, v4(addr), 0),
+            *want,
+            "naive {addr}: {why}"
+        );
     }
 }
 
@@ -78,29 +90,38 @@ fn ipv6_long_prefixes_use_the_exact_table() {
     let cases: &[(&str, u32, &str)] = &[
         ("::", 0, "unspecified: no prefix"),
         ("2000::", 1, "first of 2000::/3"),
-        ("3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1, "last of 2000::/3"),
+        (
+            "3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            1,
+            "last of 2000::/3",
+        ),
         ("4000::", 0, "just above 2000::/3"),
         ("2001:db8::1", 4, "longer prefix"),
         ("fd00:ec2::253", 2, "just below the /128"),
         ("fd00:ec2::254", 3, "the /128"),
         ("fd00:ec2::255", 2, "just above the /128"),
         ("fd00:ec2:0:1::", 2, "next /64"),
-        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffd", 0, "below the last /127"),
+        (
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffd",
+            0,
+            "below the last /127",
+        ),
         ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 5, "last address"),
     ];
     for (addr, want, why) in cases {
         assert_eq!(t.get(v6(addr)), *want, "{addr}: {why}");
-        assert_eq!(naive(&prefixes, 128, v6(addr), 0), *want, "naive {addr}: {why}");
+        assert_eq!(
+            naive(&prefixes, 128, v6(addr), 0),
+            *want,
+            "naive {addr}: {why}"
+        );
     }
 }
 
 #[test]
 fn merge_coalesces_adjacent_equal_ranges() {
     // Two adjacent /25s with the same value become one range.
-    let prefixes = [
-        p(v4("1.0.0.0"), 25, 1, 9),
-        p(v4("1.0.0.128"), 25, 2, 9),
-    ];
+    let prefixes = [p(v4("1.0.0.0"), 25, 1, 9), p(v4("1.0.0.128"), 25, 2, 9)];
     let ranges = merge(&prefixes, 32, 0);
     assert_eq!(ranges, vec![(0, 0), (v4("1.0.0.0"), 9), (v4("1.0.1.0"), 0)]);
 }
