@@ -75,12 +75,13 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
             net.trunc()
         ));
     }
-    if let IpNet::V6(n) = net {
-        if n.prefix_len() >= 96 && n.network().to_ipv4_mapped().is_some() {
-            return Err(format!(
-                "'{text}' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead"
-            ));
-        }
+    if let IpNet::V6(n) = net
+        && n.prefix_len() >= 96
+        && n.network().to_ipv4_mapped().is_some()
+    {
+        return Err(format!(
+            "'{text}' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead"
+        ));
     }
     Ok(net)
 }
@@ -164,14 +165,14 @@ pub fn parse_overrides_toml(text: &str, file: &str) -> Result<Vec<OverrideEntry>
         let line = e.span().map(|s| line_of(text, s.start));
         err(file, line, e.message().to_string())
     })?;
-    if let Some(v) = doc.version {
-        if v != 1 {
-            return Err(err(
-                file,
-                None,
-                format!("unsupported version {v} (expected 1)"),
-            ));
-        }
+    if let Some(v) = doc.version
+        && v != 1
+    {
+        return Err(err(
+            file,
+            None,
+            format!("unsupported version {v} (expected 1)"),
+        ));
     }
     let mut out = Vec::new();
     for o in doc.overrides {

@@ -103,19 +103,19 @@ pub fn merge(prefixes: &[RawPrefix], width: u8, default: u32) -> Vec<(u128, u32)
             if top_end >= start {
                 break;
             }
-            if let Some(c) = cursor {
-                if c <= top_end {
-                    emit(c, top_value);
-                }
+            if let Some(c) = cursor
+                && c <= top_end
+            {
+                emit(c, top_value);
             }
             cursor = top_end.checked_add(1);
             stack.pop();
         }
         let (outer_rank, outer_value) = stack.last().map_or((0, default), |&(_, r, v)| (r, v));
-        if let Some(c) = cursor {
-            if c < start {
-                emit(c, outer_value);
-            }
+        if let Some(c) = cursor
+            && c < start
+        {
+            emit(c, outer_value);
         }
         cursor = Some(start);
         let (eff_rank, eff_value) = if stack.is_empty() || rank >= outer_rank {
@@ -126,17 +126,17 @@ pub fn merge(prefixes: &[RawPrefix], width: u8, default: u32) -> Vec<(u128, u32)
         stack.push((end, eff_rank, eff_value));
     }
     while let Some((top_end, _, top_value)) = stack.pop() {
-        if let Some(c) = cursor {
-            if c <= top_end {
-                emit(c, top_value);
-            }
+        if let Some(c) = cursor
+            && c <= top_end
+        {
+            emit(c, top_value);
         }
         cursor = top_end.checked_add(1);
     }
-    if let Some(c) = cursor {
-        if c <= family_max(width) {
-            emit(c, default);
-        }
+    if let Some(c) = cursor
+        && c <= family_max(width)
+    {
+        emit(c, default);
     }
     out
 }

@@ -1,0 +1,340 @@
+//! How long does one jurisdiction lookup take on the full embedded table, and how does it
+//! compare with `maxminddb::Reader::lookup` on the same data, in the same run?
+//!
+//! Every bench runs on the full production table: the embedded DB-IP country database plus the
+//! built-in special-purpose ranges, built by `jurisdiction::load::load` with default sources.
+//! The baseline is the raw `maxminddb::Reader` over the same embedded database
+//! (`GeoIpDb::embedded()?.reader()`), measured in the same process and run:
+//! - `maxminddb`: `Reader::lookup` only (tree walk; the data offset is kept through
+//!   `black_box` so the walk is not optimised away);
+//! - `maxminddb_decode` (random IPv4 only): `Reader::lookup` plus decoding `country_code`,
+//!   which is what a caller needs to get a jurisdiction out of it.
+//!
+//! Groups (each iteration is one lookup, so criterion's time per iteration is ns/lookup):
+//! - `random_ipv4`: uniformly random IPv4 addresses, 2^20 of them, cycled;
+//! - `random_ipv6`: random IPv6 addresses inside networks the database has data for;
+//! - `hot_set`: 1,000 fixed random IPv4 addresses, cycled (cache-resident working set);
+//! - `dependent_chain`: latency, not throughput: each address is derived from the previous
+//!   answer, so lookup N+1 cannot start before lookup N ends. `mix_only` runs the same chain
+//!   without a lookup: the cost of deriving the next address, included in the other two.
+//!
+//! Addresses are generated before timing by a fixed-seed splitmix64, so every run sees the same
+//! addresses and generation is not timed.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use maxminddb::{PathElement, Reader, WithinOptions};
+use residency_proxy::jurisdiction::geoip::{self, GeoIpDb};
+use residency_proxy::jurisdiction::load::{TableSources, load};
+use residency_proxy::jurisdiction::{JurisdictionTable, Lookup};
+
+/// Random addresses per fixture for the streaming benches (cycled by index).
+const FIXTURE_LEN: usize = 1 << 20;
+/// Size of the cache-resident working set.
+const HOT_LEN: usize = 1_000;
+/// Path of the country code in the embedded database's (flat, ip-location-db) records.
+const COUNTRY_CODE: [PathElement<'static>; 1] = [PathElement::Key("country_code")];
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// splitmix64 (Steele, Lea, Flood 2014): fixed-seed, good enough for fixtures, no `rand`.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix64(self.0)
+    }
+
+    fn next_u128(&mut self) -> u128 {
+        u128::from(self.next_u64()) << 64 | u128::from(self.next_u64())
+    }
+}
+
+/// The splitmix64 finaliser.
+#[inline(always)]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The next address of a dependent chain: a Weyl sequence (never cycles within a run) mixed
+/// with bits of the previous answer, so the next lookup depends on the previous one.
+#[inline(always)]
+fn chain_next(weyl: &mut u64, answer_bits: u64) -> Ipv4Addr {
+    *weyl = weyl.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    Ipv4Addr::from(mix64(*weyl ^ answer_bits) as u32)
+}
+
+/// Bits of a table answer that depend on the whole lookup: jurisdiction id and prefix length.
+#[inline(always)]
+fn answer_bits(l: &Lookup) -> u64 {
+    l.jurisdiction.index() as u64 | u64::from(l.prefix.prefix_len()) << 16
+}
+
+/// maxminddb's answer as a data offset (0 for no data or an error).
+#[inline(always)]
+fn mmdb_offset(reader: &Reader<Vec<u8>>, ip: IpAddr) -> usize {
+    reader.lookup(ip).map_or(0, |r| r.offset().unwrap_or(0))
+}
+
+fn random_v4(rng: &mut SplitMix64, n: usize) -> Vec<Ipv4Addr> {
+    (0..n)
+        .map(|_| Ipv4Addr::from((rng.next_u64() >> 32) as u32))
+        .collect()
+}
+
+/// IPv6 networks the database has data for (IPv4 networks and `::/96` left out).
+fn allocated_v6(reader: &Reader<Vec<u8>>) -> Vec<(u128, u8)> {
+    let mut nets = Vec::new();
+    let items = reader
+        .networks(WithinOptions::default())
+        .expect("iterate database networks");
+    for item in items {
+        let item = item.expect("read database network");
+        if !item.has_data() {
+            continue;
+        }
+        let net = item.network().expect("network of a database entry");
+        if let IpAddr::V6(a) = net.network() {
+            let a = u128::from(a);
+            if a >> 32 != 0 {
+                nets.push((a, net.prefix()));
+            }
+        }
+    }
+    nets
+}
+
+/// A random address inside a random (uniformly chosen) network of `nets`.
+fn random_v6(rng: &mut SplitMix64, nets: &[(u128, u8)], n: usize) -> Vec<Ipv6Addr> {
+    (0..n)
+        .map(|_| {
+            let (addr, len) = nets[(rng.next_u64() % nets.len() as u64) as usize];
+            let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+            Ipv6Addr::from(addr | rng.next_u128() & host)
+        })
+        .collect()
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+}
+
+fn report_table(table: &JurisdictionTable, build_ms: f64) {
+    let (v4, v6) = table.heap_bytes();
+    let (r4, r6) = table.ranges();
+    let total = v4 + v6;
+    eprintln!("compiled jurisdiction table (embedded DB-IP + special ranges):");
+    eprintln!("  memory v4:    {v4} bytes ({:.2} MiB)", v4 as f64 / MIB);
+    eprintln!("  memory v6:    {v6} bytes ({:.2} MiB)", v6 as f64 / MIB);
+    eprintln!(
+        "  memory total: {total} bytes ({:.2} MiB)",
+        total as f64 / MIB
+    );
+    eprintln!("  ranges v4: {r4}, v6: {r6}, total: {}", r4 + r6);
+    eprintln!("  build time: {build_ms:.1} ms");
+    eprintln!(
+        "  embedded mmdb: {} bytes ({:.2} MiB)",
+        geoip::EMBEDDED.len(),
+        geoip::EMBEDDED.len() as f64 / MIB
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    let (table, report) = load(&TableSources::default()).expect("build the embedded table");
+    report_table(&table, report.build_ms);
+    let db = GeoIpDb::embedded().expect("open the embedded database");
+    let reader = db.reader();
+
+    // The two sides must be looking at the same data.
+    let probe: IpAddr = "8.8.8.8".parse().expect("address");
+    let code: Option<&str> = reader
+        .lookup(probe)
+        .expect("lookup")
+        .decode_path(&COUNTRY_CODE)
+        .expect("decode");
+    assert_eq!(code, Some(table.lookup(probe).jurisdiction.code()));
+
+    let mut rng = SplitMix64(0x5EED_0F1A_B1E5);
+    let v4 = random_v4(&mut rng, FIXTURE_LEN);
+    let hot = random_v4(&mut rng, HOT_LEN);
+    let nets = allocated_v6(reader);
+    let v6 = random_v6(&mut rng, &nets, FIXTURE_LEN);
+    eprintln!(
+        "fixtures: {} random IPv4, {} random IPv6 from {} allocated IPv6 networks, {} hot IPv4",
+        v4.len(),
+        v6.len(),
+        nets.len(),
+        hot.len()
+    );
+    let with_data = v4
+        .iter()
+        .filter(|&&a| mmdb_offset(reader, IpAddr::V4(a)) != 0)
+        .count();
+    let countries = v4
+        .iter()
+        .filter(|&&a| table.lookup(IpAddr::V4(a)).jurisdiction.is_country())
+        .count();
+    eprintln!(
+        "random IPv4 fixture: {:.1}% have maxminddb data, {:.1}% map to a country in the table",
+        100.0 * with_data as f64 / v4.len() as f64,
+        100.0 * countries as f64 / v4.len() as f64
+    );
+
+    random_ipv4(c, &table, reader, &v4);
+    random_ipv6(c, &table, reader, &v6);
+    hot_set(c, &table, reader, &hot);
+    dependent_chain(c, &table, reader);
+}
+
+fn random_ipv4(
+    c: &mut Criterion,
+    table: &JurisdictionTable,
+    reader: &Reader<Vec<u8>>,
+    v4: &[Ipv4Addr],
+) {
+    let fixture = "uniform-2^20";
+    let mask = v4.len() - 1;
+    let mut g = c.benchmark_group("random_ipv4");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(BenchmarkId::new("table", fixture), |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let ip = IpAddr::V4(v4[i]);
+            i = (i + 1) & mask;
+            black_box(table.lookup(black_box(ip)))
+        })
+    });
+    g.bench_function(BenchmarkId::new("maxminddb", fixture), |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let ip = IpAddr::V4(v4[i]);
+            i = (i + 1) & mask;
+            black_box(reader.lookup(black_box(ip)).map(|r| r.offset()).ok())
+        })
+    });
+    g.bench_function(BenchmarkId::new("maxminddb_decode", fixture), |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let ip = IpAddr::V4(v4[i]);
+            i = (i + 1) & mask;
+            let code: Option<&str> = reader
+                .lookup(black_box(ip))
+                .ok()
+                .and_then(|r| r.decode_path(&COUNTRY_CODE).ok().flatten());
+            black_box(code)
+        })
+    });
+    g.finish();
+}
+
+fn random_ipv6(
+    c: &mut Criterion,
+    table: &JurisdictionTable,
+    reader: &Reader<Vec<u8>>,
+    v6: &[Ipv6Addr],
+) {
+    let fixture = "allocated-2^20";
+    let mask = v6.len() - 1;
+    let mut g = c.benchmark_group("random_ipv6");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(BenchmarkId::new("table", fixture), |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let ip = IpAddr::V6(v6[i]);
+            i = (i + 1) & mask;
+            black_box(table.lookup(black_box(ip)))
+        })
+    });
+    g.bench_function(BenchmarkId::new("maxminddb", fixture), |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let ip = IpAddr::V6(v6[i]);
+            i = (i + 1) & mask;
+            black_box(reader.lookup(black_box(ip)).map(|r| r.offset()).ok())
+        })
+    });
+    g.finish();
+}
+
+fn hot_set(
+    c: &mut Criterion,
+    table: &JurisdictionTable,
+    reader: &Reader<Vec<u8>>,
+    hot: &[Ipv4Addr],
+) {
+    let fixture = "1000-fixed";
+    let mut g = c.benchmark_group("hot_set");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(BenchmarkId::new("table", fixture), |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let ip = IpAddr::V4(hot[i]);
+            i += 1;
+            if i == hot.len() {
+                i = 0;
+            }
+            black_box(table.lookup(black_box(ip)))
+        })
+    });
+    g.bench_function(BenchmarkId::new("maxminddb", fixture), |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let ip = IpAddr::V4(hot[i]);
+            i += 1;
+            if i == hot.len() {
+                i = 0;
+            }
+            black_box(reader.lookup(black_box(ip)).map(|r| r.offset()).ok())
+        })
+    });
+    g.finish();
+}
+
+fn dependent_chain(c: &mut Criterion, table: &JurisdictionTable, reader: &Reader<Vec<u8>>) {
+    let fixture = "ipv4";
+    let seed = 0x0DE9_C4A1_u64;
+    let mut g = c.benchmark_group("dependent_chain");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(BenchmarkId::new("table", fixture), |b| {
+        let mut weyl = seed;
+        let mut ip = chain_next(&mut weyl, 0);
+        b.iter(|| {
+            let l = table.lookup(IpAddr::V4(ip));
+            ip = chain_next(&mut weyl, answer_bits(&l));
+            black_box(ip)
+        })
+    });
+    g.bench_function(BenchmarkId::new("maxminddb", fixture), |b| {
+        let mut weyl = seed;
+        let mut ip = chain_next(&mut weyl, 0);
+        b.iter(|| {
+            let offset = mmdb_offset(reader, IpAddr::V4(ip));
+            ip = chain_next(&mut weyl, offset as u64);
+            black_box(ip)
+        })
+    });
+    g.bench_function(BenchmarkId::new("mix_only", fixture), |b| {
+        let mut weyl = seed;
+        let mut ip = chain_next(&mut weyl, 0);
+        b.iter(|| {
+            ip = chain_next(&mut weyl, u64::from(u32::from(ip) >> 24));
+            black_box(ip)
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = lookup;
+    config = config();
+    targets = benches
+}
+criterion_main!(lookup);
