@@ -9,6 +9,14 @@
 //! - [`policy`]: adequacy profiles and the decision (pure)
 
 pub mod audit;
+pub mod config;
 pub mod destination;
+pub mod error;
 pub mod jurisdiction;
+pub mod listener;
+pub mod pipeline;
 pub mod policy;
+pub mod protocol;
+pub mod record;
+pub mod server;
+pub mod upstream;

@@ -12,6 +12,9 @@ use residency_proxy::jurisdiction::{JurisdictionTable, Lookup};
 use residency_proxy::policy::Profile;
 use residency_proxy::policy::profile::DEFAULT_PROFILE;
 
+mod commands;
+use commands::{cmd_check, cmd_explain, cmd_run};
+
 /// Exit code for invalid configuration or data (EX_DATAERR is 65, EX_USAGE 64; linkerd and
 /// the BSD sysexits use 64 for "the input was wrong").
 const EXIT_CONFIG: u8 = 64;
@@ -29,8 +32,51 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the proxy (with no --config: the embedded example configuration).
+    Run(RunArgs),
+    /// Validate a configuration file and its data sources, then exit.
+    Check(CheckArgs),
+    /// Print the whole decision chain for a destination, without connecting.
+    Explain(ExplainArgs),
     /// Print the jurisdiction, class, source and matched prefix of addresses or host names.
     Lookup(LookupArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Configuration file (default: the embedded config/residency-proxy.toml).
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// A MaxMind DB file instead of the configured or embedded GeoIP database.
+    #[arg(long, value_name = "PATH")]
+    geoip: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Configuration file.
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Destination: HOST, HOST:PORT, IP or [IPv6]:PORT (default port 443).
+    target: String,
+    /// Client address to decide for.
+    #[arg(long, default_value = "127.0.0.1")]
+    client: IpAddr,
+    /// Listener to decide for (default: the first listener).
+    #[arg(long)]
+    listener: Option<String>,
+    /// Configuration file (default: the embedded example).
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// A MaxMind DB file instead of the configured or embedded GeoIP database.
+    #[arg(long, value_name = "PATH")]
+    geoip: Option<PathBuf>,
+    /// Resolve NAME to IP instead of asking DNS (like curl --resolve). Repeatable.
+    #[arg(long, value_name = "NAME=IP")]
+    resolve: Vec<String>,
 }
 
 /// Options that choose the jurisdiction data.
@@ -96,6 +142,9 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.command {
+        Command::Run(args) => cmd_run(&args),
+        Command::Check(args) => cmd_check(&args),
+        Command::Explain(args) => cmd_explain(&args),
         Command::Lookup(args) => cmd_lookup(&args),
     };
     match result {

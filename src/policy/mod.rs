@@ -1,7 +1,350 @@
 //! Stage 5 of the pipeline: may this client send data there?
 //!
-//! Pure: no I/O, no async, no logging.
+//! Pure: no I/O, no async, no logging. [`Policy::decide`] takes the subject (listener, client,
+//! host, port) and the lookup of every resolved address, and returns a [`Decision`]. A deny is a
+//! decision, not an error. Only an allowed decision yields [`VettedAddr`]s, the one type the
+//! upstream connector accepts, so "dial only what was vetted" is checked by the compiler.
+//!
+//! Per address, first match wins:
+//! 1. the rules, in order (a rule allows a `metadata` address only if it names it);
+//! 2. the defaults: `home` and `adequate` allowed; `conditional` allowed only for a host on the
+//!    attestation list; `internal` allowed only inside `internal_allowed`; `metadata` and
+//!    `reserved` denied; `not-adequate` denied; `unknown` denied unless configured otherwise.
 
 pub mod profile;
+pub mod rules;
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::jurisdiction::{Hit, Jurisdiction, Lookup};
 pub use profile::{Class, Profile};
+pub use rules::{Action, Attestation, Facts, HostPattern, Mode, Rule};
+
+/// Why a decision came out as it did: a closed set, used in audit records and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Home jurisdiction.
+    Home,
+    /// Adequate jurisdiction.
+    Adequate,
+    /// Conditional jurisdiction, host on the attestation list.
+    Attested,
+    /// Internal address inside `internal_allowed`.
+    InternalAllowed,
+    /// Unknown jurisdiction allowed by `unknown = "allow"`.
+    UnknownAllowed,
+    /// A rule allowed it.
+    RuleAllow,
+    /// A rule denied it.
+    RuleDeny,
+    /// Jurisdiction not adequate.
+    NotAdequate,
+    /// Conditional jurisdiction, host not attested.
+    NotAttested,
+    /// No source could place the address.
+    UnknownJurisdiction,
+    /// Cloud metadata endpoint.
+    Metadata,
+    /// Reserved, documentation, multicast or similar space.
+    Reserved,
+    /// Internal address outside `internal_allowed`.
+    Internal,
+    /// The client is not in the listener's allowed CIDRs.
+    ClientNotAllowed,
+    /// The destination port is not in the listener's allowed ports.
+    PortNotAllowed,
+    /// The destination name did not resolve.
+    ResolveFailed,
+}
+
+impl Reason {
+    /// Label for audit records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Home => "home",
+            Reason::Adequate => "adequate",
+            Reason::Attested => "attested",
+            Reason::InternalAllowed => "internal-allowed",
+            Reason::UnknownAllowed => "unknown-allowed",
+            Reason::RuleAllow => "rule-allow",
+            Reason::RuleDeny => "rule-deny",
+            Reason::NotAdequate => "not-adequate",
+            Reason::NotAttested => "conditional-not-attested",
+            Reason::UnknownJurisdiction => "unknown-jurisdiction",
+            Reason::Metadata => "metadata",
+            Reason::Reserved => "reserved",
+            Reason::Internal => "internal-not-allowed",
+            Reason::ClientNotAllowed => "client-not-allowed",
+            Reason::PortNotAllowed => "port-not-allowed",
+            Reason::ResolveFailed => "resolve-failed",
+        }
+    }
+
+    /// Safety denies stay enforced in report mode: they guard against SSRF and open-proxy use,
+    /// not against a jurisdiction.
+    pub fn always_enforced(self) -> bool {
+        matches!(
+            self,
+            Reason::Metadata
+                | Reason::Reserved
+                | Reason::Internal
+                | Reason::ClientNotAllowed
+                | Reason::PortNotAllowed
+        )
+    }
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The flow may go.
+    Allow,
+    /// The flow is refused.
+    Deny,
+}
+
+impl Verdict {
+    /// Label for audit records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// An address that passed policy. Only this module can make one; the connector takes nothing
+/// else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VettedAddr(SocketAddr);
+
+impl VettedAddr {
+    /// The socket address to dial.
+    pub fn addr(&self) -> SocketAddr {
+        self.0
+    }
+}
+
+/// Who asks for what.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// Listener name.
+    pub listener: &'a str,
+    /// Listener mode.
+    pub mode: Mode,
+    /// Client address.
+    pub client: IpAddr,
+    /// Normalised destination host (name or IP literal text).
+    pub host: &'a str,
+    /// Destination port.
+    pub port: u16,
+}
+
+/// The decision for one resolved address.
+#[derive(Debug, Clone)]
+pub struct AddrDecision {
+    /// The address.
+    pub ip: IpAddr,
+    /// Where it is.
+    pub lookup: Lookup,
+    /// Its class under the profile (for 6to4/Teredo, the stricter answer).
+    pub class: Class,
+    /// The answer that decided the class.
+    pub decided_by: Hit,
+    /// Allowed for dialling (after report mode).
+    pub verdict: Verdict,
+    /// The verdict before report mode was applied.
+    pub would_deny: bool,
+    /// Why.
+    pub reason: Reason,
+    /// Rule id, when a rule matched.
+    pub rule: Option<Arc<str>>,
+    /// Mode that applied.
+    pub mode: Mode,
+    /// Attesting organisation, for `attested`.
+    pub attestation: Option<usize>,
+}
+
+/// The decision for a request or tunnel.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Allow if at least one address may be dialled.
+    pub verdict: Verdict,
+    /// Mode of the deciding address.
+    pub mode: Mode,
+    /// Some address was denied but passed because of report mode.
+    pub would_deny: bool,
+    /// Reason of the deciding address (the first allowed one, else the first denied one).
+    pub reason: Reason,
+    /// Rule of the deciding address.
+    pub rule: Option<Arc<str>>,
+    /// Jurisdiction of the deciding address.
+    pub jurisdiction: Option<Jurisdiction>,
+    /// Every address, in resolver order.
+    pub addrs: Vec<AddrDecision>,
+    /// The addresses that may be dialled, in order.
+    pub vetted: Vec<VettedAddr>,
+}
+
+impl Decision {
+    /// A decision made before any address was looked up (client, port, resolution).
+    pub fn early(reason: Reason, mode: Mode) -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            mode,
+            would_deny: false,
+            reason,
+            rule: None,
+            jurisdiction: None,
+            addrs: Vec::new(),
+            vetted: Vec::new(),
+        }
+    }
+}
+
+/// The compiled policy.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Ordered rules.
+    pub rules: Vec<Rule>,
+    /// Conditional-country recipients.
+    pub attestations: Vec<Attestation>,
+    /// Internal CIDRs that may be reached.
+    pub internal_allowed: Vec<IpNet>,
+    /// Default action for an `unknown` jurisdiction (deny: fail closed).
+    pub unknown: Action,
+}
+
+impl Policy {
+    /// Decide for every address of the destination.
+    pub fn decide(
+        &self,
+        profile: &Profile,
+        subject: &Subject<'_>,
+        lookups: &[(IpAddr, Lookup)],
+    ) -> Decision {
+        let addrs: Vec<AddrDecision> = lookups
+            .iter()
+            .map(|(ip, l)| self.decide_addr(profile, subject, *ip, l))
+            .collect();
+        let vetted: Vec<VettedAddr> = addrs
+            .iter()
+            .filter(|a| a.verdict == Verdict::Allow)
+            .map(|a| VettedAddr(SocketAddr::new(a.ip, subject.port)))
+            .collect();
+        let deciding = addrs
+            .iter()
+            .find(|a| a.verdict == Verdict::Allow)
+            .or_else(|| addrs.first());
+        let Some(d) = deciding else {
+            return Decision::early(Reason::ResolveFailed, subject.mode);
+        };
+        Decision {
+            verdict: if vetted.is_empty() {
+                Verdict::Deny
+            } else {
+                Verdict::Allow
+            },
+            mode: d.mode,
+            would_deny: addrs.iter().any(|a| a.would_deny),
+            reason: d.reason,
+            rule: d.rule.clone(),
+            jurisdiction: Some(d.decided_by.jurisdiction),
+            vetted,
+            addrs,
+        }
+    }
+
+    fn decide_addr(
+        &self,
+        profile: &Profile,
+        s: &Subject<'_>,
+        ip: IpAddr,
+        lookup: &Lookup,
+    ) -> AddrDecision {
+        let (class, decided_by) = profile.classify(lookup);
+        let j = decided_by.jurisdiction;
+        let facts = Facts {
+            listener: s.listener,
+            client: s.client,
+            host: s.host,
+            port: s.port,
+            ip,
+            class,
+            jurisdiction: j,
+        };
+        let mut mode = s.mode;
+        let mut rule_id = None;
+        let mut attestation = None;
+        let matched = self.rules.iter().find(|r| {
+            r.matches(&facts)
+                && !(r.action == Action::Allow && j == Jurisdiction::METADATA && !r.names(j, ip))
+        });
+        let (action, reason) = if let Some(r) = matched {
+            mode = r.mode.unwrap_or(s.mode);
+            rule_id = Some(r.id.clone());
+            match r.action {
+                Action::Allow => (Action::Allow, Reason::RuleAllow),
+                Action::Deny => (Action::Deny, Reason::RuleDeny),
+            }
+        } else {
+            match class {
+                Class::Home => (Action::Allow, Reason::Home),
+                Class::Adequate => (Action::Allow, Reason::Adequate),
+                Class::Conditional => {
+                    attestation = self
+                        .attestations
+                        .iter()
+                        .position(|a| a.host.matches(s.host));
+                    if attestation.is_some() {
+                        (Action::Allow, Reason::Attested)
+                    } else {
+                        (Action::Deny, Reason::NotAttested)
+                    }
+                }
+                Class::NotAdequate => (Action::Deny, Reason::NotAdequate),
+                Class::Unknown => match self.unknown {
+                    Action::Allow => (Action::Allow, Reason::UnknownAllowed),
+                    Action::Deny => (Action::Deny, Reason::UnknownJurisdiction),
+                },
+                Class::Internal => self.internal_default(j, ip),
+            }
+        };
+        let denied = action == Action::Deny;
+        let reported = denied && mode == Mode::Report && !reason.always_enforced();
+        AddrDecision {
+            ip,
+            lookup: *lookup,
+            class,
+            decided_by,
+            verdict: if denied && !reported {
+                Verdict::Deny
+            } else {
+                Verdict::Allow
+            },
+            would_deny: reported,
+            reason,
+            rule: rule_id,
+            mode,
+            attestation,
+        }
+    }
+
+    fn internal_default(&self, j: Jurisdiction, ip: IpAddr) -> (Action, Reason) {
+        if j == Jurisdiction::METADATA {
+            (Action::Deny, Reason::Metadata)
+        } else if j == Jurisdiction::RESERVED {
+            (Action::Deny, Reason::Reserved)
+        } else if self.internal_allowed.iter().any(|n| n.contains(&ip)) {
+            (Action::Allow, Reason::InternalAllowed)
+        } else {
+            (Action::Deny, Reason::Internal)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

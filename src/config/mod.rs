@@ -1,0 +1,129 @@
+//! Stage 0: configuration. A raw [`file::FileConfig`] (serde, `deny_unknown_fields`) is compiled
+//! into a checked [`Config`] before any port is bound. Errors name the file, line, key path and
+//! bad value ([`ConfigError`]); the binary exits 64 on them.
+
+pub mod error;
+pub mod file;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use error::ConfigError;
+
+use crate::jurisdiction::load::TableSources;
+use crate::policy::{Mode, Policy, Profile};
+
+/// The example configuration, embedded: `residency-proxy run` with no arguments uses it.
+pub const EXAMPLE: &str = include_str!("../../config/residency-proxy.toml");
+
+/// Name used for the embedded example in messages.
+pub const EXAMPLE_NAME: &str = "config/residency-proxy.toml";
+
+/// What a listener does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Forward proxy: absolute-form HTTP and CONNECT.
+    Forward,
+}
+
+/// One listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Unique name, used in rules, audit records and metrics.
+    pub name: String,
+    /// Kind.
+    pub kind: ListenerKind,
+    /// Address to bind (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Enforce or report.
+    pub mode: Mode,
+    /// Clients allowed to use the listener. Never empty: an open proxy is not configurable.
+    pub allowed_clients: Vec<IpNet>,
+    /// Destination ports allowed.
+    pub allowed_ports: Vec<u16>,
+    /// Maximum concurrent connections.
+    pub max_connections: usize,
+}
+
+/// Timeouts and sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Time for a client to send a request's header section.
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept.
+    pub keepalive_idle_timeout: Duration,
+    /// Time to establish a TCP connection to one upstream address.
+    pub connect_timeout: Duration,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// Time to wait for an upstream's response header section.
+    pub upstream_response_timeout: Duration,
+    /// Largest request header section accepted (bytes, at least 8192); larger gets 431.
+    pub max_header_bytes: usize,
+    /// On SIGTERM/SIGINT, how long open requests and tunnels may run before being cut.
+    pub drain_timeout: Duration,
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to, reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+/// Audit writer settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Destination.
+    pub output: AuditOutput,
+    /// Queue capacity (records).
+    pub queue: usize,
+    /// How long a request waits for queue space before the record goes to the overflow log.
+    pub full_wait: Duration,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (or the embedded example's name).
+    pub source: String,
+    /// Listeners.
+    pub listeners: Vec<ListenerConfig>,
+    /// Jurisdiction data sources (the table is built from these at start).
+    pub jurisdiction: TableSources,
+    /// The adequacy profile.
+    pub profile: Profile,
+    /// Rules, attestations and defaults.
+    pub policy: Policy,
+    /// Per-lookup DNS timeout.
+    pub resolver_timeout: Duration,
+    /// Audit settings.
+    pub audit: AuditConfig,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Read and compile a configuration file. Relative paths inside it are taken relative to
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, &e))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// The embedded example configuration.
+    pub fn example() -> Result<Config, ConfigError> {
+        Self::parse(EXAMPLE, EXAMPLE_NAME, Path::new("."))
+    }
+
+    /// Compile configuration text; `source` names it in errors, `base` resolves relative paths.
+    pub fn parse(text: &str, source: &str, base: &Path) -> Result<Config, ConfigError> {
+        file::compile(text, source, base)
+    }
+}

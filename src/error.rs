@@ -1,0 +1,106 @@
+//! Failures on the request path. A deny is a decision, not an error: see `policy::Decision`.
+
+use hyper::StatusCode;
+
+/// Which side of the proxy a failure is on: dashboards tell "their fault" from "ours".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something wrong.
+    Downstream,
+    /// The destination (or its DNS) failed.
+    Upstream,
+    /// The proxy itself failed.
+    Internal,
+}
+
+impl Side {
+    /// Label for audit records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Downstream => "downstream",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        }
+    }
+}
+
+/// A request-path failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// Malformed or unsupported request.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Header section over the limit.
+    #[error("request header section too large")]
+    HeadersTooLarge,
+    /// The destination name does not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// Host name.
+        host: String,
+        /// Resolver's reason.
+        reason: String,
+    },
+    /// DNS timed out.
+    #[error("DNS lookup for {0} timed out")]
+    ResolveTimeout(String),
+    /// No vetted address accepted a connection.
+    #[error("cannot connect to {target}: {reason}")]
+    Connect {
+        /// What was dialled.
+        target: String,
+        /// Last error.
+        reason: String,
+    },
+    /// Connecting timed out on every vetted address.
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    /// The upstream did not answer in time.
+    #[error("upstream {0} did not respond in time")]
+    UpstreamTimeout(String),
+    /// The upstream broke the protocol or the connection.
+    #[error("upstream {target} failed: {reason}")]
+    Upstream {
+        /// Destination.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl ProxyError {
+    /// Status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::Resolve { .. } | ProxyError::Connect { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ResolveTimeout(_)
+            | ProxyError::ConnectTimeout(_)
+            | ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whose fault.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge => Side::Downstream,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// Closed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::HeadersTooLarge => "headers-too-large",
+            ProxyError::Resolve { .. } => "resolve-failed",
+            ProxyError::ResolveTimeout(_) => "resolve-timeout",
+            ProxyError::Connect { .. } => "connect-failed",
+            ProxyError::ConnectTimeout(_) => "connect-timeout",
+            ProxyError::UpstreamTimeout(_) => "upstream-timeout",
+            ProxyError::Upstream { .. } => "upstream-failed",
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Stage 1 of the pipeline: accept connections, enforce connection limits and client timeouts,
+//! serve HTTP/1.1 with keep-alive and upgrades, and shut down gracefully.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+
+use crate::audit::{self, AuditRecord};
+use crate::config::ListenerConfig;
+use crate::pipeline;
+use crate::record::Recorder;
+use crate::server::Shared;
+
+/// What one client connection is doing, shared by its requests and its timed I/O.
+#[derive(Debug)]
+pub struct Activity {
+    start: Instant,
+    /// Requests in flight (a response body or tunnel still open counts).
+    busy: AtomicUsize,
+    /// Milliseconds after `start` when the connection last became idle.
+    idle_since_ms: AtomicU64,
+    /// Requests completed.
+    completed: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            start: Instant::now(),
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+        })
+    }
+
+    /// Mark a request in flight until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> BusyGuard {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        BusyGuard(self.clone())
+    }
+}
+
+/// Held while a request is in flight.
+#[derive(Debug)]
+pub struct BusyGuard(Arc<Activity>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = a.start.elapsed().as_millis() as u64;
+        a.idle_since_ms.store(ms, Ordering::Release);
+        a.completed.fetch_add(1, Ordering::AcqRel);
+        a.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client socket with the two client-side read deadlines: the header-read timeout (from the
+/// first byte of a request, or from accept, until a request is being handled) and the
+/// keep-alive idle timeout (from the end of the last response while no byte arrives).
+struct TimedIo {
+    inner: TcpStream,
+    act: Arc<Activity>,
+    header_read: Duration,
+    keepalive_idle: Duration,
+    /// Set when bytes of a new request arrive on an idle connection.
+    header_deadline: Option<Instant>,
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl TimedIo {
+    fn new(inner: TcpStream, act: Arc<Activity>, header_read: Duration, idle: Duration) -> Self {
+        TimedIo {
+            inner,
+            act,
+            header_read,
+            keepalive_idle: idle,
+            header_deadline: None,
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+        }
+    }
+
+    fn deadline(&mut self) -> Option<Instant> {
+        if self.act.busy.load(Ordering::Acquire) > 0 {
+            self.header_deadline = None;
+            return None;
+        }
+        if let Some(d) = self.header_deadline {
+            return Some(d);
+        }
+        if self.act.completed.load(Ordering::Acquire) == 0 {
+            return Some(self.act.start + self.header_read);
+        }
+        let idle_since = Duration::from_millis(self.act.idle_since_ms.load(Ordering::Acquire));
+        Some(self.act.start + idle_since + self.keepalive_idle)
+    }
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let idle = this.act.busy.load(Ordering::Acquire) == 0;
+                if buf.filled().len() > before && idle && this.header_deadline.is_none() {
+                    this.header_deadline = Some(Instant::now() + this.header_read);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        let Some(deadline) = this.deadline() else {
+            return Poll::Pending;
+        };
+        if this.armed != Some(deadline) {
+            this.sleep.as_mut().reset(deadline);
+            this.armed = Some(deadline);
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client read timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Per-connection facts the pipeline needs.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The listener's configuration.
+    pub listener: Arc<ListenerConfig>,
+    /// The client's address (IPv4-mapped addresses canonicalised to IPv4).
+    pub client: SocketAddr,
+    /// The connection's activity.
+    pub activity: Arc<Activity>,
+}
+
+/// Accept until shutdown; one task per connection, tracked for draining.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, listener = %cfg.name, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let client = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let conn = Arc::new(ConnInfo {
+            listener: cfg.clone(),
+            client,
+            activity: Activity::new(),
+        });
+        let shared2 = shared.clone();
+        shared.tracker.spawn(async move {
+            serve(shared2, conn, stream).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, stream: TcpStream) {
+    let limits = shared.state.load().config.limits.clone();
+    let io = TimedIo::new(
+        stream,
+        conn.activity.clone(),
+        limits.header_read_timeout,
+        limits.keepalive_idle_timeout,
+    );
+    let svc_shared = shared.clone();
+    let svc_conn = conn.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let shared = svc_shared.clone();
+        let conn = svc_conn.clone();
+        async move { Ok::<_, Infallible>(pipeline::handle(shared, conn, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let c = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(c);
+    let result = tokio::select! {
+        r = c.as_mut() => r,
+        _ = shared.shutdown.cancelled() => {
+            c.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = c.as_mut() => r,
+                _ = shared.hard.cancelled() => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        // hyper answered these itself (431, 400) before any request reached the pipeline:
+        // audit them here so every refusal has its record.
+        let status = if e.is_parse_too_large() {
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        } else if e.is_parse() || e.is_parse_version_h2() {
+            Some(StatusCode::BAD_REQUEST)
+        } else {
+            None
+        };
+        match status {
+            Some(status) => audit_protocol_error(&shared, &conn, status, &e),
+            None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
+        }
+    }
+}
+
+fn audit_protocol_error(
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    status: StatusCode,
+    e: &hyper::Error,
+) {
+    let snap = shared.state.load();
+    let mut rec = Recorder::new(
+        shared.deps.audit.clone(),
+        AuditRecord {
+            ts: audit::now_rfc3339(),
+            listener: conn.listener.name.clone(),
+            client_addr: Some(conn.client),
+            intent: "unknown".into(),
+            decision: "deny".into(),
+            mode: conn.listener.mode.as_str().into(),
+            reason: "malformed-request".into(),
+            profile: snap.config.profile.name.clone(),
+            db_version: snap.db_version.clone(),
+            status: Some(status.as_u16()),
+            error_side: Some("downstream".into()),
+            error: Some(e.to_string()),
+            ..AuditRecord::default()
+        },
+    );
+    rec.finish();
+}

@@ -1,0 +1,244 @@
+//! The life of a request, in one function: classify → resolve → lookup → decide → record →
+//! connect → relay or tunnel. Each stage is a call into its own module.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use crate::audit::{self, AuditRecord};
+use crate::config::ListenerConfig;
+use crate::destination::{self, ResolveError};
+use crate::error::ProxyError;
+use crate::jurisdiction::Lookup;
+use crate::listener::ConnInfo;
+use crate::policy::{Decision, Reason, Subject, Verdict};
+use crate::protocol::forward::ProxyBody;
+use crate::protocol::{self, Intent};
+use crate::record::Recorder;
+use crate::server::Shared;
+use crate::upstream::connect_first;
+
+/// Header naming the proxy's decision on refusals.
+pub const DECISION_HEADER: &str = "x-residency-decision";
+
+/// Handle one request from a forward listener. Always answers; exactly one audit record is
+/// emitted for it (when its response body or tunnel ends).
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let busy = conn.activity.begin();
+    let snap = shared.state.load_full();
+    let cfg = &snap.config;
+    let listener = &conn.listener;
+    let mut rec = Recorder::new(
+        shared.deps.audit.clone(),
+        AuditRecord {
+            ts: audit::now_rfc3339(),
+            listener: listener.name.clone(),
+            client_addr: Some(conn.client),
+            mode: listener.mode.as_str().into(),
+            profile: cfg.profile.name.clone(),
+            db_version: snap.db_version.clone(),
+            decision: "deny".into(),
+            intent: "unknown".into(),
+            ..AuditRecord::default()
+        },
+    );
+    rec.hold(busy);
+
+    // 2. classify
+    let intent = match protocol::classify(&req) {
+        Ok(i) => i,
+        Err(e) => return failure(rec, e, "malformed-request"),
+    };
+    let dest = intent.destination().clone();
+    let host = dest.host.to_string();
+    {
+        let r = rec.rec();
+        r.intent = intent.as_str().into();
+        r.dest_host = Some(host.clone());
+        r.dest_port = Some(dest.port);
+    }
+    // Listener gates: never an open proxy, only the configured ports.
+    let client_ip = conn.client.ip();
+    if let Some(reason) = gate(listener, client_ip, dest.port) {
+        let d = Decision::early(reason, listener.mode);
+        return refusal(rec, d, &cfg.profile, &host, dest.port);
+    }
+
+    // 3. resolve
+    let addrs = match destination::resolve(shared.deps.resolver.as_ref(), &dest.host).await {
+        Ok(a) => a,
+        Err(e) => {
+            rec.rec().reason = Reason::ResolveFailed.as_str().into();
+            let err = match e {
+                ResolveError::Timeout(h) => ProxyError::ResolveTimeout(h),
+                other => ProxyError::Resolve {
+                    host: host.clone(),
+                    reason: other.to_string(),
+                },
+            };
+            return failure(rec, err, Reason::ResolveFailed.as_str());
+        }
+    };
+
+    // 4. lookup
+    let lookups: Vec<(IpAddr, Lookup)> = addrs
+        .iter()
+        .map(|ip| (*ip, snap.table.lookup(*ip)))
+        .collect();
+
+    // 5. decide
+    let subject = Subject {
+        listener: &listener.name,
+        mode: listener.mode,
+        client: client_ip,
+        host: &host,
+        port: dest.port,
+    };
+    let decision = cfg.policy.decide(&cfg.profile, &subject, &lookups);
+
+    // 6. record
+    rec.decision(&decision, &cfg.profile);
+    if decision.verdict == Verdict::Deny {
+        return refusal(rec, decision, &cfg.profile, &host, dest.port);
+    }
+
+    // 7. connect: only vetted addresses, in order
+    let (stream, dialled) = match connect_first(
+        &shared.deps.connector,
+        &decision.vetted,
+        cfg.limits.connect_timeout,
+        &dest.authority(),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return failure(rec, e, decision.reason.as_str()),
+    };
+    rec.rec().dialed_ip = Some(dialled.addr().ip());
+
+    match intent {
+        Intent::Connect(_) => {
+            rec.rec().status = Some(200);
+            let idle = cfg.limits.tunnel_idle_timeout;
+            let hard = shared.hard.clone();
+            shared.tracker.spawn(async move {
+                tokio::select! {
+                    _ = protocol::connect::run(req, stream, idle, rec) => {}
+                    _ = hard.cancelled() => {}
+                }
+            });
+            let mut resp = Response::new(Empty::<Bytes>::new().map_err(never).boxed());
+            *resp.status_mut() = StatusCode::OK;
+            resp
+        }
+        Intent::Forward(_) => {
+            match protocol::forward::relay(
+                req,
+                &dest,
+                stream,
+                cfg.limits.upstream_response_timeout,
+                rec,
+            )
+            .await
+            {
+                Ok(resp) => resp,
+                Err((e, rec)) => failure(rec, e, decision.reason.as_str()),
+            }
+        }
+    }
+}
+
+/// The listener's own checks, before any lookup: the client must be in `allowed_clients` (never
+/// an open proxy) and the port in `allowed_ports`.
+pub fn gate(listener: &ListenerConfig, client: IpAddr, port: u16) -> Option<Reason> {
+    if !listener.allowed_clients.iter().any(|n| n.contains(&client)) {
+        return Some(Reason::ClientNotAllowed);
+    }
+    if !listener.allowed_ports.contains(&port) {
+        return Some(Reason::PortNotAllowed);
+    }
+    None
+}
+
+fn never(x: std::convert::Infallible) -> hyper::Error {
+    match x {}
+}
+
+fn text_response(status: StatusCode, body: String, decision: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(never).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(decision) {
+        resp.headers_mut().insert(DECISION_HEADER, v);
+    }
+    resp
+}
+
+/// A deny: 403 naming the reason and jurisdiction, audited.
+fn refusal(
+    mut rec: Recorder,
+    decision: Decision,
+    profile: &crate::policy::Profile,
+    host: &str,
+    port: u16,
+) -> Response<ProxyBody> {
+    rec.decision(&decision, profile);
+    rec.rec().status = Some(403);
+    let jurisdiction = decision
+        .jurisdiction
+        .map_or("-".to_string(), |j| j.code().to_string());
+    let mut header = format!(
+        "deny; reason={}; jurisdiction={}",
+        decision.reason.as_str(),
+        jurisdiction
+    );
+    if let Some(rule) = &decision.rule {
+        header.push_str(&format!("; rule={rule}"));
+    }
+    let body = format!(
+        "residency-proxy: {host}:{port} denied: {} (jurisdiction {jurisdiction}, profile {})\n",
+        decision.reason.as_str(),
+        profile.name
+    );
+    rec.finish();
+    text_response(StatusCode::FORBIDDEN, body, &header)
+}
+
+/// A failure (bad request, DNS, connect, upstream): its status, audited.
+fn failure(mut rec: Recorder, e: ProxyError, reason: &str) -> Response<ProxyBody> {
+    rec.error(&e);
+    {
+        let r = rec.rec();
+        r.decision = if r.dialed_ip.is_some() || reason_allows(reason) {
+            "allow".into()
+        } else {
+            "deny".into()
+        };
+        if r.reason.is_empty() {
+            r.reason = reason.into();
+        }
+    }
+    let header = format!("error; reason={}", e.label());
+    let body = format!("residency-proxy: {e}\n");
+    rec.finish();
+    text_response(e.status(), body, &header)
+}
+
+fn reason_allows(reason: &str) -> bool {
+    matches!(
+        reason,
+        "home" | "adequate" | "attested" | "internal-allowed" | "unknown-allowed" | "rule-allow"
+    )
+}

@@ -1,0 +1,149 @@
+//! Start the proxy: bind every listener (after the configuration and tables are compiled),
+//! serve until shutdown, then drain.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::AuditSink;
+use crate::config::Config;
+use crate::destination::Resolver;
+use crate::jurisdiction::JurisdictionTable;
+use crate::listener::accept_loop;
+use crate::upstream::Connector;
+
+/// Everything a request reads, swapped as one unit: a request takes one snapshot and uses it
+/// throughout, so a reload never mixes versions.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The checked configuration.
+    pub config: Config,
+    /// The compiled jurisdiction table.
+    pub table: JurisdictionTable,
+    /// GeoIP database build date, for audit records.
+    pub db_version: String,
+}
+
+impl Snapshot {
+    /// Bundle a configuration with its table.
+    pub fn new(config: Config, table: JurisdictionTable) -> Snapshot {
+        let db_version = table
+            .info()
+            .geoip
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |g| g.build_date());
+        Snapshot {
+            config,
+            table,
+            db_version,
+        }
+    }
+}
+
+/// The I/O the pipeline uses, replaceable in tests.
+#[derive(Clone)]
+pub struct Deps {
+    /// DNS.
+    pub resolver: Arc<dyn Resolver>,
+    /// Upstream dialling (vetted addresses only).
+    pub connector: Arc<dyn Connector>,
+    /// Audit records.
+    pub audit: AuditSink,
+}
+
+/// State shared by all listeners and requests.
+pub struct Shared {
+    /// The current snapshot.
+    pub state: ArcSwap<Snapshot>,
+    /// I/O dependencies.
+    pub deps: Deps,
+    /// Cancelled to stop accepting and finish open requests.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the drain time is up: cut what is still open.
+    pub hard: CancellationToken,
+    /// Every connection and tunnel task.
+    pub tracker: TaskTracker,
+}
+
+/// A running proxy.
+pub struct ProxyHandle {
+    listeners: Vec<(String, SocketAddr)>,
+    shared: Arc<Shared>,
+    accepts: Vec<JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    /// Bound address of a listener.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Every listener and its bound address.
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// Replace the snapshot (configuration reload).
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.shared.state.store(Arc::new(snapshot));
+    }
+
+    /// Stop accepting, let open requests and tunnels finish for up to `drain`, then cut them.
+    /// Returns the number of tasks cut.
+    pub async fn shutdown(self, drain: Duration) -> bool {
+        self.shared.shutdown.cancel();
+        for a in self.accepts {
+            let _ = a.await;
+        }
+        self.shared.tracker.close();
+        let drained = tokio::time::timeout(drain, self.shared.tracker.wait())
+            .await
+            .is_ok();
+        if !drained {
+            self.shared.hard.cancel();
+            self.shared.tracker.wait().await;
+        }
+        drained
+    }
+}
+
+/// Bind every listener of the snapshot's configuration and start serving.
+pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
+    let mut bound = Vec::new();
+    for l in &snapshot.config.listeners {
+        let listener = TcpListener::bind(l.bind).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.bind))
+        })?;
+        bound.push((Arc::new(l.clone()), listener));
+    }
+    let shared = Arc::new(Shared {
+        state: ArcSwap::from_pointee(snapshot),
+        deps,
+        shutdown: CancellationToken::new(),
+        hard: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    });
+    let mut listeners = Vec::new();
+    let mut accepts = Vec::new();
+    for (cfg, listener) in bound {
+        let addr = listener.local_addr()?;
+        tracing::info!(listener = %cfg.name, addr = %addr, "Listening");
+        listeners.push((cfg.name.clone(), addr));
+        accepts.push(tokio::spawn(accept_loop(shared.clone(), listener, cfg)));
+    }
+    Ok(ProxyHandle {
+        listeners,
+        shared,
+        accepts,
+    })
+}
