@@ -491,7 +491,20 @@ fn bad_files() -> Vec<(String, usize, Vec<&'static str>)> {
         (
             format!("{LISTENER}max_connections = 10\nmode = \"enforce\n"),
             5,
-            vec!["test.toml:5: listener[0]: "],
+            vec![
+                "test.toml:5: listener[0].mode: invalid basic string",
+                "('\"enforce')",
+            ],
+        ),
+        (
+            "[[listener]]\nname = \"egress\"\nbind = 127.0.0.1:3128\n".to_string(),
+            3,
+            vec!["test.toml:3: listener[0].bind: ", "('127.0.0.1:3128')"],
+        ),
+        (
+            l("max_connections = 99999999999999999999\n"),
+            4,
+            vec!["listener[0].max_connections: integer out of range"],
         ),
         (
             format!("[limits\n{LISTENER}"),

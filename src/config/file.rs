@@ -817,10 +817,10 @@ impl Compiler<'_> {
                 .to_string()
         };
         Profile::load(&arg).map_err(|e| {
-            let reason = if e.line.is_none() && e.file == *written {
-                e.reason
-            } else {
-                format!("cannot load profile: {e}")
+            let reason = match e.line {
+                None if !written.ends_with(".toml") => e.reason,
+                None => format!("cannot load profile {arg}: {}", e.reason),
+                Some(_) => format!("cannot load profile: {e}"),
             };
             self.bad(raw, KEY, reason)
         })
@@ -845,9 +845,17 @@ fn toml_error(text: &str, source: &str, e: &toml::de::Error) -> ConfigError {
         let table = nearest_table(text, line);
         let snippet = text.get(span.clone()).unwrap_or("").trim();
         if message == "duplicate key" && !snippet.is_empty() {
-            (join(&table, snippet), None)
-        } else {
-            (table, (!snippet.is_empty()).then(|| snippet.to_string()))
+            return (join(&table, snippet), None);
+        }
+        // On a `key = value` line, name the key and show the value as written.
+        let assignment = text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .and_then(|l| l.split_once('='))
+            .filter(|(k, _)| is_bare_key(k.trim()));
+        match assignment {
+            Some((k, v)) => (join(&table, k.trim()), Some(v.trim().to_string())),
+            None => (table, (!snippet.is_empty()).then(|| snippet.to_string())),
         }
     });
     let mut reason = message;
@@ -867,6 +875,9 @@ fn toml_error(text: &str, source: &str, e: &toml::de::Error) -> ConfigError {
 
 /// Trade serde's Rust vocabulary for TOML's.
 fn friendly(message: &str) -> String {
+    if message.contains(" as i128, ") {
+        return "integer out of range".to_string();
+    }
     let mut m = message
         .replace("expected i64", "expected an integer")
         .replace("expected a sequence", "expected an array")
@@ -876,6 +887,13 @@ fn friendly(message: &str) -> String {
         m.push_str("expected a table");
     }
     m
+}
+
+/// A bare TOML key (or dotted bare keys): letters, digits, `_`, `-` and `.`.
+fn is_bare_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 fn join(table: &str, key: &str) -> String {
