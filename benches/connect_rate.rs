@@ -284,7 +284,10 @@ fn main() -> ExitCode {
         (all, start.elapsed())
     });
 
-    let mut lat: Vec<u64> = all.iter().flat_map(|s| s.latencies_us.iter().copied()).collect();
+    let mut lat: Vec<u64> = all
+        .iter()
+        .flat_map(|s| s.latencies_us.iter().copied())
+        .collect();
     lat.sort_unstable();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for s in &all {

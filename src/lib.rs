@@ -19,4 +19,7 @@ pub mod policy;
 pub mod protocol;
 pub mod record;
 pub mod server;
+pub mod tls;
+pub mod proxy_protocol;
+pub mod forwarded;
 pub mod upstream;

@@ -77,6 +77,10 @@ pub struct FileConfig {
     pub listener: Option<Spanned<Vec<FileListener>>>,
     /// `[policy]`: defaults, rules and attestations.
     pub policy: Option<FilePolicy>,
+    /// `[[route]]`: reverse-proxy routes, in order.
+    pub route: Option<Vec<super::reverse::FileRoute>>,
+    /// `[[pool]]`: upstream pools of reverse routes.
+    pub pool: Option<Vec<super::reverse::FilePool>>,
 }
 
 /// `[jurisdiction]`.
@@ -131,6 +135,10 @@ pub struct FileLimits {
     pub max_header_bytes: Option<Spanned<i64>>,
     /// Shutdown drain timeout.
     pub drain_timeout: Option<Spanned<String>>,
+    /// HTTP/2 concurrent streams per connection.
+    pub h2_max_concurrent_streams: Option<Spanned<i64>>,
+    /// HTTP/2 header list size.
+    pub h2_max_header_list_size: Option<Spanned<i64>>,
 }
 
 /// One `[[listener]]`.
@@ -151,6 +159,18 @@ pub struct FileListener {
     pub allowed_ports: Option<Spanned<Vec<Spanned<i64>>>>,
     /// Concurrent connection limit.
     pub max_connections: Option<Spanned<i64>>,
+    /// Reverse listeners: `[[listener.cert]]` certificates (TLS when present).
+    pub cert: Option<Vec<super::reverse::FileCert>>,
+    /// Reverse listeners: offer HTTP/2 by ALPN.
+    pub h2: Option<bool>,
+    /// Reverse listeners without certificates: answer everything with a redirect to this HTTPS port.
+    pub redirect_https_port: Option<Spanned<i64>>,
+    /// Reverse listeners: `none`, `v1`, `v2` or `any`.
+    pub proxy_protocol: Option<Spanned<String>>,
+    /// Reverse listeners: peers whose forwarding headers are believed.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// Reverse listeners: pool for requests no route matches (else 404).
+    pub default_pool: Option<Spanned<String>>,
 }
 
 /// `[policy]`.
@@ -242,16 +262,16 @@ pub fn compile(text: &str, source: &str, base: &Path) -> Result<Config, ConfigEr
 }
 
 /// Compilation context: the text (for lines), its name and the base directory.
-struct Compiler<'a> {
-    text: &'a str,
-    source: &'a str,
-    base: &'a Path,
+pub(super) struct Compiler<'a> {
+    pub(super) text: &'a str,
+    pub(super) source: &'a str,
+    pub(super) base: &'a Path,
 }
 
-type Res<T> = Result<T, ConfigError>;
+pub(super) type Res<T> = Result<T, ConfigError>;
 
 impl Compiler<'_> {
-    fn fail(
+    pub(super) fn fail(
         &self,
         span: Range<usize>,
         key: impl Into<String>,
@@ -266,7 +286,7 @@ impl Compiler<'_> {
     }
 
     /// An error about a spanned value, naming the value.
-    fn bad<T: Display>(
+    pub(super) fn bad<T: Display>(
         &self,
         v: &Spanned<T>,
         key: impl Into<String>,
@@ -287,6 +307,9 @@ impl Compiler<'_> {
         let audit = self.audit(raw.audit.unwrap_or_default())?;
         let limits = self.limits(raw.limits.unwrap_or_default())?;
         let (jurisdiction, profile) = self.jurisdiction(raw.jurisdiction.unwrap_or_default())?;
+        let pools = self.pools(raw.pool.unwrap_or_default())?;
+        let routes = self.routes(raw.route.unwrap_or_default(), &listeners, &pools)?;
+        self.check_default_pools(&listeners, &pools)?;
         Ok(Config {
             source: self.source.to_string(),
             listeners,
@@ -296,19 +319,21 @@ impl Compiler<'_> {
             resolver_timeout,
             audit,
             limits,
+            routes,
+            pools,
         })
     }
 
     // ---- scalars -------------------------------------------------------------------------
 
-    fn duration(&self, v: Option<&Spanned<String>>, key: &str, default: Duration) -> Res<Duration> {
+    pub(super) fn duration(&self, v: Option<&Spanned<String>>, key: &str, default: Duration) -> Res<Duration> {
         match v {
             None => Ok(default),
             Some(v) => parse_duration(v.get_ref()).map_err(|r| self.bad(v, key, r)),
         }
     }
 
-    fn int(
+    pub(super) fn int(
         &self,
         v: Option<&Spanned<i64>>,
         key: &str,
@@ -325,14 +350,14 @@ impl Compiler<'_> {
             .ok_or_else(|| self.bad(v, key, format!("must be between {min} and {max}")))
     }
 
-    fn port(&self, v: &Spanned<i64>, key: &str) -> Res<u16> {
+    pub(super) fn port(&self, v: &Spanned<i64>, key: &str) -> Res<u16> {
         u16::try_from(*v.get_ref())
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| self.bad(v, key, "invalid port (expected 1 to 65535)"))
     }
 
-    fn mode(&self, v: &Spanned<String>, key: &str) -> Res<Mode> {
+    pub(super) fn mode(&self, v: &Spanned<String>, key: &str) -> Res<Mode> {
         match v.get_ref().as_str() {
             "enforce" => Ok(Mode::Enforce),
             "report" => Ok(Mode::Report),
@@ -340,7 +365,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn action(&self, v: &Spanned<String>, key: &str) -> Res<Action> {
+    pub(super) fn action(&self, v: &Spanned<String>, key: &str) -> Res<Action> {
         match v.get_ref().as_str() {
             "allow" => Ok(Action::Allow),
             "deny" => Ok(Action::Deny),
@@ -348,11 +373,11 @@ impl Compiler<'_> {
         }
     }
 
-    fn cidr(&self, v: &Spanned<String>, key: &str) -> Res<IpNet> {
+    pub(super) fn cidr(&self, v: &Spanned<String>, key: &str) -> Res<IpNet> {
         parse_cidr(v.get_ref()).map_err(|r| self.bad(v, key, r))
     }
 
-    fn host(&self, v: &Spanned<String>, key: &str) -> Res<HostPattern> {
+    pub(super) fn host(&self, v: &Spanned<String>, key: &str) -> Res<HostPattern> {
         HostPattern::parse(v.get_ref()).ok_or_else(|| {
             self.bad(
                 v,
@@ -362,7 +387,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn non_empty(&self, v: &Spanned<String>, key: &str, what: &str) -> Res<String> {
+    pub(super) fn non_empty(&self, v: &Spanned<String>, key: &str, what: &str) -> Res<String> {
         if v.get_ref().trim().is_empty() {
             return Err(self.bad(v, key, format!("{what} must not be empty")));
         }
@@ -370,7 +395,7 @@ impl Compiler<'_> {
     }
 
     /// A path, relative ones resolved against the base directory.
-    fn path(&self, v: &Spanned<String>, key: &str) -> Res<PathBuf> {
+    pub(super) fn path(&self, v: &Spanned<String>, key: &str) -> Res<PathBuf> {
         if v.get_ref().is_empty() {
             return Err(self.bad(v, key, "path must not be empty"));
         }
@@ -384,7 +409,7 @@ impl Compiler<'_> {
 
     /// Check a rule's optional list: present lists must not be empty (an empty matcher list
     /// would match anything, which is never what `[]` was meant to say).
-    fn list<'v, T>(&self, v: Option<&'v Spanned<Vec<T>>>, key: &str) -> Res<&'v [T]> {
+    pub(super) fn list<'v, T>(&self, v: Option<&'v Spanned<Vec<T>>>, key: &str) -> Res<&'v [T]> {
         match v {
             None => Ok(&[]),
             Some(l) if l.get_ref().is_empty() => Err(self.fail(
@@ -440,14 +465,16 @@ impl Compiler<'_> {
             let kind = match &l.kind {
                 None => ListenerKind::Forward,
                 Some(k) if k.get_ref() == "forward" => ListenerKind::Forward,
+                Some(k) if k.get_ref() == "reverse" => ListenerKind::Reverse,
                 Some(k) => {
                     return Err(self.bad(
                         k,
                         key("kind"),
-                        "unknown listener kind (only \"forward\" is supported)",
+                        "unknown listener kind (expected forward or reverse)",
                     ));
                 }
             };
+            self.kind_keys(&l, kind, i)?;
             let bind: SocketAddr = l.bind.get_ref().parse().map_err(|_| {
                 self.bad(
                     &l.bind,
@@ -468,7 +495,10 @@ impl Compiler<'_> {
                 None => Mode::Enforce,
                 Some(m) => self.mode(m, &key("mode"))?,
             };
-            let allowed_clients = self.allowed_clients(l.allowed_clients.as_ref(), i)?;
+            let allowed_clients = match kind {
+                ListenerKind::Forward => self.allowed_clients(l.allowed_clients.as_ref(), i)?,
+                ListenerKind::Reverse => self.reverse_clients(l.allowed_clients.as_ref(), i)?,
+            };
             let allowed_ports = match &l.allowed_ports {
                 None => DEFAULT_ALLOWED_PORTS.to_vec(),
                 Some(ports) if ports.get_ref().is_empty() => {
@@ -493,6 +523,10 @@ impl Compiler<'_> {
                 1,
                 MAX_MAX_CONNECTIONS,
             )?;
+            let reverse = match kind {
+                ListenerKind::Forward => None,
+                ListenerKind::Reverse => Some(self.reverse_listener(&l, i)?),
+            };
             out.push(ListenerConfig {
                 name: name.clone(),
                 kind,
@@ -501,6 +535,7 @@ impl Compiler<'_> {
                 allowed_clients,
                 allowed_ports,
                 max_connections,
+                reverse,
             });
         }
         Ok(out)
@@ -759,6 +794,20 @@ impl Compiler<'_> {
                 MAX_HEADER_BYTES,
             )?,
             drain_timeout: d(&raw.drain_timeout, "drain_timeout", DEFAULT_DRAIN_TIMEOUT)?,
+            h2_max_concurrent_streams: self.int(
+                raw.h2_max_concurrent_streams.as_ref(),
+                "limits.h2_max_concurrent_streams",
+                100,
+                1,
+                10_000,
+            )? as u32,
+            h2_max_header_list_size: self.int(
+                raw.h2_max_header_list_size.as_ref(),
+                "limits.h2_max_header_list_size",
+                DEFAULT_HEADER_BYTES,
+                MIN_HEADER_BYTES,
+                MAX_HEADER_BYTES,
+            )? as u32,
         })
     }
 

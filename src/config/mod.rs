@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod file;
+pub mod reverse;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,10 +28,12 @@ pub const EXAMPLE_NAME: &str = "config/residency-proxy.toml";
 pub enum ListenerKind {
     /// Forward proxy: absolute-form HTTP and CONNECT.
     Forward,
+    /// Reverse proxy: TLS termination (or plain HTTP), routes to upstream pools.
+    Reverse,
 }
 
 /// One listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ListenerConfig {
     /// Unique name, used in rules, audit records and metrics.
     pub name: String,
@@ -46,6 +49,8 @@ pub struct ListenerConfig {
     pub allowed_ports: Vec<u16>,
     /// Maximum concurrent connections.
     pub max_connections: usize,
+    /// Reverse-listener settings (`kind = "reverse"` only).
+    pub reverse: Option<reverse::ReverseListener>,
 }
 
 /// Timeouts and sizes.
@@ -65,6 +70,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// On SIGTERM/SIGINT, how long open requests and tunnels may run before being cut.
     pub drain_timeout: Duration,
+    /// HTTP/2: concurrent streams per client connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: largest header list accepted (bytes).
+    pub h2_max_header_list_size: u32,
 }
 
 /// Where audit records go.
@@ -106,6 +115,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Limits.
     pub limits: Limits,
+    /// Reverse-proxy routes, in order (first match wins).
+    pub routes: Vec<reverse::RouteConfig>,
+    /// Upstream pools of reverse routes.
+    pub pools: Vec<reverse::PoolConfig>,
 }
 
 impl Config {

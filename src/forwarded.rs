@@ -1,0 +1,1 @@
+//! Placeholder until the forwarding-headers module lands.

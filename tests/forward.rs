@@ -1,0 +1,954 @@
+//! The forward proxy end to end: absolute-form HTTP and CONNECT through an in-process proxy,
+//! with made-up `.test` destinations on loopback, a connector that fails the test when an
+//! unvetted address is dialled, and the audit records in memory.
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::StatusCode;
+use residency_proxy::audit::AuditRecord;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use support::*;
+
+/// `(ip, jurisdiction)` of every address in a record.
+fn addrs(r: &AuditRecord) -> Vec<(IpAddr, String)> {
+    r.dest_addrs
+        .iter()
+        .map(|a| (a.ip, a.jurisdiction.clone()))
+        .collect()
+}
+
+fn raw_get(target: &str, host: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+// ---- allowed flows -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_to_a_home_destination_is_relayed_and_audited() {
+    let p = spawn_proxy("").await;
+    let origin = p.http_origin(GB_IP, 80).await;
+
+    let resp = p.get("http://uk.test/path?q=1").await;
+
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.header("x-origin"), Some("echo"));
+    let echo = resp.echo();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["target"], "/path?q=1", "origin-form on the upstream side");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(p.dials(), vec![sa(GB_IP, 80)]);
+
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "uk.test");
+    assert_eq!(r.intent, "forward");
+    assert_eq!(r.decision, "allow");
+    assert_eq!(r.reason, "home");
+    assert_eq!(r.listener, "egress");
+    assert_eq!(r.mode, "enforce");
+    assert!(!r.would_deny);
+    assert_eq!(r.status, Some(200));
+    assert_eq!(r.dest_port, Some(80));
+    assert_eq!(r.dialed_ip, Some(GB_IP));
+    assert_eq!(addrs(r), vec![(GB_IP, "GB".to_string())]);
+    assert_eq!(r.dest_addrs[0].class, "home");
+    assert_eq!(r.dest_addrs[0].source, "override");
+    assert_eq!(r.bytes_down, resp.body.len() as u64);
+    assert_eq!(r.error, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_body_reaches_the_origin_and_is_counted() {
+    let p = spawn_proxy("").await;
+    let origin = p.http_origin(FR_IP, 80).await;
+    let body = b"patient=42&ward=7".repeat(1000);
+
+    let mut c = p.client().await;
+    let resp = c
+        .send(request("POST", "http://fr.test/submit", body.clone()))
+        .await;
+
+    assert_eq!(resp.status, StatusCode::OK);
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].target, "/submit");
+    assert_eq!(seen[0].body, body, "the origin got the whole body");
+    assert_eq!(resp.echo()["body"].as_str().map(str::len), Some(body.len()));
+
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "fr.test");
+    assert_eq!(r.reason, "adequate");
+    assert_eq!(r.bytes_up, body.len() as u64);
+    assert_eq!(r.bytes_down, resp.body.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_streams_back_before_the_origin_has_finished() {
+    let p = spawn_proxy("").await;
+    let origin = p.http_origin(GB_IP, 80).await;
+
+    let mut c = p.client().await;
+    let resp = c
+        .send_streaming(request("GET", "http://uk.test/gated", Vec::new()))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+
+    // The origin holds the rest back until released: the first chunk must arrive on its own.
+    let first = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .expect("the first chunk arrives while the origin is still sending")
+        .expect("a frame")
+        .expect("a data frame");
+    assert_eq!(first.into_data().ok(), Some(Bytes::from_static(b"first;")));
+    // The record is written when the body ends, not before.
+    let before = p.audit_barrier().await;
+    assert!(
+        before.iter().all(|r| r.dest_host.as_deref() != Some("uk.test")),
+        "record emitted before the body ended: {before:#?}"
+    );
+
+    origin.release();
+    let rest = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("the rest arrives")
+        .expect("read the rest")
+        .to_bytes();
+    assert_eq!(&rest[..], b"second");
+
+    let recs = p
+        .audit
+        .wait_until(
+            |r| r.iter().any(|x| x.dest_host.as_deref() == Some("uk.test")),
+            "the uk.test record",
+        )
+        .await;
+    assert_eq!(record_for(&recs, "uk.test").bytes_down, 12);
+}
+
+// ---- header handling -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn via_is_added_and_proxy_authorization_is_never_forwarded() {
+    let p = spawn_proxy("").await;
+    let origin = p.http_origin(GB_IP, 80).await;
+
+    let resp = p
+        .raw(
+            b"GET http://uk.test/ HTTP/1.1\r\n\
+              Host: uk.test\r\n\
+              Proxy-Authorization: Basic c2VjcmV0OnNlY3JldA==\r\n\
+              Via: 1.0 client-side\r\n\
+              X-Kept: yes\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .await;
+
+    assert_eq!(resp.status, StatusCode::OK);
+    let seen = &origin.seen()[0];
+    assert_eq!(seen.header("proxy-authorization"), None);
+    assert_eq!(seen.header("x-kept"), Some("yes"));
+    let via = seen.all("via");
+    assert!(
+        via.contains(&"1.0 client-side") && via.contains(&"1.1 residency-proxy"),
+        "existing Via kept and ours appended: {via:?}"
+    );
+    // And on the way back.
+    assert!(
+        resp.headers
+            .get_all("via")
+            .iter()
+            .any(|v| v == "1.1 residency-proxy"),
+        "Via on the response: {:?}",
+        resp.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_are_removed_in_both_directions() {
+    let p = spawn_proxy("").await;
+    let origin = p.http_origin(GB_IP, 80).await;
+
+    let resp = p
+        .raw(
+            b"GET http://uk.test/ HTTP/1.1\r\n\
+              Host: uk.test\r\n\
+              Connection: close, X-Hop-Custom\r\n\
+              X-Hop-Custom: connection-scoped\r\n\
+              Keep-Alive: timeout=5\r\n\
+              TE: trailers\r\n\
+              Upgrade: websocket\r\n\
+              Proxy-Connection: keep-alive\r\n\
+              X-End-To-End: kept\r\n\r\n",
+        )
+        .await;
+
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let seen = &origin.seen()[0];
+    for h in [
+        "x-hop-custom",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-connection",
+    ] {
+        assert_eq!(seen.header(h), None, "{h} must not reach the origin");
+    }
+    assert!(
+        seen.all("connection").iter().all(|v| !v.contains("X-Hop")),
+        "the client's Connection header is not forwarded: {:?}",
+        seen.headers
+    );
+    assert_eq!(seen.header("x-end-to-end"), Some("kept"));
+    // The origin's own hop-by-hop headers do not reach the client.
+    assert_eq!(resp.header("x-origin-hop"), None);
+    assert_eq!(resp.header("keep-alive"), None);
+    assert_eq!(resp.header("x-origin"), Some("echo"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_is_replaced_by_the_uri_authority() {
+    let p = spawn_proxy("").await;
+    let origin80 = p.http_origin(GB_IP, 80).await;
+    let origin443 = p.http_origin(GB_IP, 443).await;
+
+    let a = p
+        .raw(b"GET http://uk.test/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        .await;
+    let b = p
+        .raw(
+            b"GET http://UK.test:443/x HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(b.status, StatusCode::OK);
+    assert_eq!(origin80.seen()[0].all("host"), vec!["uk.test"]);
+    assert_eq!(origin443.seen()[0].all("host"), vec!["uk.test:443"]);
+    assert_eq!(p.dials(), vec![sa(GB_IP, 80), sa(GB_IP, 443)]);
+}
+
+// ---- CONNECT -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_bytes_and_is_audited_when_the_tunnel_closes() {
+    let p = spawn_proxy("").await;
+    let echo = p.tcp_origin(GB_IP, 443).await;
+
+    let (resp, mut tunnel) = p.connect("uk.test:443").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    tunnel.write_all(b"hello, origin").await.expect("write");
+    assert_eq!(read_exactly(&mut tunnel, 13).await, b"hello, origin");
+    tunnel.write_all(b"!").await.expect("write");
+    assert_eq!(read_exactly(&mut tunnel, 1).await, b"!");
+    assert_eq!(echo.connections(), 1);
+
+    // Still open: no record yet.
+    let open = p.audit_barrier().await;
+    assert!(
+        open.iter().all(|r| r.intent != "connect"),
+        "record written while the tunnel is open: {open:#?}"
+    );
+
+    tunnel.shutdown().await.expect("half-close");
+    assert_eq!(read_to_eof(&mut tunnel).await, b"", "the origin's EOF comes back");
+
+    let recs = p
+        .audit
+        .wait_until(|r| r.iter().any(|x| x.intent == "connect"), "the tunnel record")
+        .await;
+    let r = record_for(&recs, "uk.test");
+    assert_eq!(r.intent, "connect");
+    assert_eq!(r.decision, "allow");
+    assert_eq!(r.status, Some(200));
+    assert_eq!(r.dest_port, Some(443));
+    assert_eq!(r.dialed_ip, Some(GB_IP));
+    assert_eq!(r.bytes_up, 14);
+    assert_eq!(r.bytes_down, 14);
+    assert_eq!(p.dials(), vec![sa(GB_IP, 443)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_not_adequate_destination_is_refused_without_a_dial() {
+    let p = spawn_proxy("").await;
+
+    let (resp, _s) = p.connect("cn.test:443").await;
+
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    assert!(resp.decision().contains("reason=not-adequate"), "{resp:?}");
+    assert!(resp.decision().contains("jurisdiction=CN"), "{resp:?}");
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "cn.test");
+    assert_eq!(r.intent, "connect");
+    assert_eq!(r.decision, "deny");
+    assert_eq!(r.status, Some(403));
+    assert_eq!(r.dialed_ip, None);
+}
+
+// ---- jurisdiction decisions ----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_resolving_to_cn_and_gb_dials_only_the_gb_address() {
+    let p = spawn_proxy("").await;
+    let _origin = p.http_origin(GB_IP, 80).await;
+    // CN is deliberately not registered: dialling it would be a violation.
+
+    let resp = p.get("http://mixed.test/").await;
+
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(p.dials(), vec![sa(GB_IP, 80)]);
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "mixed.test");
+    assert_eq!(r.decision, "allow");
+    assert_eq!(r.reason, "home");
+    assert_eq!(r.dialed_ip, Some(GB_IP));
+    assert_eq!(
+        addrs(r),
+        vec![(CN_IP, "CN".to_string()), (GB_IP, "GB".to_string())],
+        "both addresses with their jurisdictions, in resolver order"
+    );
+    assert_eq!(r.dest_addrs[0].class, "not-adequate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_all_cn_host_is_refused_naming_not_adequate_and_cn() {
+    let p = spawn_proxy("").await;
+
+    let resp = p.get("http://allcn.test/").await;
+
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    let d = resp.decision();
+    assert!(d.starts_with("deny"), "{d}");
+    assert!(d.contains("reason=not-adequate"), "{d}");
+    assert!(d.contains("jurisdiction=CN"), "{d}");
+    assert!(resp.text().contains("not-adequate"), "{}", resp.text());
+    assert!(resp.text().contains("allcn.test"), "{}", resp.text());
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "allcn.test");
+    assert_eq!(r.decision, "deny");
+    assert_eq!(r.reason, "not-adequate");
+    assert_eq!(r.status, Some(403));
+    assert_eq!(addrs(r), vec![(CN_IP, "CN".to_string())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_us_host_is_refused_without_an_attestation() {
+    let p = spawn_proxy("").await;
+
+    let resp = p.get("http://us.test/").await;
+
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    assert!(
+        resp.decision().contains("reason=conditional-not-attested"),
+        "{}",
+        resp.decision()
+    );
+    assert!(resp.decision().contains("jurisdiction=US"));
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(
+        record_for(&recs, "us.test").reason,
+        "conditional-not-attested"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_us_host_is_allowed_with_an_attestation() {
+    let p = spawn_proxy(
+        r#"
+[[policy.attestation]]
+host = "us.test"
+organisation = "Example Inc."
+basis = "UK Extension to the EU-US DPF; list entry checked (test)"
+"#,
+    )
+    .await;
+    let origin = p.http_origin(US_IP, 80).await;
+
+    let resp = p.get("http://us.test/").await;
+
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(origin.seen().len(), 1);
+    assert_eq!(p.dials(), vec![sa(US_IP, 80)]);
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "us.test");
+    assert_eq!(r.decision, "allow");
+    assert_eq!(r.reason, "attested");
+    assert_eq!(r.dest_addrs[0].class, "conditional");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_mode_passes_a_cn_destination_and_records_would_deny() {
+    let p = spawn_proxy(r#"mode = "report""#).await;
+    let origin = p.http_origin(CN_IP, 80).await;
+
+    let resp = p.get("http://cn.test/").await;
+
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(origin.seen().len(), 1);
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "cn.test");
+    assert_eq!(r.decision, "allow");
+    assert_eq!(r.mode, "report");
+    assert!(r.would_deny);
+    assert_eq!(r.reason, "not-adequate");
+    assert_eq!(r.dialed_ip, Some(CN_IP));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_mode_still_refuses_metadata() {
+    let p = spawn_proxy(r#"mode = "report""#).await;
+
+    let resp = p.get("http://metadata.test/latest/meta-data/").await;
+
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    assert!(resp.decision().contains("reason=metadata"), "{resp:?}");
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "metadata.test");
+    assert_eq!(r.decision, "deny");
+    assert!(!r.would_deny, "a safety deny is enforced, not reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_matching_rule_wins_a_deny_before_an_allow() {
+    let p = spawn_proxy(
+        r#"
+[[policy.rule]]
+id = "no-test-hosts"
+action = "deny"
+hosts = ["*.test"]
+
+[[policy.rule]]
+id = "uk-ok"
+action = "allow"
+hosts = ["uk.test"]
+"#,
+    )
+    .await;
+
+    let resp = p.get("http://uk.test/").await;
+
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    assert!(resp.decision().contains("reason=rule-deny"), "{resp:?}");
+    assert!(resp.decision().contains("rule=no-test-hosts"), "{resp:?}");
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "uk.test");
+    assert_eq!(r.rule.as_deref(), Some("no-test-hosts"));
+    assert_eq!(r.reason, "rule-deny");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_matching_rule_wins_an_allow_before_a_deny() {
+    let p = spawn_proxy(
+        r#"
+[[policy.rule]]
+id = "test-hosts-ok"
+action = "allow"
+hosts = ["*.test"]
+
+[[policy.rule]]
+id = "no-cn"
+action = "deny"
+jurisdictions = ["CN"]
+"#,
+    )
+    .await;
+    let _origin = p.http_origin(CN_IP, 80).await;
+
+    let resp = p.get("http://cn.test/").await;
+    assert_eq!(resp.status, StatusCode::OK);
+
+    // A wildcard allow never opens the metadata endpoint: only a rule naming it could.
+    let meta = p.get("http://metadata.test/").await;
+    assert_eq!(meta.status, StatusCode::FORBIDDEN);
+    assert!(meta.decision().contains("reason=metadata"), "{meta:?}");
+
+    assert_eq!(p.dials(), vec![sa(CN_IP, 80)]);
+    let recs = p.audit.wait_records(2).await;
+    let r = record_for(&recs, "cn.test");
+    assert_eq!(r.rule.as_deref(), Some("test-hosts-ok"));
+    assert_eq!(r.reason, "rule-allow");
+    assert_eq!(r.decision, "allow");
+    assert_eq!(record_for(&recs, "metadata.test").rule, None);
+}
+
+// ---- safety denies -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_endpoint_is_refused_by_name_and_by_literal() {
+    let p = spawn_proxy("").await;
+
+    let by_name = p.get("http://metadata.test/latest/meta-data/").await;
+    let by_ip = p.get("http://169.254.169.254/latest/meta-data/").await;
+    let (tunnel, _s) = p.connect("169.254.169.254:443").await;
+
+    for resp in [&by_name, &by_ip, &tunnel] {
+        assert_eq!(resp.status, StatusCode::FORBIDDEN);
+        assert!(resp.decision().contains("reason=metadata"), "{resp:?}");
+        assert!(resp.decision().contains("jurisdiction=metadata"), "{resp:?}");
+    }
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(3).await;
+    assert_eq!(recs.len(), 3);
+    for r in &recs {
+        assert_eq!(r.decision, "deny");
+        assert_eq!(r.reason, "metadata");
+        assert_eq!(addrs(r), vec![(METADATA_IP, "metadata".to_string())]);
+    }
+    assert_eq!(
+        recs.iter()
+            .filter(|r| r.dest_host.as_deref() == Some("169.254.169.254"))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_addresses_are_refused_unless_in_internal_allowed() {
+    let closed = spawn_proxy("").await;
+    for url in ["http://10.1.2.3/", "http://internal.test/"] {
+        let resp = closed.get(url).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "{url}");
+        assert!(
+            resp.decision().contains("reason=internal-not-allowed"),
+            "{resp:?}"
+        );
+        assert!(resp.decision().contains("jurisdiction=internal"), "{resp:?}");
+    }
+    assert!(closed.dials().is_empty());
+    let recs = closed.audit.wait_records(2).await;
+    assert!(recs.iter().all(|r| r.reason == "internal-not-allowed"));
+
+    let open = spawn_proxy(
+        r#"
+[policy]
+internal_allowed = ["10.1.2.0/24"]
+"#,
+    )
+    .await;
+    let origin = open.http_origin(INTERNAL_IP, 80).await;
+    let resp = open.get("http://internal.test/").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(origin.seen().len(), 1);
+    // Outside the allowed CIDR: still refused.
+    let other = open.get("http://10.9.9.9/").await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    assert_eq!(open.dials(), vec![sa(INTERNAL_IP, 80)]);
+    let recs = open.audit.wait_records(2).await;
+    assert_eq!(record_for(&recs, "internal.test").reason, "internal-allowed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_outside_allowed_clients_is_refused() {
+    let p = spawn_proxy(r#"allowed_clients = ["10.0.0.0/8"]"#).await;
+
+    let resp = p.get("http://uk.test/").await;
+    let (tunnel, _s) = p.connect("uk.test:443").await;
+
+    for r in [&resp, &tunnel] {
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(r.decision().contains("reason=client-not-allowed"), "{r:?}");
+    }
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(2).await;
+    for r in &recs {
+        assert_eq!(r.reason, "client-not-allowed");
+        assert_eq!(r.status, Some(403));
+        assert_eq!(
+            r.client_addr.map(|a| a.ip()),
+            Some("127.0.0.1".parse::<IpAddr>().expect("ip"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_outside_allowed_ports_is_refused() {
+    let p = spawn_proxy("").await;
+
+    let resp = p.get("http://uk.test:8080/").await;
+    let (tunnel, _s) = p.connect("uk.test:22").await;
+
+    for r in [&resp, &tunnel] {
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(r.decision().contains("reason=port-not-allowed"), "{r:?}");
+    }
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(2).await;
+    assert!(recs.iter().all(|r| r.reason == "port-not-allowed"));
+    let mut ports: Vec<_> = recs.iter().filter_map(|r| r.dest_port).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, vec![22, 8080]);
+}
+
+// ---- failures ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_gets_502() {
+    let p = spawn_proxy("").await;
+
+    let resp = p.get("http://nx.test/").await;
+
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        resp.decision().contains("reason=resolve-failed"),
+        "{resp:?}"
+    );
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "nx.test");
+    assert_eq!(r.reason, "resolve-failed");
+    assert_eq!(r.decision, "deny");
+    assert_eq!(r.status, Some(502));
+    assert_eq!(r.error_side.as_deref(), Some("upstream"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_is_down_gets_502() {
+    let p = spawn_proxy("").await;
+    p.refuse(FR_IP, 80);
+    p.refuse(FR_IP, 443);
+
+    let resp = p.get("http://down.test/").await;
+    let (tunnel, _s) = p.connect("down.test:443").await;
+
+    for r in [&resp, &tunnel] {
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+        assert!(r.decision().contains("reason=connect-failed"), "{r:?}");
+    }
+    assert_eq!(p.dials(), vec![sa(FR_IP, 80), sa(FR_IP, 443)]);
+    let recs = p.audit.wait_records(2).await;
+    assert_eq!(recs.len(), 2);
+    for r in &recs {
+        assert_eq!(r.dest_host.as_deref(), Some("down.test"));
+        assert_eq!(r.status, Some(502));
+        assert_eq!(r.decision, "allow", "policy allowed it; the origin failed");
+        assert_eq!(r.reason, "adequate");
+        assert_eq!(r.error_side.as_deref(), Some("upstream"));
+        assert_eq!(r.dialed_ip, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_never_completes_gets_504_after_connect_timeout() {
+    let p = spawn_proxy(
+        r#"
+[limits]
+connect_timeout = "200ms"
+"#,
+    )
+    .await;
+    p.hang(FR_IP, 80);
+
+    let resp = p.get("http://fr.test/").await;
+
+    assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        resp.decision().contains("reason=connect-timeout"),
+        "{resp:?}"
+    );
+    assert_eq!(p.dials(), vec![sa(FR_IP, 80)]);
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "fr.test");
+    assert_eq!(r.status, Some(504));
+    assert_eq!(r.error_side.as_deref(), Some("upstream"));
+}
+
+// ---- request parsing -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_ipv4_literals_and_ipv6_zone_ids_get_400_without_a_dial() {
+    let p = spawn_proxy("").await;
+    let cases = [
+        ("http://2130706433/", "2130706433"),
+        ("http://0177.0.0.1/", "0177.0.0.1"),
+        ("http://0x7f.1/", "0x7f.1"),
+        ("http://127.1/", "127.1"),
+        ("http://[fe80::1%25eth0]/", "[fe80::1%25eth0]"),
+    ];
+    for (target, host) in cases {
+        let resp = p.raw(&raw_get(target, host)).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{target}: {resp:?}");
+    }
+    // And as CONNECT targets.
+    for authority in ["2130706433:443", "127.1:443", "0x7f.0.0.1:443"] {
+        let (resp, _s) = p.connect(authority).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{authority}: {resp:?}");
+    }
+    assert!(p.dials().is_empty(), "dialled {:?}", p.dials());
+    let recs = p.audit.wait_records(cases.len() + 3).await;
+    assert_eq!(recs.len(), cases.len() + 3);
+    for r in &recs {
+        assert_eq!(r.status, Some(400), "{r:?}");
+        assert_eq!(r.decision, "deny");
+        assert_eq!(r.error_side.as_deref(), Some("downstream"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bracketed_ipv6_literal_is_accepted_and_refused_as_internal() {
+    let p = spawn_proxy("").await;
+
+    let resp = p.raw(&raw_get("http://[::1]:80/", "[::1]")).await;
+
+    assert_eq!(resp.status, StatusCode::FORBIDDEN, "{resp:?}");
+    assert!(
+        resp.decision().contains("reason=internal-not-allowed"),
+        "{resp:?}"
+    );
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "::1");
+    assert_eq!(
+        addrs(r),
+        vec![("::1".parse().expect("ip"), "internal".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_form_request_gets_400() {
+    let p = spawn_proxy("").await;
+
+    let resp = p
+        .raw(b"GET / HTTP/1.1\r\nHost: uk.test\r\nConnection: close\r\n\r\n")
+        .await;
+
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert!(resp.text().contains("absolute-form"), "{}", resp.text());
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(recs[0].status, Some(400));
+    assert_eq!(recs[0].reason, "malformed-request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_absolute_form_request_gets_400() {
+    let p = spawn_proxy("").await;
+
+    let resp = p.raw(&raw_get("https://uk.test/", "uk.test")).await;
+
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert!(resp.text().contains("CONNECT"), "{}", resp.text());
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(recs[0].status, Some(400));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_section_gets_431_and_is_audited() {
+    let p = spawn_proxy(
+        r#"
+[limits]
+max_header_bytes = 16384
+"#,
+    )
+    .await;
+    let mut req = b"GET http://uk.test/ HTTP/1.1\r\nHost: uk.test\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    req.extend_from_slice(b"\r\n\r\n");
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    // The proxy stops reading after 16 KiB: write from another task so the response can be
+    // read while the rest of the header is refused.
+    let (mut rd, mut wr) = s.split();
+    let write = async move {
+        let _ = wr.write_all(&req).await;
+    };
+    let read = async move {
+        let mut head = Vec::new();
+        let _ = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut head))
+            .await;
+        head
+    };
+    let ((), got) = tokio::join!(write, read);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 431"),
+        "expected a 431 response, got {text:?}"
+    );
+
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(recs[0].status, Some(431));
+    assert_eq!(recs[0].reason, "malformed-request");
+    assert_eq!(recs[0].error_side.as_deref(), Some("downstream"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_line_gets_400_and_is_audited() {
+    let p = spawn_proxy("").await;
+
+    let resp = p.raw(b"GET http://uk.test/ HTTP/1.1 extra\r\n\r\n").await;
+
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert!(p.dials().is_empty());
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(recs[0].status, Some(400));
+    assert_eq!(recs[0].reason, "malformed-request");
+    assert_eq!(recs[0].intent, "unknown");
+}
+
+// ---- connections and records ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_carries_several_requests_on_one_client_connection() {
+    let p = spawn_proxy("").await;
+    let origin = p.http_origin(GB_IP, 80).await;
+
+    let mut c = p.client().await;
+    let a = c.get("http://uk.test/one").await;
+    let denied = c.get("http://cn.test/").await;
+    let b = c
+        .send(request("POST", "http://uk.test/two", b"body".to_vec()))
+        .await;
+
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(b.status, StatusCode::OK);
+    assert!(c.is_open(), "the client connection is still open");
+    let seen = origin.seen();
+    let targets: Vec<_> = seen.iter().map(|s| s.target.as_str()).collect();
+    assert_eq!(targets, vec!["/one", "/two"]);
+    assert_eq!(seen[1].body, b"body");
+
+    let recs = p.audit.wait_records(3).await;
+    assert_eq!(recs.len(), 3);
+    let port = recs[0].client_addr.map(|a| a.port());
+    assert!(
+        recs.iter().all(|r| r.client_addr.map(|a| a.port()) == port),
+        "all from one client connection: {recs:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_exactly_one_audit_record() {
+    let p = spawn_proxy("").await;
+    let _gb = p.http_origin(GB_IP, 80).await;
+    let _fr = p.tcp_origin(FR_IP, 443).await;
+    p.refuse(FR_IP, 80);
+
+    let mut c = p.client().await;
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let path = format!("http://uk.test/{i}");
+        assert_eq!(c.get(&path).await.status, StatusCode::OK);
+        expected.push("uk.test");
+    }
+    assert_eq!(p.get("http://allcn.test/").await.status, StatusCode::FORBIDDEN);
+    expected.push("allcn.test");
+    assert_eq!(p.get("http://down.test/").await.status, StatusCode::BAD_GATEWAY);
+    expected.push("down.test");
+    assert_eq!(p.get("http://nx.test/").await.status, StatusCode::BAD_GATEWAY);
+    expected.push("nx.test");
+    let (resp, mut t) = p.connect("fr.test:443").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    t.write_all(b"x").await.expect("write");
+    assert_eq!(read_exactly(&mut t, 1).await, b"x");
+    t.shutdown().await.expect("half-close");
+    read_to_eof(&mut t).await;
+    expected.push("fr.test");
+    let bad = p.raw(&raw_get("http://127.1/", "127.1")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    expected.push("127.1");
+
+    let n = expected.len();
+    p.audit.wait_records(n).await;
+    // Anything emitted twice would show up before a later request's record.
+    let recs = p.audit_barrier().await;
+    let mut got: Vec<_> = recs
+        .iter()
+        .map(|r| r.dest_host.clone().unwrap_or_default())
+        .collect();
+    got.sort();
+    expected.sort_unstable();
+    assert_eq!(got, expected, "one record per request: {recs:#?}");
+}
+
+// ---- shutdown ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_an_open_tunnel_finish_and_records_it() {
+    let mut p = spawn_proxy("").await;
+    let _echo = p.tcp_origin(GB_IP, 443).await;
+    let (resp, mut t) = p.connect("uk.test:443").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    t.write_all(b"before").await.expect("write");
+    assert_eq!(read_exactly(&mut t, 6).await, b"before");
+
+    let handle = p.take_handle();
+    let addr = p.addr;
+    let shutdown = tokio::spawn(async move { handle.shutdown(Duration::from_secs(30)).await });
+
+    // Wait until the proxy has stopped accepting (its listener is closed).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy kept accepting after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The tunnel still works while draining.
+    t.write_all(b"during").await.expect("write");
+    assert_eq!(read_exactly(&mut t, 6).await, b"during");
+    assert!(!shutdown.is_finished(), "shutdown waits for the open tunnel");
+    assert!(
+        p.audit.records().iter().all(|r| r.intent != "connect"),
+        "no tunnel record before the tunnel ends"
+    );
+
+    t.shutdown().await.expect("half-close");
+    read_to_eof(&mut t).await;
+    let drained = tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown finishes once the tunnel closes")
+        .expect("shutdown task");
+    assert!(drained, "everything finished inside the drain time");
+
+    p.close_audit().await;
+    let recs = p.audit.records();
+    let r = record_for(&recs, "uk.test");
+    assert_eq!(r.intent, "connect");
+    assert_eq!(r.bytes_up, 12);
+    assert_eq!(r.bytes_down, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_a_tunnel_after_the_drain_time_and_still_records_it() {
+    let mut p = spawn_proxy("").await;
+    let _echo = p.tcp_origin(GB_IP, 443).await;
+    let (resp, mut t) = p.connect("uk.test:443").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    t.write_all(b"abc").await.expect("write");
+    assert_eq!(read_exactly(&mut t, 3).await, b"abc");
+
+    let drained = tokio::time::timeout(WAIT, p.shutdown(Duration::from_millis(200)))
+        .await
+        .expect("shutdown returns after the drain time");
+    assert!(!drained, "the idle tunnel had to be cut");
+    assert_eq!(read_to_eof(&mut t).await, b"", "the client sees the tunnel close");
+
+    let recs = p
+        .audit
+        .wait_until(|r| r.iter().any(|x| x.intent == "connect"), "the cut tunnel's record")
+        .await;
+    let r = record_for(&recs, "uk.test");
+    assert_eq!(r.bytes_up, 3);
+    assert_eq!(r.bytes_down, 3);
+    assert_eq!(r.status, Some(200));
+}
