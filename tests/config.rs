@@ -347,10 +347,10 @@ fn bad_files() -> Vec<(String, usize, Vec<&'static str>)> {
             ],
         ),
         (
-            l("kind = \"reverse\"\n"),
+            l("kind = \"transparent\"\n"),
             4,
             vec![
-                "listener[0].kind: unknown listener kind (only \"forward\" is supported) ('reverse')",
+                "listener[0].kind: unknown listener kind (expected forward or reverse) ('transparent')",
             ],
         ),
         (

@@ -293,7 +293,7 @@ allowed_ports = [$ORIGIN_PORT]
 # The origin is on loopback.
 internal_allowed = ["127.0.0.0/8"]
 EOF
-"$PROXY_BIN" check --config "$RP/residency-proxy.toml" >&2 || die "residency-proxy check failed"
+"$PROXY_BIN" check "$RP/residency-proxy.toml" >&2 || die "residency-proxy check failed"
 taskset -c "$PROXY_CPU" "$PROXY_BIN" run --config "$RP/residency-proxy.toml" \
   >"$RP/stdout.log" 2>"$RP/stderr.log" &
 RP_PID=$!
