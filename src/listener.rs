@@ -40,7 +40,7 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn new() -> Arc<Activity> {
+    pub(crate) fn new() -> Arc<Activity> {
         Arc::new(Activity {
             start: Instant::now(),
             busy: AtomicUsize::new(0),
@@ -73,19 +73,26 @@ impl Drop for BusyGuard {
 /// A client socket with the two client-side read deadlines: the header-read timeout (from the
 /// first byte of a request, or from accept, until a request is being handled) and the
 /// keep-alive idle timeout (from the end of the last response while no byte arrives).
-struct TimedIo {
+pub(crate) struct TimedIo {
     inner: TcpStream,
     act: Arc<Activity>,
     header_read: Duration,
     keepalive_idle: Duration,
-    /// Set when bytes of a new request arrive on an idle connection.
-    header_deadline: Option<Instant>,
+    /// Set when bytes of a new request arrive on an idle connection, with the number of
+    /// requests completed at that moment: once that request has been handled the deadline is
+    /// stale (a request answered within one poll never lets a read observe it busy).
+    header_deadline: Option<(Instant, u64)>,
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
 }
 
 impl TimedIo {
-    fn new(inner: TcpStream, act: Arc<Activity>, header_read: Duration, idle: Duration) -> Self {
+    pub(crate) fn new(
+        inner: TcpStream,
+        act: Arc<Activity>,
+        header_read: Duration,
+        idle: Duration,
+    ) -> Self {
         TimedIo {
             inner,
             act,
@@ -102,10 +109,13 @@ impl TimedIo {
             self.header_deadline = None;
             return None;
         }
-        if let Some(d) = self.header_deadline {
-            return Some(d);
+        let completed = self.act.completed.load(Ordering::Acquire);
+        match self.header_deadline {
+            Some((d, at)) if at == completed => return Some(d),
+            Some(_) => self.header_deadline = None,
+            None => {}
         }
-        if self.act.completed.load(Ordering::Acquire) == 0 {
+        if completed == 0 {
             return Some(self.act.start + self.header_read);
         }
         let idle_since = Duration::from_millis(self.act.idle_since_ms.load(Ordering::Acquire));
@@ -124,8 +134,11 @@ impl AsyncRead for TimedIo {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let idle = this.act.busy.load(Ordering::Acquire) == 0;
-                if buf.filled().len() > before && idle && this.header_deadline.is_none() {
-                    this.header_deadline = Some(Instant::now() + this.header_read);
+                if buf.filled().len() > before && idle {
+                    let completed = this.act.completed.load(Ordering::Acquire);
+                    if this.header_deadline.is_none_or(|(_, at)| at != completed) {
+                        this.header_deadline = Some((Instant::now() + this.header_read, completed));
+                    }
                 }
                 return Poll::Ready(Ok(()));
             }

@@ -169,11 +169,15 @@ pub fn gate(listener: &ListenerConfig, client: IpAddr, port: u16) -> Option<Reas
     None
 }
 
-fn never(x: std::convert::Infallible) -> hyper::Error {
+pub(crate) fn never(x: std::convert::Infallible) -> hyper::Error {
     match x {}
 }
 
-fn text_response(status: StatusCode, body: String, decision: &str) -> Response<ProxyBody> {
+pub(crate) fn text_response(
+    status: StatusCode,
+    body: String,
+    decision: &str,
+) -> Response<ProxyBody> {
     let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(never).boxed());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -187,7 +191,7 @@ fn text_response(status: StatusCode, body: String, decision: &str) -> Response<P
 }
 
 /// A deny: 403 naming the reason and jurisdiction, audited.
-fn refusal(
+pub(crate) fn refusal(
     mut rec: Recorder,
     decision: Decision,
     profile: &crate::policy::Profile,
@@ -217,7 +221,7 @@ fn refusal(
 }
 
 /// A failure (bad request, DNS, connect, upstream): its status, audited.
-fn failure(mut rec: Recorder, e: ProxyError, reason: &str) -> Response<ProxyBody> {
+pub(crate) fn failure(mut rec: Recorder, e: ProxyError, reason: &str) -> Response<ProxyBody> {
     rec.error(&e);
     {
         let r = rec.rec();

@@ -9,3 +9,17 @@ pub enum Accept {
     /// Either.
     Any,
 }
+/// Placeholder.
+#[derive(Debug)]
+pub struct Header {
+    /// Source.
+    pub source: Option<std::net::SocketAddr>,
+}
+/// Placeholder.
+pub async fn read_header<S: tokio::io::AsyncRead + Unpin>(
+    _s: &mut S,
+    _a: Accept,
+    _t: std::time::Duration,
+) -> Result<Header, std::io::Error> {
+    Err(std::io::Error::other("PROXY protocol not built yet"))
+}

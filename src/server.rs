@@ -1,6 +1,7 @@
 //! Start the proxy: bind every listener (after the configuration and tables are compiled),
 //! serve until shutdown, then drain.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditSink;
-use crate::config::Config;
+use crate::config::{Config, ListenerKind};
 use crate::destination::Resolver;
+use crate::inbound;
 use crate::jurisdiction::JurisdictionTable;
 use crate::listener::accept_loop;
 use crate::upstream::Connector;
+use crate::upstream::pool::PoolState;
 
 /// Everything a request reads, swapped as one unit: a request takes one snapshot and uses it
 /// throughout, so a reload never mixes versions.
@@ -29,6 +32,8 @@ pub struct Snapshot {
     pub table: JurisdictionTable,
     /// GeoIP database build date, for audit records.
     pub db_version: String,
+    /// Upstream pools of reverse routes, by name.
+    pub pools: HashMap<String, Arc<PoolState>>,
 }
 
 impl Snapshot {
@@ -39,10 +44,16 @@ impl Snapshot {
             .geoip
             .as_ref()
             .map_or_else(|| "none".to_string(), |g| g.build_date());
+        let pools = config
+            .pools
+            .iter()
+            .map(|p| (p.name.clone(), PoolState::new(p.clone())))
+            .collect();
         Snapshot {
             config,
             table,
             db_version,
+            pools,
         }
     }
 }
@@ -139,7 +150,12 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
         let addr = listener.local_addr()?;
         tracing::info!(listener = %cfg.name, addr = %addr, "Listening");
         listeners.push((cfg.name.clone(), addr));
-        accepts.push(tokio::spawn(accept_loop(shared.clone(), listener, cfg)));
+        accepts.push(match cfg.kind {
+            ListenerKind::Forward => tokio::spawn(accept_loop(shared.clone(), listener, cfg)),
+            ListenerKind::Reverse => {
+                tokio::spawn(inbound::accept_loop(shared.clone(), listener, cfg))
+            }
+        });
     }
     Ok(ProxyHandle {
         listeners,

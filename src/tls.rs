@@ -26,7 +26,11 @@ pub fn load_cert(_spec: &CertSpec, _now: SystemTime) -> Result<LoadedCert, TlsEr
     Err(TlsError)
 }
 /// Server config.
-pub fn server_config(_c: Vec<LoadedCert>, _d: usize, _h2: bool) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    _c: Vec<LoadedCert>,
+    _d: usize,
+    _h2: bool,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     Err(TlsError)
 }
 /// Client config.

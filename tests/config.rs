@@ -66,7 +66,10 @@ fn a_minimal_file_gets_the_same_defaults_as_the_example() {
     let min = parse("[[listener]]\nname = \"egress\"\nbind = \"127.0.0.1:3128\"\n")
         .unwrap_or_else(|e| panic!("{e}"));
     let ex = Config::example().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(format!("{:?}", min.listeners), format!("{:?}", ex.listeners));
+    assert_eq!(
+        format!("{:?}", min.listeners),
+        format!("{:?}", ex.listeners)
+    );
     assert_eq!(min.jurisdiction, ex.jurisdiction);
     assert_eq!(min.profile.name, ex.profile.name);
     assert_eq!(min.resolver_timeout, ex.resolver_timeout);

@@ -41,7 +41,10 @@ async fn a_get_to_a_home_destination_is_relayed_and_audited() {
     assert_eq!(resp.header("x-origin"), Some("echo"));
     let echo = resp.echo();
     assert_eq!(echo["method"], "GET");
-    assert_eq!(echo["target"], "/path?q=1", "origin-form on the upstream side");
+    assert_eq!(
+        echo["target"], "/path?q=1",
+        "origin-form on the upstream side"
+    );
     let seen = origin.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(p.dials(), vec![sa(GB_IP, 80)]);
@@ -112,7 +115,9 @@ async fn a_response_body_streams_back_before_the_origin_has_finished() {
     // The record is written when the body ends, not before.
     let before = p.audit_barrier().await;
     assert!(
-        before.iter().all(|r| r.dest_host.as_deref() != Some("uk.test")),
+        before
+            .iter()
+            .all(|r| r.dest_host.as_deref() != Some("uk.test")),
         "record emitted before the body ended: {before:#?}"
     );
 
@@ -259,11 +264,18 @@ async fn connect_tunnels_bytes_and_is_audited_when_the_tunnel_closes() {
     );
 
     tunnel.shutdown().await.expect("half-close");
-    assert_eq!(read_to_eof(&mut tunnel).await, b"", "the origin's EOF comes back");
+    assert_eq!(
+        read_to_eof(&mut tunnel).await,
+        b"",
+        "the origin's EOF comes back"
+    );
 
     let recs = p
         .audit
-        .wait_until(|r| r.iter().any(|x| x.intent == "connect"), "the tunnel record")
+        .wait_until(
+            |r| r.iter().any(|x| x.intent == "connect"),
+            "the tunnel record",
+        )
         .await;
     let r = record_for(&recs, "uk.test");
     assert_eq!(r.intent, "connect");
@@ -497,7 +509,10 @@ async fn the_metadata_endpoint_is_refused_by_name_and_by_literal() {
     for resp in [&by_name, &by_ip, &tunnel] {
         assert_eq!(resp.status, StatusCode::FORBIDDEN);
         assert!(resp.decision().contains("reason=metadata"), "{resp:?}");
-        assert!(resp.decision().contains("jurisdiction=metadata"), "{resp:?}");
+        assert!(
+            resp.decision().contains("jurisdiction=metadata"),
+            "{resp:?}"
+        );
     }
     assert!(p.dials().is_empty());
     let recs = p.audit.wait_records(3).await;
@@ -525,7 +540,10 @@ async fn internal_addresses_are_refused_unless_in_internal_allowed() {
             resp.decision().contains("reason=internal-not-allowed"),
             "{resp:?}"
         );
-        assert!(resp.decision().contains("jurisdiction=internal"), "{resp:?}");
+        assert!(
+            resp.decision().contains("jurisdiction=internal"),
+            "{resp:?}"
+        );
     }
     assert!(closed.dials().is_empty());
     let recs = closed.audit.wait_records(2).await;
@@ -547,7 +565,10 @@ internal_allowed = ["10.1.2.0/24"]
     assert_eq!(other.status, StatusCode::FORBIDDEN);
     assert_eq!(open.dials(), vec![sa(INTERNAL_IP, 80)]);
     let recs = open.audit.wait_records(2).await;
-    assert_eq!(record_for(&recs, "internal.test").reason, "internal-allowed");
+    assert_eq!(
+        record_for(&recs, "internal.test").reason,
+        "internal-allowed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -684,7 +705,11 @@ async fn legacy_ipv4_literals_and_ipv6_zone_ids_get_400_without_a_dial() {
     // And as CONNECT targets.
     for authority in ["2130706433:443", "127.1:443", "0x7f.0.0.1:443"] {
         let (resp, _s) = p.connect(authority).await;
-        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{authority}: {resp:?}");
+        assert_eq!(
+            resp.status,
+            StatusCode::BAD_REQUEST,
+            "{authority}: {resp:?}"
+        );
     }
     assert!(p.dials().is_empty(), "dialled {:?}", p.dials());
     let recs = p.audit.wait_records(cases.len() + 3).await;
@@ -692,7 +717,16 @@ async fn legacy_ipv4_literals_and_ipv6_zone_ids_get_400_without_a_dial() {
     for r in &recs {
         assert_eq!(r.status, Some(400), "{r:?}");
         assert_eq!(r.decision, "deny");
+        assert_eq!(r.reason, "malformed-request");
         assert_eq!(r.error_side.as_deref(), Some("downstream"));
+    }
+    // The refused spelling is on record.
+    let errors: Vec<_> = recs.iter().filter_map(|r| r.error.as_deref()).collect();
+    for needle in ["2130706433", "0177.0.0.1", "0x7f.1", "127.1", "zone"] {
+        assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "{needle} in {errors:#?}"
+        );
     }
 }
 
@@ -767,8 +801,11 @@ max_header_bytes = 16384
     };
     let read = async move {
         let mut head = Vec::new();
-        let _ = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut head))
-            .await;
+        let _ = tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut head),
+        )
+        .await;
         head
     };
     let ((), got) = tokio::join!(write, read);
@@ -845,11 +882,20 @@ async fn every_request_gets_exactly_one_audit_record() {
         assert_eq!(c.get(&path).await.status, StatusCode::OK);
         expected.push("uk.test");
     }
-    assert_eq!(p.get("http://allcn.test/").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        p.get("http://allcn.test/").await.status,
+        StatusCode::FORBIDDEN
+    );
     expected.push("allcn.test");
-    assert_eq!(p.get("http://down.test/").await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        p.get("http://down.test/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
     expected.push("down.test");
-    assert_eq!(p.get("http://nx.test/").await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        p.get("http://nx.test/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
     expected.push("nx.test");
     let (resp, mut t) = p.connect("fr.test:443").await;
     assert_eq!(resp.status, StatusCode::OK);
@@ -860,7 +906,8 @@ async fn every_request_gets_exactly_one_audit_record() {
     expected.push("fr.test");
     let bad = p.raw(&raw_get("http://127.1/", "127.1")).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    expected.push("127.1");
+    // Refused before a destination was parsed: no dest.host (the error names it).
+    expected.push("");
 
     let n = expected.len();
     p.audit.wait_records(n).await;
@@ -906,7 +953,10 @@ async fn graceful_shutdown_lets_an_open_tunnel_finish_and_records_it() {
     // The tunnel still works while draining.
     t.write_all(b"during").await.expect("write");
     assert_eq!(read_exactly(&mut t, 6).await, b"during");
-    assert!(!shutdown.is_finished(), "shutdown waits for the open tunnel");
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the open tunnel"
+    );
     assert!(
         p.audit.records().iter().all(|r| r.intent != "connect"),
         "no tunnel record before the tunnel ends"
@@ -941,14 +991,46 @@ async fn shutdown_cuts_a_tunnel_after_the_drain_time_and_still_records_it() {
         .await
         .expect("shutdown returns after the drain time");
     assert!(!drained, "the idle tunnel had to be cut");
-    assert_eq!(read_to_eof(&mut t).await, b"", "the client sees the tunnel close");
+    assert_eq!(
+        read_to_eof(&mut t).await,
+        b"",
+        "the client sees the tunnel close"
+    );
 
     let recs = p
         .audit
-        .wait_until(|r| r.iter().any(|x| x.intent == "connect"), "the cut tunnel's record")
+        .wait_until(
+            |r| r.iter().any(|x| x.intent == "connect"),
+            "the cut tunnel's record",
+        )
         .await;
     let r = record_for(&recs, "uk.test");
     assert_eq!(r.bytes_up, 3);
     assert_eq!(r.bytes_down, 3);
     assert_eq!(r.status, Some(200));
+}
+
+// ---- client timeouts -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_idles_for_the_keepalive_timeout_not_the_header_timeout() {
+    // The header-read timer runs from a request's first byte until it is being handled; once
+    // answered, the idle connection gets the (much longer) keep-alive timeout.
+    let p = spawn_proxy(
+        r#"
+[limits]
+header_read_timeout = "300ms"
+keepalive_idle_timeout = "60s"
+"#,
+    )
+    .await;
+    let _origin = p.http_origin(GB_IP, 80).await;
+    let mut c = p.client().await;
+
+    // A refusal is answered without the request ever waiting on I/O.
+    assert_eq!(c.get("http://cn.test/").await.status, StatusCode::FORBIDDEN);
+    // Idle for well past the header-read timeout (the thing under test is a timer).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(c.is_open(), "the idle connection was closed early");
+    assert_eq!(c.get("http://uk.test/").await.status, StatusCode::OK);
 }

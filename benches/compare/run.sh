@@ -9,22 +9,28 @@
 #   DURATION=10      seconds of each measured run
 #   WARMUP=2         seconds of the unmeasured warm-up before each measured run
 #   CONCURRENCY=50   wrk connections / connect_rate loops
+#   ROUNDS=3         sessions per proxy, alternating (A B, B A, A B, ...); the table shows medians
 #   PROXY_CPU=0      CPU the proxy under test is pinned to
 #   LOAD_CPU=1       CPU the load tool and nginx are pinned to
 #   BODY_BYTES=1024  size of the origin's static body
+#   QUIET_MAX=25     before each measured run, wait until both CPUs are at most this % busy ...
+#   QUIET_WAIT=120   ... for at most this many seconds, then run anyway (and say so)
 #   SKIP_BUILD=1     use the existing target/release binaries instead of running cargo
-#   KEEP_TMP=1       keep the temporary directory (configs, logs) and print its path
+#   KEEP_TMP=1       keep the temporary directory (configs, logs, raw outputs), print its path
 #
 # Only loopback addresses are used. Every process this script starts is recorded by PID and
-# stopped on exit (TERM, then KILL after 5 s); nothing else is touched.
+# stopped on exit (TERM, then KILL after 5 s); nothing else is signalled.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCURRENCY=${CONCURRENCY:-50}
+ROUNDS=${ROUNDS:-3}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BODY_BYTES=${BODY_BYTES:-1024}
+QUIET_MAX=${QUIET_MAX:-25}
+QUIET_WAIT=${QUIET_WAIT:-120}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 # Upper bound on any single load-tool run, whatever DURATION says.
@@ -40,20 +46,21 @@ die() {
   exit 1
 }
 
-for tool in nginx squid wrk taskset curl ss cargo awk timeout; do
+for tool in nginx squid wrk taskset curl ss cargo awk timeout getconf; do
   command -v "$tool" >/dev/null 2>&1 ||
     die "$tool not found (apt-get install -y squid wrk nginx curl util-linux iproute2)"
 done
-ncpu=$(nproc)
-((PROXY_CPU < ncpu && LOAD_CPU < ncpu)) || die "PROXY_CPU/LOAD_CPU must be below nproc ($ncpu)"
+ncpu=$(nproc --all)
+((PROXY_CPU < ncpu && LOAD_CPU < ncpu)) || die "PROXY_CPU/LOAD_CPU must be below $ncpu"
 [[ $PROXY_CPU != "$LOAD_CPU" ]] || log "warning: proxy and load tool share CPU $PROXY_CPU"
+((ROUNDS >= 1 && DURATION >= 1)) || die "ROUNDS and DURATION must be at least 1"
 
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping: only PIDs started here are ever signalled. A child that has exited stays
-# a zombie (its PID cannot be reused) until `wait` reaps it in stop_pid.
+# a zombie (so its PID cannot be reused) until stop_pid reaps it with `wait`.
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/residency-compare.XXXXXX")
-# nginx workers and squid drop privileges when started as root: let them read their files.
+# nginx workers and squid drop privileges when started as root: let them reach their files.
 chmod 755 "$TMP"
 STARTED=()
 
@@ -62,7 +69,7 @@ alive() {
 }
 
 stop_pid() {
-  local pid=$1 i
+  local pid=$1 i p
   if alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
@@ -70,13 +77,13 @@ stop_pid() {
       sleep 0.1
     done
     if alive "$pid"; then
-      log "PID $pid still running after 5 s: KILL"
+      log "PID $pid still running 5 s after TERM: KILL"
       kill -KILL "$pid" 2>/dev/null || true
     fi
   fi
   wait "$pid" 2>/dev/null || true
-  local keep=() p
-  for p in "${STARTED[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+  local keep=()
+  for p in "${STARTED[@]+"${STARTED[@]}"}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
   STARTED=("${keep[@]+"${keep[@]}"}")
 }
 
@@ -96,7 +103,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free TCP port on 127.0.0.1, outside the ephemeral range.
+# A free TCP port on 127.0.0.1, below the ephemeral range.
 pick_port() {
   local p i
   for ((i = 0; i < 200; i++)); do
@@ -121,40 +128,72 @@ wait_listen() {
   return 1
 }
 
+CLK_TCK=$(getconf CLK_TCK)
+
 # utime + stime of a process, in clock ticks.
-cpu_ticks() {
+proc_ticks() {
   local stat
   stat=$(<"/proc/$1/stat")
   stat=${stat##*) }
   awk '{ print $12 + $13 }' <<<"$stat"
 }
 
+# Busy ticks (everything but idle and iowait) of CPU N, from /proc/stat.
+cpu_busy_ticks() {
+  awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-CLK_TCK=$(getconf CLK_TCK)
+# pct TICKS SECONDS: percentage of one core.
+pct() { awk -v t="$1" -v hz="$CLK_TCK" -v d="$2" 'BEGIN { printf "%.0f\n", 100 * t / hz / d }'; }
+
+# The machine is shared: before a measured run, wait (up to QUIET_WAIT s) until the proxy's and
+# the load tool's CPUs are both at most QUIET_MAX % busy over one second. Prints the busy
+# figures it last saw; returns 1 if it gave up waiting.
+wait_quiet() {
+  local start=$SECONDS a0 b0 a1 b1 pa pb
+  while :; do
+    a0=$(cpu_busy_ticks "$PROXY_CPU")
+    b0=$(cpu_busy_ticks "$LOAD_CPU")
+    sleep 1
+    a1=$(cpu_busy_ticks "$PROXY_CPU")
+    b1=$(cpu_busy_ticks "$LOAD_CPU")
+    pa=$(pct $((a1 - a0)) 1)
+    pb=$(pct $((b1 - b0)) 1)
+    if ((pa <= QUIET_MAX && pb <= QUIET_MAX)); then
+      echo "cpu$PROXY_CPU ${pa}% cpu$LOAD_CPU ${pb}%"
+      return 0
+    fi
+    if ((SECONDS - start >= QUIET_WAIT)); then
+      echo "cpu$PROXY_CPU ${pa}% cpu$LOAD_CPU ${pb}%"
+      return 1
+    fi
+    sleep 2
+  done
+}
 
 # ---------------------------------------------------------------------------------------------
 # Build.
 
+PROXY_BIN=target/release/residency-proxy
 if [[ $SKIP_BUILD == 1 ]]; then
   log "SKIP_BUILD=1: using existing binaries"
-  PROXY_BIN=target/release/residency-proxy
-  CONNECT_RATE=$(ls -t target/release/deps/connect_rate-* 2>/dev/null | grep -v '\.d$' | head -n1 || true)
+  CONNECT_RATE=$(ls -t target/release/deps/connect_rate-* 2>/dev/null | awk '!/\.d$/ && !n++' || true)
 else
   log "building residency-proxy and the connect_rate bench (release)"
   build_json=$(cargo build --release --bin residency-proxy --bench connect_rate \
     --message-format=json-render-diagnostics)
-  PROXY_BIN=target/release/residency-proxy
   CONNECT_RATE=$(grep -o '"executable":"[^"]*connect_rate-[^"]*"' <<<"$build_json" |
     tail -n1 | sed 's/^"executable":"//; s/"$//')
 fi
 [[ -x $PROXY_BIN ]] || die "$PROXY_BIN missing: run cargo build --release"
 [[ -n $CONNECT_RATE && -x $CONNECT_RATE ]] ||
   die "connect_rate binary missing: run cargo build --release --bench connect_rate"
-log "proxy: $PROXY_BIN; connect_rate: $CONNECT_RATE"
+log "proxy: $PROXY_BIN; load tool: $CONNECT_RATE"
 
 # ---------------------------------------------------------------------------------------------
-# Origin: nginx, one worker, a static body, no access log.
+# Origin: nginx, one worker, a static body, no access log. Pinned to the load tool's CPU.
 
 ORIGIN_PORT=$(pick_port)
 NG=$TMP/nginx
@@ -198,11 +237,11 @@ NGINX_PID=$!
 STARTED+=("$NGINX_PID")
 wait_listen "$ORIGIN_PORT" "$NGINX_PID" nginx || die "nginx did not start: $(cat "$NG/error.log")"
 got=$(curl -sS --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code} %{size_download}' \
-  "http://127.0.0.1:$ORIGIN_PORT/")
+  "http://127.0.0.1:$ORIGIN_PORT/") || true
 [[ $got == "200 $BODY_BYTES" ]] || die "origin check: got '$got', want '200 $BODY_BYTES'"
 log "origin: nginx PID $NGINX_PID on 127.0.0.1:$ORIGIN_PORT (CPU $LOAD_CPU), $BODY_BYTES-byte body"
 
-# wrk script: absolute-form GET to the origin, sent to the proxy; results as one RESULT line.
+# wrk script: absolute-form GET of the origin, sent to the proxy; results on one RESULT line.
 cat >"$TMP/absolute.lua" <<EOF
 wrk.path = "http://127.0.0.1:$ORIGIN_PORT/"
 wrk.headers["Host"] = "127.0.0.1:$ORIGIN_PORT"
@@ -216,68 +255,17 @@ end
 EOF
 
 # ---------------------------------------------------------------------------------------------
-# One proxy's session: sanity checks, warm-ups, measured runs, RSS. Results go to $TMP/$name.*
+# Proxy configurations (ports fixed for the whole run).
 
-# result_field FILE KEY: value of KEY=... on the RESULT line of FILE.
-result_field() {
-  grep '^RESULT ' "$1" | tail -n1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'
-}
-
-measure() {
-  local name=$1 pid=$2 port=$3 out=$TMP/$name
-  local code t0 t1
-
-  code=$(curl -sS --noproxy '' --max-time 5 -x "http://127.0.0.1:$port" -o /dev/null \
-    -w '%{http_code} %{size_download}' "http://127.0.0.1:$ORIGIN_PORT/") || true
-  [[ $code == "200 $BODY_BYTES" ]] || die "$name: absolute-form check got '$code'"
-  code=$(curl -sS --noproxy '' --max-time 5 -p -x "http://127.0.0.1:$port" -o /dev/null \
-    -w '%{http_code} %{size_download}' "http://127.0.0.1:$ORIGIN_PORT/") || true
-  [[ $code == "200 $BODY_BYTES" ]] || die "$name: CONNECT check got '$code'"
-  log "$name: absolute-form and CONNECT checks passed"
-
-  # (a) absolute-form, keep-alive.
-  log "$name: wrk warm-up ${WARMUP}s"
-  taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" wrk -t1 -c"$CONCURRENCY" -d"${WARMUP}s" \
-    --timeout 5s -s "$TMP/absolute.lua" "http://127.0.0.1:$port/" >"$out.wrk-warmup.txt" 2>&1 ||
-    die "$name: wrk warm-up failed: $(cat "$out.wrk-warmup.txt")"
-  log "$name: wrk -t1 -c$CONCURRENCY -d${DURATION}s --latency"
-  t0=$(cpu_ticks "$pid")
-  taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" wrk -t1 -c"$CONCURRENCY" -d"${DURATION}s" \
-    --latency --timeout 5s -s "$TMP/absolute.lua" "http://127.0.0.1:$port/" >"$out.wrk.txt" 2>&1 ||
-    die "$name: wrk failed: $(cat "$out.wrk.txt")"
-  t1=$(cpu_ticks "$pid")
-  awk -v t="$((t1 - t0))" -v hz="$CLK_TCK" -v d="$DURATION" \
-    'BEGIN { printf "%.0f\n", 100 * t / hz / d }' >"$out.wrk-cpu"
-  sed 's/^/    /' "$out.wrk.txt" >&2
-
-  # (b) CONNECT tunnels, one new connection each.
-  log "$name: connect_rate warm-up ${WARMUP}s"
-  taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" "$CONNECT_RATE" PROXY="127.0.0.1:$port" \
-    TARGET="127.0.0.1:$ORIGIN_PORT" CONCURRENCY="$CONCURRENCY" SECONDS="$WARMUP" \
-    >"$out.cr-warmup.txt" 2>&1 || die "$name: connect_rate warm-up failed: $(cat "$out.cr-warmup.txt")"
-  log "$name: connect_rate CONCURRENCY=$CONCURRENCY SECONDS=$DURATION"
-  t0=$(cpu_ticks "$pid")
-  taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" "$CONNECT_RATE" PROXY="127.0.0.1:$port" \
-    TARGET="127.0.0.1:$ORIGIN_PORT" CONCURRENCY="$CONCURRENCY" SECONDS="$DURATION" \
-    >"$out.cr.txt" 2>&1 || die "$name: connect_rate failed: $(cat "$out.cr.txt")"
-  t1=$(cpu_ticks "$pid")
-  awk -v t="$((t1 - t0))" -v hz="$CLK_TCK" -v d="$DURATION" \
-    'BEGIN { printf "%.0f\n", 100 * t / hz / d }' >"$out.cr-cpu"
-  sed 's/^/    /' "$out.cr.txt" >&2
-
-  rss_kib "$pid" >"$out.rss"
-  log "$name: VmRSS after load $(cat "$out.rss") KiB"
-}
-
-# ---------------------------------------------------------------------------------------------
-# residency-proxy: one forward listener, policy and audit on (audit to a file).
+RP_PORT=$(pick_port)
+SQ_PORT=$(pick_port)
+while [[ $SQ_PORT == "$RP_PORT" || $SQ_PORT == "$ORIGIN_PORT" ]]; do SQ_PORT=$(pick_port); done
 
 RP=$TMP/residency-proxy
 mkdir -p "$RP"
-RP_PORT=$(pick_port)
 cat >"$RP/residency-proxy.toml" <<EOF
-# Generated by benches/compare/run.sh. Defaults otherwise (uk-adequate profile, embedded GeoIP,
-# policy enforced, one audit record per request).
+# Generated by benches/compare/run.sh. Everything else is the default: uk-adequate profile,
+# embedded GeoIP, policy enforced, one audit record per request.
 [audit]
 output = "audit.jsonl"
 
@@ -294,42 +282,12 @@ allowed_ports = [$ORIGIN_PORT]
 internal_allowed = ["127.0.0.0/8"]
 EOF
 "$PROXY_BIN" check "$RP/residency-proxy.toml" >&2 || die "residency-proxy check failed"
-taskset -c "$PROXY_CPU" "$PROXY_BIN" run --config "$RP/residency-proxy.toml" \
-  >"$RP/stdout.log" 2>"$RP/stderr.log" &
-RP_PID=$!
-STARTED+=("$RP_PID")
-for ((i = 0; i < 300; i++)); do
-  grep -q 'listener egress on' "$RP/stderr.log" 2>/dev/null && break
-  alive "$RP_PID" || die "residency-proxy exited: $(cat "$RP/stderr.log")"
-  sleep 0.1
-done
-wait_listen "$RP_PORT" "$RP_PID" residency-proxy || die "residency-proxy did not start"
-log "residency-proxy: PID $RP_PID on 127.0.0.1:$RP_PORT (CPU $PROXY_CPU)"
-measure residency-proxy "$RP_PID" "$RP_PORT"
-stop_pid "$RP_PID"
-# Audit records, after the proxy flushed them at shutdown.
-rp_records=$(wc -l <"$RP/audit.jsonl")
-rp_non2xx=$(grep -cv '"status":2[0-9][0-9]' "$RP/audit.jsonl" || true)
-rp_overflow=$(grep -c 'audit_overflow' "$RP/stderr.log" || true)
-rp_warn=$(grep -cE ' (WARN|ERROR) ' "$RP/stderr.log" || true)
-log "residency-proxy: $rp_records audit records, $rp_non2xx without a 2xx status, $rp_overflow overflowed, $rp_warn WARN/ERROR lines on stderr"
-if ((rp_non2xx > 0)); then
-  log "residency-proxy: first records without a 2xx status:"
-  grep -v '"status":2[0-9][0-9]' "$RP/audit.jsonl" | head -n3 >&2
-fi
-if ((rp_warn > 0)); then
-  grep -E ' (WARN|ERROR) ' "$RP/stderr.log" | head -n5 >&2
-fi
-
-# ---------------------------------------------------------------------------------------------
-# squid: one http_port, no cache, access log to a file (stdio, in-process).
 
 SQ=$TMP/squid
 mkdir -p "$SQ"
-SQ_PORT=$(pick_port)
 squid_user=""
 if ((EUID == 0)); then
-  # squid refuses to keep root: it switches to cache_effective_user, which must own its files.
+  # squid will not keep root: it switches to cache_effective_user, which must own its files.
   squid_user="cache_effective_user proxy"
 fi
 cat >"$SQ/squid.conf" <<EOF
@@ -358,68 +316,218 @@ squid -k parse -f "$SQ/squid.conf" >"$SQ/parse.log" 2>&1 || die "squid -k parse:
 if grep -qE 'ERROR|FATAL' "$SQ/parse.log"; then
   die "squid -k parse: $(grep -E 'ERROR|FATAL' "$SQ/parse.log")"
 fi
-taskset -c "$PROXY_CPU" squid -N -f "$SQ/squid.conf" >"$SQ/stdout.log" 2>&1 &
-SQ_PID=$!
-STARTED+=("$SQ_PID")
-wait_listen "$SQ_PORT" "$SQ_PID" squid || die "squid did not start: $(tail -n 20 "$SQ/cache.log")"
-log "squid: PID $SQ_PID on 127.0.0.1:$SQ_PORT (CPU $PROXY_CPU)"
-measure squid "$SQ_PID" "$SQ_PORT"
-stop_pid "$SQ_PID"
-sq_records=$(wc -l <"$SQ/access.log")
-sq_non2xx=$(awk '$4 !~ /\/2[0-9][0-9]$/' "$SQ/access.log" | wc -l)
-log "squid: $sq_records access log lines, $sq_non2xx without a 2xx status"
-if ((sq_non2xx > 0)); then
-  awk '$4 !~ /\/2[0-9][0-9]$/' "$SQ/access.log" | head -n3 >&2
-fi
 
+# start_proxy NAME: start it pinned to PROXY_CPU, wait until it listens; sets PID and PORT.
+start_proxy() {
+  local i
+  case $1 in
+    residency-proxy)
+      rm -f "$RP/audit.jsonl"
+      taskset -c "$PROXY_CPU" "$PROXY_BIN" run --config "$RP/residency-proxy.toml" \
+        >"$RP/stdout.log" 2>"$RP/stderr.log" &
+      PID=$!
+      PORT=$RP_PORT
+      STARTED+=("$PID")
+      for ((i = 0; i < 300; i++)); do
+        grep -q 'listener egress on' "$RP/stderr.log" 2>/dev/null && break
+        alive "$PID" || die "residency-proxy exited: $(cat "$RP/stderr.log")"
+        sleep 0.1
+      done
+      wait_listen "$PORT" "$PID" residency-proxy || die "residency-proxy did not start"
+      ;;
+    squid)
+      rm -f "$SQ/access.log"
+      taskset -c "$PROXY_CPU" squid -N -f "$SQ/squid.conf" >"$SQ/stdout.log" 2>&1 &
+      PID=$!
+      PORT=$SQ_PORT
+      STARTED+=("$PID")
+      wait_listen "$PORT" "$PID" squid || die "squid did not start: $(tail -n 20 "$SQ/cache.log")"
+      ;;
+  esac
+}
+
+# Count log lines and lines without a 2xx status, after the proxy stopped (and flushed).
+log_counts() {
+  local lines non2xx
+  case $1 in
+    residency-proxy)
+      lines=$(wc -l <"$RP/audit.jsonl")
+      non2xx=$(grep -cv '"status":2[0-9][0-9]' "$RP/audit.jsonl" || true)
+      if ((non2xx > 0)); then
+        log "residency-proxy: audit records without a 2xx status (first 3):"
+        grep -m3 -v '"status":2[0-9][0-9]' "$RP/audit.jsonl" >&2 || true
+      fi
+      if grep -qE ' (WARN|ERROR) |audit_overflow' "$RP/stderr.log"; then
+        log "residency-proxy: WARN/ERROR on stderr (first 5):"
+        grep -m5 -E ' (WARN|ERROR) |audit_overflow' "$RP/stderr.log" >&2 || true
+      fi
+      ;;
+    squid)
+      lines=$(wc -l <"$SQ/access.log")
+      non2xx=$(awk '$4 !~ /\/2[0-9][0-9]$/' "$SQ/access.log" | wc -l)
+      if ((non2xx > 0)); then
+        log "squid: access.log lines without a 2xx status (first 3):"
+        awk '$4 !~ /\/2[0-9][0-9]$/ && n++ < 3' "$SQ/access.log" >&2
+      fi
+      ;;
+  esac
+  echo "log_lines=$lines"
+  echo "log_non2xx=$non2xx"
+}
+
+# field FILE KEY: value of KEY=... on the RESULT line of FILE.
+field() {
+  grep '^RESULT ' "$1" | tail -n1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'
+}
+
+# session NAME ROUND: start the proxy, check it, warm up, measure both workloads, record RSS,
+# stop it. Raw outputs in $TMP/rROUND/NAME.*, figures in $TMP/rROUND/NAME.kv (KEY=VALUE).
+session() {
+  local name=$1 round=$2
+  local out=$TMP/r$round/$name kv code t0 t1 c0 c1 quiet
+  mkdir -p "$TMP/r$round"
+  kv=$out.kv
+  : >"$kv"
+  start_proxy "$name"
+  log "round $round: $name PID $PID on 127.0.0.1:$PORT (CPU $PROXY_CPU)"
+
+  code=$(curl -sS --noproxy '' --max-time 5 -x "http://127.0.0.1:$PORT" -o /dev/null \
+    -w '%{http_code} %{size_download}' "http://127.0.0.1:$ORIGIN_PORT/") || true
+  [[ $code == "200 $BODY_BYTES" ]] || die "$name: absolute-form check got '$code'"
+  code=$(curl -sS --noproxy '' --max-time 5 -p -x "http://127.0.0.1:$PORT" -o /dev/null \
+    -w '%{http_code} %{size_download}' "http://127.0.0.1:$ORIGIN_PORT/") || true
+  [[ $code == "200 $BODY_BYTES" ]] || die "$name: CONNECT check got '$code'"
+
+  # (a) absolute-form GET, keep-alive.
+  taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" wrk -t1 -c"$CONCURRENCY" -d"${WARMUP}s" \
+    --timeout 5s -s "$TMP/absolute.lua" "http://127.0.0.1:$PORT/" >"$out.wrk-warmup.txt" 2>&1 ||
+    die "$name: wrk warm-up failed: $(cat "$out.wrk-warmup.txt")"
+  quiet=$(wait_quiet) || log "round $round: $name: machine still busy after ${QUIET_WAIT}s ($quiet): measuring anyway"
+  log "round $round: $name: wrk -t1 -c$CONCURRENCY -d${DURATION}s --latency (before: $quiet)"
+  t0=$(proc_ticks "$PID")
+  c0=$(cpu_busy_ticks "$PROXY_CPU")
+  taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" wrk -t1 -c"$CONCURRENCY" -d"${DURATION}s" \
+    --latency --timeout 5s -s "$TMP/absolute.lua" "http://127.0.0.1:$PORT/" >"$out.wrk.txt" 2>&1 ||
+    die "$name: wrk failed: $(cat "$out.wrk.txt")"
+  t1=$(proc_ticks "$PID")
+  c1=$(cpu_busy_ticks "$PROXY_CPU")
+  {
+    awk -v r="$(field "$out.wrk.txt" requests)" -v d="$(field "$out.wrk.txt" duration_us)" \
+      'BEGIN { printf "rps=%.0f\n", r / (d / 1e6) }'
+    awk -v u="$(field "$out.wrk.txt" p50_us)" 'BEGIN { printf "p50_ms=%.2f\n", u / 1000 }'
+    awk -v u="$(field "$out.wrk.txt" p99_us)" 'BEGIN { printf "p99_ms=%.2f\n", u / 1000 }'
+    echo "wrk_errors=$(($(field "$out.wrk.txt" connect) + $(field "$out.wrk.txt" read) + \
+      $(field "$out.wrk.txt" write) + $(field "$out.wrk.txt" status) + \
+      $(field "$out.wrk.txt" timeout)))"
+    echo "wrk_cpu=$(pct $((t1 - t0)) "$DURATION")"
+    echo "wrk_others=$(pct $((c1 - c0 - (t1 - t0))) "$DURATION")"
+  } >>"$kv"
+  sed 's/^/    /' "$out.wrk.txt" >&2
+
+  # (b) CONNECT tunnels, a new client connection for each.
+  taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" "$CONNECT_RATE" PROXY="127.0.0.1:$PORT" \
+    TARGET="127.0.0.1:$ORIGIN_PORT" CONCURRENCY="$CONCURRENCY" SECONDS="$WARMUP" \
+    >"$out.cr-warmup.txt" 2>&1 || die "$name: connect_rate warm-up failed: $(cat "$out.cr-warmup.txt")"
+  quiet=$(wait_quiet) || log "round $round: $name: machine still busy after ${QUIET_WAIT}s ($quiet): measuring anyway"
+  log "round $round: $name: connect_rate CONCURRENCY=$CONCURRENCY SECONDS=$DURATION (before: $quiet)"
+  t0=$(proc_ticks "$PID")
+  c0=$(cpu_busy_ticks "$PROXY_CPU")
+  taskset -c "$LOAD_CPU" timeout "$RUN_LIMIT" "$CONNECT_RATE" PROXY="127.0.0.1:$PORT" \
+    TARGET="127.0.0.1:$ORIGIN_PORT" CONCURRENCY="$CONCURRENCY" SECONDS="$DURATION" \
+    >"$out.cr.txt" 2>&1 || die "$name: connect_rate failed: $(cat "$out.cr.txt")"
+  t1=$(proc_ticks "$PID")
+  c1=$(cpu_busy_ticks "$PROXY_CPU")
+  {
+    echo "tps=$(field "$out.cr.txt" tunnels_per_s)"
+    echo "cr_p50_ms=$(field "$out.cr.txt" p50_ms)"
+    echo "cr_p99_ms=$(field "$out.cr.txt" p99_ms)"
+    echo "cr_errors=$(field "$out.cr.txt" errors)"
+    echo "cr_cpu=$(pct $((t1 - t0)) "$DURATION")"
+    echo "cr_others=$(pct $((c1 - c0 - (t1 - t0))) "$DURATION")"
+  } >>"$kv"
+  sed 's/^/    /' "$out.cr.txt" >&2
+
+  echo "rss_mib=$(awk -v k="$(rss_kib "$PID")" 'BEGIN { printf "%.1f\n", k / 1024 }')" >>"$kv"
+  stop_pid "$PID"
+  log_counts "$name" >>"$kv"
+  log "round $round: $name: $(tr '\n' ' ' <"$kv")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Rounds: alternate the order so neither proxy always runs first.
+
+for ((round = 1; round <= ROUNDS; round++)); do
+  if ((round % 2 == 1)); then
+    order=(residency-proxy squid)
+  else
+    order=(squid residency-proxy)
+  fi
+  for name in "${order[@]}"; do
+    session "$name" "$round"
+  done
+done
 stop_pid "$NGINX_PID"
 
 # ---------------------------------------------------------------------------------------------
-# Table.
+# Table: the median over rounds of each figure.
 
-row() { # row LABEL OURS SQUID [RATIO_OVERRIDE]
-  local ratio=${4:-}
-  if [[ -z $ratio ]]; then
-    ratio=$(awk -v a="$2" -v b="$3" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f\n", a / b }')
+# kv NAME KEY: the values of KEY over all rounds, one a line.
+kv_values() {
+  local r
+  for ((r = 1; r <= ROUNDS; r++)); do
+    awk -F= -v k="$2" '$1 == k { print $2 }' "$TMP/r$r/$1.kv"
+  done
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+sum() { awk '{ s += $1 } END { print s + 0 }'; }
+all() { kv_values "$1" "$2" | paste -sd/ -; }
+
+# row LABEL KEY [AGG] [NO_RATIO]
+row() {
+  local agg=${3:-median} ours theirs ratio
+  ours=$(kv_values residency-proxy "$2" | $agg)
+  theirs=$(kv_values squid "$2" | $agg)
+  if [[ -n ${4:-} ]]; then
+    ratio=-
+  else
+    ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f\n", a / b }')
   fi
-  printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$ratio"
+  printf '| %s | %s | %s | %s |\n' "$1" "$ours" "$theirs" "$ratio"
 }
 
-wrk_rps() { # requests/s from the RESULT line
-  awk -v r="$(result_field "$1" requests)" -v d="$(result_field "$1" duration_us)" \
-    'BEGIN { printf "%.0f\n", r / (d / 1e6) }'
-}
-us_to_ms() { awk -v u="$1" 'BEGIN { printf "%.2f\n", u / 1000 }'; }
-wrk_errors() {
-  local f=$1
-  echo $(($(result_field "$f" connect) + $(result_field "$f" read) + $(result_field "$f" write) + \
-    $(result_field "$f" status) + $(result_field "$f" timeout)))
-}
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f\n", k / 1024 }'; }
-
-R=$TMP/residency-proxy
-S=$TMP/squid
 {
   echo
-  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')  host: $(nproc) CPUs, load average before: ${LOADAVG_START:-n/a}"
-  echo "command: DURATION=$DURATION WARMUP=$WARMUP CONCURRENCY=$CONCURRENCY bash benches/compare/run.sh"
-  echo "squid: $(squid -v | head -n1 | sed 's/Squid Cache: //')  nginx: $(nginx -v 2>&1 | sed 's/nginx version: //')  wrk: $(wrk -v 2>&1 | head -n1 | awk '{ print $2 }')"
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc --all) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); load average at start: $LOADAVG_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "command: DURATION=$DURATION WARMUP=$WARMUP CONCURRENCY=$CONCURRENCY ROUNDS=$ROUNDS bash benches/compare/run.sh"
+  echo "squid $(squid -v | sed -n '1s/Squid Cache: Version //p'), nginx $(nginx -v 2>&1 | sed 's/nginx version: nginx\///'), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'); proxy on CPU $PROXY_CPU, wrk/connect_rate/nginx on CPU $LOAD_CPU"
+  echo
+  echo "Median of $ROUNDS round(s):"
   echo
   echo "| metric | residency-proxy | squid | ratio (ours/squid) |"
   echo "|---|---|---|---|"
-  row "absolute-form req/s (wrk -t1 -c$CONCURRENCY, keep-alive)" "$(wrk_rps "$R.wrk.txt")" "$(wrk_rps "$S.wrk.txt")"
-  row "absolute-form latency p50 (ms)" "$(us_to_ms "$(result_field "$R.wrk.txt" p50_us)")" "$(us_to_ms "$(result_field "$S.wrk.txt" p50_us)")"
-  row "absolute-form latency p99 (ms)" "$(us_to_ms "$(result_field "$R.wrk.txt" p99_us)")" "$(us_to_ms "$(result_field "$S.wrk.txt" p99_us)")"
-  row "absolute-form wrk errors (socket + status >= 400)" "$(wrk_errors "$R.wrk.txt")" "$(wrk_errors "$S.wrk.txt")" "-"
-  row "proxy CPU during absolute-form run (% of one core)" "$(cat "$R.wrk-cpu")" "$(cat "$S.wrk-cpu")"
-  row "CONNECT tunnels/s (connect_rate, $CONCURRENCY loops)" "$(result_field "$R.cr.txt" tunnels_per_s)" "$(result_field "$S.cr.txt" tunnels_per_s)"
-  row "CONNECT tunnel latency p50 (ms)" "$(result_field "$R.cr.txt" p50_ms)" "$(result_field "$S.cr.txt" p50_ms)"
-  row "CONNECT tunnel latency p99 (ms)" "$(result_field "$R.cr.txt" p99_ms)" "$(result_field "$S.cr.txt" p99_ms)"
-  row "CONNECT tunnel errors" "$(result_field "$R.cr.txt" errors)" "$(result_field "$S.cr.txt" errors)" "-"
-  row "proxy CPU during CONNECT run (% of one core)" "$(cat "$R.cr-cpu")" "$(cat "$S.cr-cpu")"
-  row "VmRSS after load (MiB)" "$(mib "$(cat "$R.rss")")" "$(mib "$(cat "$S.rss")")"
-  row "log lines written (audit / access.log), all phases" "$rp_records" "$sq_records" "-"
-  row "log lines without a 2xx status" "$rp_non2xx" "$sq_non2xx" "-"
+  row "absolute-form req/s (wrk -t1 -c$CONCURRENCY -d${DURATION}s, keep-alive)" rps
+  row "absolute-form latency p50 (ms)" p50_ms
+  row "absolute-form latency p99 (ms)" p99_ms
+  row "CONNECT tunnels/s (connect_rate, $CONCURRENCY loops, ${DURATION}s)" tps
+  row "CONNECT tunnel latency p50 (ms)" cr_p50_ms
+  row "CONNECT tunnel latency p99 (ms)" cr_p99_ms
+  row "VmRSS after load (MiB)" rss_mib
+  row "proxy CPU, absolute-form run (% of one core)" wrk_cpu
+  row "proxy CPU, CONNECT run (% of one core)" cr_cpu
+  row "CPU $PROXY_CPU used by anything else, absolute-form run (%)" wrk_others median x
+  row "CPU $PROXY_CPU used by anything else, CONNECT run (%)" cr_others median x
+  row "absolute-form errors, all rounds (wrk socket errors + status >= 400)" wrk_errors sum x
+  row "CONNECT tunnel errors, all rounds" cr_errors sum x
+  row "log lines, all rounds (audit records / access.log lines)" log_lines sum x
+  row "log lines without a 2xx status, all rounds" log_non2xx sum x
   echo
-  echo "Latency ratios above 1 mean residency-proxy is slower; req/s and tunnels/s ratios above 1 mean it is faster."
+  echo "Per round (round 1, 2, ...):"
+  echo
+  echo "| metric | residency-proxy | squid |"
+  echo "|---|---|---|"
+  for key in rps p99_ms tps cr_p99_ms wrk_cpu cr_cpu wrk_others cr_others; do
+    printf '| %s | %s | %s |\n' "$key" "$(all residency-proxy "$key")" "$(all squid "$key")"
+  done
+  echo
+  echo "Ratios: above 1 for req/s and tunnels/s means residency-proxy is faster; above 1 for latency, RSS or CPU means it is higher."
 }

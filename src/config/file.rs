@@ -326,7 +326,12 @@ impl Compiler<'_> {
 
     // ---- scalars -------------------------------------------------------------------------
 
-    pub(super) fn duration(&self, v: Option<&Spanned<String>>, key: &str, default: Duration) -> Res<Duration> {
+    pub(super) fn duration(
+        &self,
+        v: Option<&Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Res<Duration> {
         match v {
             None => Ok(default),
             Some(v) => parse_duration(v.get_ref()).map_err(|r| self.bad(v, key, r)),

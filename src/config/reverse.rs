@@ -229,11 +229,7 @@ impl Compiler<'_> {
                 "v2" => Some(Accept::V2),
                 "any" => Some(Accept::Any),
                 _ => {
-                    return Err(self.bad(
-                        p,
-                        key("proxy_protocol"),
-                        "expected none, v1, v2 or any",
-                    ));
+                    return Err(self.bad(p, key("proxy_protocol"), "expected none, v1, v2 or any"));
                 }
             },
         };
@@ -348,7 +344,11 @@ impl Compiler<'_> {
                             port: d.port,
                         })
                         .map_err(|e| {
-                            self.bad(m, format!("pool[{i}].members[{j}]"), format!("{e} (expected host:port)"))
+                            self.bad(
+                                m,
+                                format!("pool[{i}].members[{j}]"),
+                                format!("{e} (expected host:port)"),
+                            )
                         })
                 })
                 .collect::<Res<Vec<_>>>()?;
@@ -366,13 +366,20 @@ impl Compiler<'_> {
                     }
                 },
             };
-            let eject_after = self.int(p.eject_after.as_ref(), &key("eject_after"), 3, 1, 1000)? as u32;
-            let eject_for = self.duration(p.eject_for.as_ref(), &key("eject_for"), Duration::from_secs(30))?;
+            let eject_after =
+                self.int(p.eject_after.as_ref(), &key("eject_after"), 3, 1, 1000)? as u32;
+            let eject_for = self.duration(
+                p.eject_for.as_ref(),
+                &key("eject_for"),
+                Duration::from_secs(30),
+            )?;
             let tls = if p.tls == Some(true) {
-                let ca = p.ca.as_ref().map(|c| self.path(c, &key("ca"))).transpose()?;
-                let client = tls::client_config(ca.as_deref()).map_err(|e| {
-                    ConfigError::new(self.source, key("ca"), e.to_string())
-                })?;
+                let ca =
+                    p.ca.as_ref()
+                        .map(|c| self.path(c, &key("ca")))
+                        .transpose()?;
+                let client = tls::client_config(ca.as_deref())
+                    .map_err(|e| ConfigError::new(self.source, key("ca"), e.to_string()))?;
                 Some(UpstreamTls {
                     client,
                     server_name: p.server_name.as_ref().map(|s| s.get_ref().clone()),
@@ -386,12 +393,24 @@ impl Compiler<'_> {
             let health_check = match &p.health_check {
                 None => None,
                 Some(path) if !path.get_ref().starts_with('/') => {
-                    return Err(self.bad(path, key("health_check"), "expected a path starting with /"));
+                    return Err(self.bad(
+                        path,
+                        key("health_check"),
+                        "expected a path starting with /",
+                    ));
                 }
                 Some(path) => Some(HealthCheck {
                     path: path.get_ref().clone(),
-                    interval: self.duration(p.health_interval.as_ref(), &key("health_interval"), Duration::from_secs(5))?,
-                    timeout: self.duration(p.health_timeout.as_ref(), &key("health_timeout"), Duration::from_secs(2))?,
+                    interval: self.duration(
+                        p.health_interval.as_ref(),
+                        &key("health_interval"),
+                        Duration::from_secs(5),
+                    )?,
+                    timeout: self.duration(
+                        p.health_timeout.as_ref(),
+                        &key("health_timeout"),
+                        Duration::from_secs(2),
+                    )?,
                 }),
             };
             out.push(PoolConfig {
@@ -420,7 +439,9 @@ impl Compiler<'_> {
             let path_prefix = match &r.path_prefix {
                 None => "/".to_string(),
                 Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
-                Some(p) => return Err(self.bad(p, key("path_prefix"), "expected a path starting with /")),
+                Some(p) => {
+                    return Err(self.bad(p, key("path_prefix"), "expected a path starting with /"));
+                }
             };
             if !pools.iter().any(|p| p.name == *r.pool.get_ref()) {
                 return Err(self.bad(&r.pool, key("pool"), "no such pool"));
@@ -431,7 +452,11 @@ impl Compiler<'_> {
                     .iter()
                     .any(|c| c.name == *l.get_ref() && c.kind == ListenerKind::Reverse);
                 if !ok {
-                    return Err(self.bad(l, format!("route[{i}].listeners[{j}]"), "no such reverse listener"));
+                    return Err(self.bad(
+                        l,
+                        format!("route[{i}].listeners[{j}]"),
+                        "no such reverse listener",
+                    ));
                 }
                 names.push(l.get_ref().clone());
             }
@@ -451,8 +476,8 @@ impl Compiler<'_> {
         pools: &[PoolConfig],
     ) -> Res<()> {
         for (i, l) in listeners.iter().enumerate() {
-            if let Some(p) = l.reverse.as_ref().and_then(|r| r.default_pool.as_ref()) {
-                if !pools.iter().any(|x| &x.name == p) {
+            if let Some(p) = l.reverse.as_ref().and_then(|r| r.default_pool.as_ref())
+                && !pools.iter().any(|x| &x.name == p) {
                     return Err(ConfigError::new(
                         self.source,
                         format!("listener[{i}].default_pool"),
@@ -460,7 +485,6 @@ impl Compiler<'_> {
                     )
                     .with_value(p.clone()));
                 }
-            }
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod forward;
+pub mod reverse;
 
 use hyper::{Method, Request};
 

@@ -269,9 +269,7 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|m| m.map(|b| Ok(Frame::data(b))))
+        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -388,7 +386,8 @@ impl Connector for RecordingConnector {
                 Some(Route::Refuse) => refused().await,
                 Some(Route::Hang) => std::future::pending().await,
                 None => {
-                    let msg = format!("the proxy dialled {target}, which the test never registered");
+                    let msg =
+                        format!("the proxy dialled {target}, which the test never registered");
                     eprintln!("VIOLATION: {msg}");
                     lock(&self.violations).push(msg.clone());
                     Err(io::Error::new(io::ErrorKind::PermissionDenied, msg))
@@ -598,7 +597,9 @@ pub struct KeepAliveClient {
 impl KeepAliveClient {
     /// Connect to the proxy at `addr`.
     pub async fn connect(addr: SocketAddr) -> KeepAliveClient {
-        let stream = TcpStream::connect(addr).await.expect("connect to the proxy");
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the proxy");
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("HTTP/1.1 handshake with the proxy");

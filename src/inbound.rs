@@ -1,0 +1,175 @@
+//! Stage 1 for reverse listeners: accept, read the PROXY protocol header when the listener
+//! expects one, terminate TLS (SNI picks the certificate, ALPN picks h2 or http/1.1), and serve
+//! HTTP/1.1 and HTTP/2 with hyper-util's auto server. Also runs the pools' active health checks.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::audit::{self, AuditRecord};
+use crate::config::ListenerConfig;
+use crate::listener::{Activity, ConnInfo, TimedIo};
+use crate::protocol::reverse;
+use crate::proxy_protocol;
+use crate::record::Recorder;
+use crate::server::Shared;
+
+/// Accept until shutdown; one tracked task per connection.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, listener = %cfg.name, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared2 = shared.clone();
+        let cfg2 = cfg.clone();
+        shared.tracker.spawn(async move {
+            serve(shared2, cfg2, stream, peer).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    cfg: Arc<ListenerConfig>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let limits = shared.state.load().config.limits.clone();
+    let Some(rl) = cfg.reverse.clone() else {
+        return;
+    };
+    let mut client = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    if let Some(accept) = rl.proxy_protocol {
+        match proxy_protocol::read_header(&mut stream, accept, limits.header_read_timeout).await {
+            Ok(h) => {
+                if let Some(src) = h.source {
+                    client = SocketAddr::new(src.ip().to_canonical(), src.port());
+                }
+            }
+            Err(e) => {
+                audit_refused(&shared, &cfg, client, "bad-proxy-protocol", &e.to_string());
+                return;
+            }
+        }
+    }
+    let conn = Arc::new(ConnInfo {
+        listener: cfg.clone(),
+        client,
+        activity: Activity::new(),
+    });
+    let io = TimedIo::new(
+        stream,
+        conn.activity.clone(),
+        limits.header_read_timeout,
+        limits.keepalive_idle_timeout,
+    );
+    match rl.tls.clone() {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await;
+            match handshake {
+                Ok(Ok(s)) => serve_http(shared, conn, TokioIo::new(s), true).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, client.addr = %client, "TLS handshake failed")
+                }
+                Err(_) => tracing::debug!(client.addr = %client, "TLS handshake timed out"),
+            }
+        }
+        None => serve_http(shared, conn, TokioIo::new(io), false).await,
+    }
+}
+
+async fn serve_http<I>(shared: Arc<Shared>, conn: Arc<ConnInfo>, io: I, tls: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let limits = shared.state.load().config.limits.clone();
+    let svc_shared = shared.clone();
+    let svc_conn = conn.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let shared = svc_shared.clone();
+        let conn = svc_conn.clone();
+        async move { Ok::<_, Infallible>(reverse::handle(shared, conn, req, tls).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.h2_max_header_list_size)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let c = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(c);
+    let result = tokio::select! {
+        r = c.as_mut() => r,
+        _ = shared.shutdown.cancelled() => {
+            c.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = c.as_mut() => r,
+                _ = shared.hard.cancelled() => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended");
+    }
+}
+
+/// Audit a connection refused before any request (e.g. a malformed PROXY header).
+fn audit_refused(
+    shared: &Arc<Shared>,
+    cfg: &ListenerConfig,
+    client: SocketAddr,
+    reason: &str,
+    error: &str,
+) {
+    let snap = shared.state.load();
+    let mut rec = Recorder::new(
+        shared.deps.audit.clone(),
+        AuditRecord {
+            ts: audit::now_rfc3339(),
+            listener: cfg.name.clone(),
+            client_addr: Some(client),
+            intent: "reverse".into(),
+            decision: "deny".into(),
+            mode: cfg.mode.as_str().into(),
+            reason: reason.into(),
+            profile: snap.config.profile.name.clone(),
+            db_version: snap.db_version.clone(),
+            error_side: Some("downstream".into()),
+            error: Some(error.into()),
+            ..AuditRecord::default()
+        },
+    );
+    rec.finish();
+}

@@ -1,0 +1,393 @@
+//! Reverse proxying: the real client (PROXY protocol, trusted forwarding headers), host and path
+//! to a route, a pool member, and the same resolve → lookup → decide stages as egress before
+//! dialling only vetted addresses of that member. Bodies stream both ways.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+
+use crate::audit::{self, AuditRecord};
+use crate::config::reverse::{Member, RouteConfig};
+use crate::destination::{self, ResolveError};
+use crate::error::ProxyError;
+use crate::forwarded;
+use crate::jurisdiction::Lookup;
+use crate::listener::ConnInfo;
+use crate::pipeline::{failure, refusal, text_response};
+use crate::policy::{Decision, Reason, Subject, Verdict};
+use crate::protocol::forward::{ProxyBody, VIA, strip_hop_by_hop};
+use crate::record::{Counted, Direction, Recorder};
+use crate::server::{Shared, Snapshot};
+use crate::upstream::pool::{Checkin, PoolState};
+
+/// The host a request is for: `:authority` (HTTP/2, absolute-form) or `Host`, without port,
+/// lower-cased, one trailing dot removed.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| match h.rsplit_once(':') {
+                    Some((host, port))
+                        if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']')
+                            || host.starts_with('[') && host.ends_with(']') =>
+                    {
+                        host.to_string()
+                    }
+                    _ => h.to_string(),
+                })
+        })?;
+    let h = raw
+        .trim_matches(['[', ']'])
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    (!h.is_empty()).then_some(h)
+}
+
+/// The first route for this listener, host and path.
+pub fn route<'a>(
+    routes: &'a [RouteConfig],
+    listener: &str,
+    host: &str,
+    path: &str,
+) -> Option<&'a RouteConfig> {
+    routes.iter().find(|r| {
+        (r.listeners.is_empty() || r.listeners.iter().any(|l| l == listener))
+            && r.host.matches(host)
+            && path.starts_with(r.path_prefix.as_str())
+    })
+}
+
+/// Resolve a member and decide on its addresses, exactly as egress does.
+pub async fn vet_member(
+    shared: &Shared,
+    snap: &Snapshot,
+    subject: &Subject<'_>,
+    member: &Member,
+) -> Result<Decision, ProxyError> {
+    let addrs = destination::resolve(shared.deps.resolver.as_ref(), &member.host)
+        .await
+        .map_err(|e| match e {
+            ResolveError::Timeout(h) => ProxyError::ResolveTimeout(h),
+            other => ProxyError::Resolve {
+                host: member.host.to_string(),
+                reason: other.to_string(),
+            },
+        })?;
+    let lookups: Vec<(IpAddr, Lookup)> = addrs
+        .iter()
+        .map(|ip| (*ip, snap.table.lookup(*ip)))
+        .collect();
+    Ok(snap
+        .config
+        .policy
+        .decide(&snap.config.profile, subject, &lookups))
+}
+
+/// Handle one request on a reverse listener. Exactly one audit record.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+    tls: bool,
+) -> Response<ProxyBody> {
+    let busy = conn.activity.begin();
+    let snap = shared.state.load_full();
+    let cfg = &snap.config;
+    let listener = &conn.listener;
+    let Some(rl) = listener.reverse.as_ref() else {
+        return text_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "not a reverse listener\n".into(),
+            "error",
+        );
+    };
+    // Client identity: the PROXY-protocol or socket peer, then trusted forwarding headers.
+    let client_ip = forwarded::client_addr(conn.client.ip(), req.headers(), &rl.trusted_proxies);
+    let client = if client_ip == conn.client.ip() {
+        conn.client
+    } else {
+        SocketAddr::new(client_ip, 0)
+    };
+    let mut rec = Recorder::new(
+        shared.deps.audit.clone(),
+        AuditRecord {
+            ts: audit::now_rfc3339(),
+            listener: listener.name.clone(),
+            client_addr: Some(client),
+            intent: "reverse".into(),
+            mode: listener.mode.as_str().into(),
+            profile: cfg.profile.name.clone(),
+            db_version: snap.db_version.clone(),
+            decision: "deny".into(),
+            ..AuditRecord::default()
+        },
+    );
+    rec.hold(busy);
+    let host = request_host(&req);
+    rec.rec().dest_host = host.clone();
+    if !listener
+        .allowed_clients
+        .iter()
+        .any(|n| n.contains(&client_ip))
+    {
+        let d = Decision::early(Reason::ClientNotAllowed, listener.mode);
+        return refusal(rec, d, &cfg.profile, host.as_deref().unwrap_or("-"), 0);
+    }
+    let Some(host) = host else {
+        return failure(
+            rec,
+            ProxyError::BadRequest("no Host header or :authority".into()),
+            "malformed-request",
+        );
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if let Some(port) = rl.redirect_https_port {
+        let location = if port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{port}{path}")
+        };
+        let r = rec.rec();
+        r.decision = "allow".into();
+        r.reason = "redirect-https".into();
+        r.status = Some(308);
+        rec.finish();
+        let mut resp = text_response(
+            StatusCode::PERMANENT_REDIRECT,
+            format!("{location}\n"),
+            "redirect",
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return resp;
+    }
+    let pool_name = route(&cfg.routes, &listener.name, &host, &path)
+        .map(|r| r.pool.clone())
+        .or_else(|| rl.default_pool.clone());
+    let Some(pool) = pool_name.and_then(|n| snap.pools.get(&n).cloned()) else {
+        let r = rec.rec();
+        r.reason = "no-route".into();
+        r.status = Some(404);
+        rec.finish();
+        return text_response(
+            StatusCode::NOT_FOUND,
+            format!("residency-proxy: no route for {host}\n"),
+            "deny; reason=no-route",
+        );
+    };
+    forward_to_pool(
+        shared.clone(),
+        &snap,
+        &conn,
+        pool,
+        req,
+        rec,
+        client_ip,
+        &host,
+        tls,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward_to_pool(
+    shared: Arc<Shared>,
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    pool: Arc<PoolState>,
+    req: Request<Incoming>,
+    mut rec: Recorder,
+    client_ip: IpAddr,
+    host: &str,
+    tls: bool,
+) -> Response<ProxyBody> {
+    let cfg = &snap.config;
+    let listener = &conn.listener;
+    let rl = listener.reverse.as_ref();
+    // Try a second member only when the first could not be connected to (nothing was sent).
+    let mut tried = None;
+    let mut last_err = None;
+    for _attempt in 0..2 {
+        let Some(i) = pool.pick(tried) else { break };
+        tried = Some(i);
+        let Some(member) = pool.cfg.members.get(i).cloned() else {
+            break;
+        };
+        let member_host = member.host.to_string();
+        {
+            let r = rec.rec();
+            r.dest_host = Some(member_host.clone());
+            r.dest_port = Some(member.port);
+        }
+        let subject = Subject {
+            listener: &listener.name,
+            mode: listener.mode,
+            client: client_ip,
+            host: &member_host,
+            port: member.port,
+        };
+        let decision = match vet_member(&shared, snap, &subject, &member).await {
+            Ok(d) => d,
+            Err(e) => {
+                pool.report(i, false);
+                rec.rec().reason = Reason::ResolveFailed.as_str().into();
+                last_err = Some(e);
+                continue;
+            }
+        };
+        rec.decision(&decision, &cfg.profile);
+        if decision.verdict == Verdict::Deny {
+            return refusal(rec, decision, &cfg.profile, &member_host, member.port);
+        }
+        let target = format!("{}:{}", member_host, member.port);
+        let pooled = pool.checkout(&decision.vetted);
+        let (sender, addr) = match pooled {
+            Some(x) => x,
+            None => match pool
+                .connect(
+                    &member.host,
+                    &decision.vetted,
+                    &shared.deps.connector,
+                    cfg.limits.connect_timeout,
+                    &target,
+                )
+                .await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    pool.report(i, false);
+                    last_err = Some(e);
+                    continue;
+                }
+            },
+        };
+        rec.rec().dialed_ip = Some(addr.addr().ip());
+        let in_flight = pool.begin(i);
+        rec.hold(in_flight);
+        let upstream_req = match rewrite(
+            req,
+            host,
+            conn.client.ip(),
+            tls,
+            rl.map_or(&[][..], |r| &r.trusted_proxies),
+            &rec,
+        ) {
+            Ok(r) => r,
+            Err(e) => return failure(rec, e, decision.reason.as_str()),
+        };
+        let mut sender = sender;
+        let sent = tokio::time::timeout(
+            cfg.limits.upstream_response_timeout,
+            sender.send_request(upstream_req),
+        )
+        .await;
+        let resp = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                pool.report(i, false);
+                let e = ProxyError::Upstream {
+                    target,
+                    reason: e.to_string(),
+                };
+                return failure(rec, e, decision.reason.as_str());
+            }
+            Err(_) => {
+                pool.report(i, false);
+                return failure(
+                    rec,
+                    ProxyError::UpstreamTimeout(target),
+                    decision.reason.as_str(),
+                );
+            }
+        };
+        pool.report(i, true);
+        rec.hold(Checkin::new(pool.clone(), addr, sender));
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .append(header::VIA, HeaderValue::from_static(VIA));
+        rec.rec().status = Some(parts.status.as_u16());
+        let bytes = rec.bytes.clone();
+        let body = Counted::new(body, bytes, Direction::Down, Some(rec));
+        return Response::from_parts(parts, body.boxed());
+    }
+    match last_err {
+        Some(e) => failure(rec, e, "upstream-unavailable"),
+        None => {
+            let r = rec.rec();
+            r.reason = "no-healthy-member".into();
+            r.status = Some(503);
+            r.error_side = Some("upstream".into());
+            rec.finish();
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "residency-proxy: no healthy upstream in pool {}\n",
+                    pool.cfg.name
+                ),
+                "error; reason=no-healthy-member",
+            )
+        }
+    }
+}
+
+/// The request as the upstream sees it: HTTP/1.1, origin-form, hop-by-hop headers removed,
+/// `Host` kept, forwarding headers applied, `Via` added, body counted.
+fn rewrite(
+    req: Request<Incoming>,
+    host: &str,
+    peer: IpAddr,
+    tls: bool,
+    trusted: &[ipnet::IpNet],
+    rec: &Recorder,
+) -> Result<Request<ProxyBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| host.to_string());
+    strip_hop_by_hop(&mut parts.headers);
+    forwarded::apply(
+        &mut parts.headers,
+        peer,
+        if tls { "https" } else { "http" },
+        Some(&original_host),
+        trusted,
+    );
+    parts.headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&original_host).map_err(|e| ProxyError::BadRequest(e.to_string()))?,
+    );
+    parts
+        .headers
+        .append(header::VIA, HeaderValue::from_static(VIA));
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = path
+        .parse::<Uri>()
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    parts.version = Version::HTTP_11;
+    let body = Counted::new(body, rec.bytes.clone(), Direction::Up, None);
+    Ok(Request::from_parts(parts, body.boxed()))
+}
