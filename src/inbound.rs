@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -172,4 +173,82 @@ fn audit_refused(
         },
     );
     rec.finish();
+}
+
+/// Active health checks: every pool with `health_check` has its members probed with a GET of
+/// that path every interval, over vetted addresses only; 2xx and 3xx are healthy.
+pub async fn health_loop(shared: Arc<Shared>, pool_name: String) {
+    loop {
+        let snap = shared.state.load_full();
+        let Some(pool) = snap.pools.get(&pool_name).cloned() else {
+            return;
+        };
+        let Some(check) = pool.cfg.health_check.clone() else {
+            return;
+        };
+        for (i, member) in pool.cfg.members.iter().enumerate() {
+            let healthy = tokio::time::timeout(
+                check.timeout,
+                probe(&shared, &snap, &pool, member, &check.path),
+            )
+            .await
+            .unwrap_or(false);
+            pool.set_healthy(i, healthy);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(check.interval) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn probe(
+    shared: &Shared,
+    snap: &crate::server::Snapshot,
+    pool: &crate::upstream::pool::PoolState,
+    member: &crate::config::reverse::Member,
+    path: &str,
+) -> bool {
+    let host = member.host.to_string();
+    let subject = crate::policy::Subject {
+        listener: "health-check",
+        mode: crate::policy::Mode::Enforce,
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        host: &host,
+        port: member.port,
+    };
+    let Ok(decision) = reverse::vet_member(shared, snap, &subject, member).await else {
+        return false;
+    };
+    if decision.vetted.is_empty() {
+        return false;
+    }
+    let target = format!("{host}:{}", member.port);
+    let Ok((mut sender, _)) = pool
+        .connect(
+            &member.host,
+            &decision.vetted,
+            &shared.deps.connector,
+            snap.config.limits.connect_timeout,
+            &target,
+        )
+        .await
+    else {
+        return false;
+    };
+    let req = Request::get(path)
+        .header(hyper::header::HOST, target.as_str())
+        .header(hyper::header::USER_AGENT, "residency-proxy-health-check")
+        .body(
+            http_body_util::Empty::<bytes::Bytes>::new()
+                .map_err(crate::pipeline::never)
+                .boxed(),
+        );
+    let Ok(req) = req else {
+        return false;
+    };
+    match sender.send_request(req).await {
+        Ok(resp) => resp.status().is_success() || resp.status().is_redirection(),
+        Err(_) => false,
+    }
 }

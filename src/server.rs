@@ -157,6 +157,17 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
             }
         });
     }
+    let pools: Vec<String> = shared
+        .state
+        .load()
+        .pools
+        .values()
+        .filter(|p| p.cfg.health_check.is_some())
+        .map(|p| p.cfg.name.clone())
+        .collect();
+    for name in pools {
+        tokio::spawn(inbound::health_loop(shared.clone(), name));
+    }
     Ok(ProxyHandle {
         listeners,
         shared,

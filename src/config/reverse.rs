@@ -477,14 +477,15 @@ impl Compiler<'_> {
     ) -> Res<()> {
         for (i, l) in listeners.iter().enumerate() {
             if let Some(p) = l.reverse.as_ref().and_then(|r| r.default_pool.as_ref())
-                && !pools.iter().any(|x| &x.name == p) {
-                    return Err(ConfigError::new(
-                        self.source,
-                        format!("listener[{i}].default_pool"),
-                        "no such pool",
-                    )
-                    .with_value(p.clone()));
-                }
+                && !pools.iter().any(|x| &x.name == p)
+            {
+                return Err(ConfigError::new(
+                    self.source,
+                    format!("listener[{i}].default_pool"),
+                    "no such pool",
+                )
+                .with_value(p.clone()));
+            }
         }
         Ok(())
     }
