@@ -1,39 +1,700 @@
-//! Placeholder until the TLS module lands.
+//! TLS for the reverse-proxy mode: loading and checking certificates, choosing one per
+//! connection by SNI, and building the rustls server and (upstream) client configurations.
+//!
+//! This module owns:
+//! - [`load_cert`]: read a PEM chain and key, and refuse them at start-up (with the file and
+//!   the reason) when they are not PEM, hold no certificate or key, use an unsupported key
+//!   type, do not match each other, are outside their validity window, or do not cover a
+//!   configured name;
+//! - [`SniResolver`]: the per-handshake choice of certificate (exact name, then wildcard,
+//!   then the default);
+//! - [`server_config`] and [`client_config`]: the rustls configurations for the listener
+//!   side and the upstream side;
+//! - [`install_default_provider`]: the process-wide crypto provider.
+//!
+//! # Why ring
+//! Every configuration here is built with rustls' *ring* crypto provider, never the
+//! process default, and `aws-lc-rs` is kept out of the dependency tree: ring builds with
+//! nothing more than a C compiler, while aws-lc-rs may need cmake (and more) on some
+//! targets, which a fresh developer or CI machine does not necessarily have.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
-/// Cert spec.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject, SectionKind};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, InconsistentKeys, RootCertStore, ServerConfig};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// ALPN protocol id for HTTP/2.
+const ALPN_H2: &[u8] = b"h2";
+/// ALPN protocol id for HTTP/1.1.
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// One certificate for a reverse listener, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSpec {
-    /// Chain.
+    /// PEM file with the certificate chain, leaf first (intermediates may follow).
     pub chain: PathBuf,
-    /// Key.
+    /// PEM file with the private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC); RSA, ECDSA
+    /// P-256/P-384 or Ed25519. Encrypted keys are not supported.
     pub key: PathBuf,
-    /// Names.
+    /// Names this certificate must serve (`*.example.org` for a wildcard). Each must be
+    /// covered by a DNS SAN of the leaf. Empty means: serve the leaf's DNS SANs.
     pub names: Vec<String>,
 }
-/// Loaded.
-pub struct LoadedCert {
-    /// Names.
-    pub names: Vec<String>,
-}
-/// Error.
+
+/// Why a certificate, key or TLS configuration was refused.
+///
+/// Every variant that comes from a file names that file.
 #[derive(Debug, thiserror::Error)]
-#[error("TLS support is not built yet")]
-pub struct TlsError;
-/// Load.
-pub fn load_cert(_spec: &CertSpec, _now: SystemTime) -> Result<LoadedCert, TlsError> {
-    Err(TlsError)
+pub enum TlsError {
+    /// The file could not be read.
+    #[error("{}: read error: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not (valid) PEM.
+    #[error("{}: not PEM: {reason}", .path.display())]
+    NotPem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file is PEM but holds no `CERTIFICATE` section.
+    #[error("{}: no certificate in file", .path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is PEM (or empty) but holds no private key section.
+    #[error(
+        "{}: no private key in file (expected PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)",
+        .path.display()
+    )]
+    NoPrivateKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A `CERTIFICATE` section is not a valid X.509 certificate.
+    #[error("{}: certificate #{index} is not a valid X.509 certificate: {reason}", .path.display())]
+    BadCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Position in the chain, 1 = leaf.
+        index: usize,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// The private key is of a type (or encoding) the ring provider cannot sign with.
+    #[error(
+        "{}: unsupported key type (supported: RSA, ECDSA P-256/P-384, Ed25519; unencrypted): {reason}",
+        .path.display()
+    )]
+    UnsupportedKeyType {
+        /// The key file.
+        path: PathBuf,
+        /// The reason given by rustls, or what was found.
+        reason: String,
+    },
+    /// The private key is not the key of the leaf certificate.
+    #[error(
+        "{}: private key does not match certificate {} (is the leaf certificate first in the chain?)",
+        .key.display(),
+        .cert.display()
+    )]
+    KeyMismatch {
+        /// The chain file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The leaf certificate's `notAfter` is in the past.
+    #[error("{}: certificate expired on {not_after}", .path.display())]
+    Expired {
+        /// The chain file.
+        path: PathBuf,
+        /// `notAfter`, RFC 3339 UTC.
+        not_after: String,
+    },
+    /// The leaf certificate's `notBefore` is in the future.
+    #[error("{}: certificate not yet valid until {not_before}", .path.display())]
+    NotYetValid {
+        /// The chain file.
+        path: PathBuf,
+        /// `notBefore`, RFC 3339 UTC.
+        not_before: String,
+    },
+    /// A configured name is not covered by any DNS SAN of the leaf.
+    #[error("{}: no SAN for configured name {name} (SANs: {})", .path.display(), list(.sans))]
+    NameNotCovered {
+        /// The chain file.
+        path: PathBuf,
+        /// The configured name (normalised).
+        name: String,
+        /// The leaf's DNS SANs.
+        sans: Vec<String>,
+    },
+    /// A CA file's certificate could not be used as a trust anchor.
+    #[error("{}: unusable CA certificate: {reason}", .path.display())]
+    BadCa {
+        /// The CA file.
+        path: PathBuf,
+        /// The reason given by rustls.
+        reason: String,
+    },
+    /// A server configuration was asked for without any certificate.
+    #[error("no certificates configured for the TLS listener")]
+    NoCertificates,
+    /// The default certificate index is not one of the certificates.
+    #[error("default certificate index {default} is out of range ({count} certificates)")]
+    DefaultOutOfRange {
+        /// The index asked for.
+        default: usize,
+        /// How many certificates there are.
+        count: usize,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
 }
-/// Server config.
+
+/// Joins names for an error message; "none" when there are none.
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A checked certificate: the parsed chain with its signing key, the names it serves and
+/// its expiry.
+#[derive(Debug, Clone)]
+pub struct LoadedCert {
+    /// The DNS names this certificate serves, lower-case, without trailing dot, wildcards
+    /// kept as `*.example.org`: the configured names when [`CertSpec::names`] is non-empty
+    /// (each checked to be covered by a SAN), otherwise the leaf's DNS SANs.
+    pub names: Vec<String>,
+    /// The leaf's `notAfter`.
+    pub not_after: SystemTime,
+    /// Chain (leaf first) and signing key, ready for rustls.
+    pub certified: Arc<CertifiedKey>,
+}
+
+/// The rustls ring crypto provider, as used by every configuration built here.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Installs ring as the process-wide default rustls crypto provider.
+///
+/// Idempotent: a provider that is already installed (ring or not) is left in place.
+pub fn install_default_provider() {
+    // `Err` only means a default was installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Reads a file, naming it in the error.
+fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// What a PEM file held.
+struct PemContents {
+    /// Every recognised section, in file order.
+    sections: Vec<(SectionKind, Vec<u8>)>,
+    /// The file has an `ENCRYPTED PRIVATE KEY` section (skipped by the parser).
+    encrypted_key: bool,
+}
+
+/// Splits a file into its PEM sections; refuses syntax errors and non-blank files that
+/// hold no PEM section at all (for example DER or random text).
+fn read_pem(path: &Path) -> Result<PemContents, TlsError> {
+    let bytes = read_file(path)?;
+    let not_pem = |reason: String| TlsError::NotPem {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut sections = Vec::new();
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes) {
+        sections.push(section.map_err(|e| not_pem(pem_error(&e)))?);
+    }
+    let blank = bytes.iter().all(u8::is_ascii_whitespace);
+    if sections.is_empty() && !blank && !contains(&bytes, b"-----BEGIN ") {
+        return Err(not_pem("no PEM section (-----BEGIN ...-----) found".into()));
+    }
+    Ok(PemContents {
+        sections,
+        encrypted_key: contains(&bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+    })
+}
+
+/// A PEM parse error as text.
+fn pem_error(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "section is missing its end line {}",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => {
+            format!("malformed BEGIN line {}", String::from_utf8_lossy(line))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether `haystack` contains `needle`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads every certificate of a PEM file, in order.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_pem(path)?;
+    let certs: Vec<CertificateDer<'static>> = pem
+        .sections
+        .into_iter()
+        .filter(|(kind, _)| *kind == SectionKind::Certificate)
+        .map(|(_, der)| CertificateDer::from(der))
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the (first) private key of a PEM file.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read_pem(path)?;
+    let encrypted = pem.encrypted_key;
+    let key = pem.sections.into_iter().find_map(|(kind, der)| match kind {
+        SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey => {
+            PrivateKeyDer::from_pem(kind, der)
+        }
+        _ => None,
+    });
+    match key {
+        Some(key) => Ok(key),
+        None if encrypted => Err(TlsError::UnsupportedKeyType {
+            path: path.to_owned(),
+            reason: "the key is encrypted; decrypt it first".into(),
+        }),
+        None => Err(TlsError::NoPrivateKey {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+/// Lower-cases a DNS name and drops one trailing dot.
+fn normalise_name(name: &str) -> String {
+    let name = name.trim();
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// Whether the SAN `san` (normalised) covers the name `name` (normalised): equal, or `san`
+/// is `*.rest` and `name` is exactly one non-empty label followed by `.rest`.
+fn san_covers(san: &str, name: &str) -> bool {
+    if san == name {
+        return true;
+    }
+    match (san.strip_prefix("*."), name.split_once('.')) {
+        (Some(san_rest), Some((label, name_rest))) => {
+            !label.is_empty() && label != "*" && !san_rest.is_empty() && san_rest == name_rest
+        }
+        _ => false,
+    }
+}
+
+/// Seconds since the Unix epoch (negative before it).
+fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
+}
+
+/// A Unix timestamp as a `SystemTime`.
+fn system_time(seconds: i64) -> SystemTime {
+    let magnitude = Duration::from_secs(seconds.unsigned_abs());
+    let t = if seconds >= 0 {
+        UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        UNIX_EPOCH.checked_sub(magnitude)
+    };
+    t.unwrap_or(UNIX_EPOCH)
+}
+
+/// A Unix timestamp as RFC 3339 UTC (`2025-01-31T12:00:00Z`).
+fn rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian; H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Loads and checks one certificate: chain and key parse as PEM, the key type is one ring
+/// signs with, the key is the leaf's, `now` lies in the leaf's validity window, and every
+/// configured name is covered by a DNS SAN (exactly or by a single-label wildcard).
+pub fn load_cert(spec: &CertSpec, now: SystemTime) -> Result<LoadedCert, TlsError> {
+    let chain_path = spec.chain.as_path();
+    let key_path = spec.key.as_path();
+    let chain = read_certs(chain_path)?;
+    let key = read_key(key_path)?;
+
+    let LeafInfo {
+        not_before,
+        not_after,
+        sans,
+    } = leaf_info(chain_path, &chain)?;
+
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
+        TlsError::UnsupportedKeyType {
+            path: key_path.to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) => {}
+        // Every ring key can report its public key; if one cannot, there is nothing to
+        // compare, and the handshake itself will fail loudly.
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            return Err(TlsError::KeyMismatch {
+                cert: chain_path.to_owned(),
+                key: key_path.to_owned(),
+            });
+        }
+        Err(e) => {
+            return Err(TlsError::BadCertificate {
+                path: chain_path.to_owned(),
+                index: 1,
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    let now_s = unix_seconds(now);
+    if now_s < not_before {
+        return Err(TlsError::NotYetValid {
+            path: chain_path.to_owned(),
+            not_before: rfc3339(not_before),
+        });
+    }
+    if now_s > not_after {
+        return Err(TlsError::Expired {
+            path: chain_path.to_owned(),
+            not_after: rfc3339(not_after),
+        });
+    }
+
+    let names = if spec.names.is_empty() {
+        sans
+    } else {
+        let mut names: Vec<String> = Vec::with_capacity(spec.names.len());
+        for name in spec.names.iter().map(|n| normalise_name(n)) {
+            if !sans.iter().any(|san| san_covers(san, &name)) {
+                return Err(TlsError::NameNotCovered {
+                    path: chain_path.to_owned(),
+                    name,
+                    sans,
+                });
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    };
+
+    Ok(LoadedCert {
+        names,
+        not_after: system_time(not_after),
+        certified: Arc::new(certified),
+    })
+}
+
+/// What the checks need from the leaf certificate.
+struct LeafInfo {
+    /// `notBefore`, Unix seconds.
+    not_before: i64,
+    /// `notAfter`, Unix seconds.
+    not_after: i64,
+    /// DNS SANs, normalised, deduplicated, in certificate order.
+    sans: Vec<String>,
+}
+
+/// Parses the whole chain (so that garbage in an intermediate is caught at start-up) and
+/// returns what the checks need from the leaf.
+fn leaf_info(path: &Path, chain: &[CertificateDer<'_>]) -> Result<LeafInfo, TlsError> {
+    let bad = |index: usize, reason: String| TlsError::BadCertificate {
+        path: path.to_owned(),
+        index,
+        reason,
+    };
+    let mut info = None;
+    for (i, der) in chain.iter().enumerate() {
+        let (_, cert) =
+            X509Certificate::from_der(der.as_ref()).map_err(|e| bad(i + 1, e.to_string()))?;
+        if i == 0 {
+            let validity = cert.validity();
+            info = Some(LeafInfo {
+                not_before: validity.not_before.timestamp(),
+                not_after: validity.not_after.timestamp(),
+                sans: dns_sans(&cert).map_err(|reason| bad(1, reason))?,
+            });
+        }
+    }
+    info.ok_or_else(|| TlsError::NoCertificate {
+        path: path.to_owned(),
+    })
+}
+
+/// The leaf's DNS SANs, normalised, deduplicated, in certificate order.
+fn dns_sans(leaf: &X509Certificate<'_>) -> Result<Vec<String>, String> {
+    let ext = leaf
+        .subject_alternative_name()
+        .map_err(|e| format!("subjectAltName: {e}"))?;
+    let mut sans: Vec<String> = Vec::new();
+    if let Some(ext) = ext {
+        for general in &ext.value.general_names {
+            if let GeneralName::DNSName(dns) = general {
+                let dns = normalise_name(dns);
+                if !sans.contains(&dns) {
+                    sans.push(dns);
+                }
+            }
+        }
+    }
+    Ok(sans)
+}
+
+/// Chooses the certificate for each TLS handshake from the client's SNI.
+///
+/// Order: an exact name match, then a single-label wildcard match (`*.example.org` for
+/// `a.example.org`), else the default certificate — also for clients that send no SNI.
+/// SNI is compared case-insensitively and without a trailing dot. When several
+/// certificates serve the same name (say an ECDSA and an RSA one), the first one listed
+/// whose key can sign with a scheme the client offers wins.
+pub struct SniResolver {
+    /// The certificates, in configuration order.
+    certs: Vec<Arc<CertifiedKey>>,
+    /// Exact name → candidate indexes.
+    exact: HashMap<String, Vec<usize>>,
+    /// Wildcard suffix (`example.org` for `*.example.org`) → candidate indexes.
+    wildcard: HashMap<String, Vec<usize>>,
+    /// Index of the default certificate.
+    default: usize,
+}
+
+impl fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut exact: Vec<&String> = self.exact.keys().collect();
+        exact.sort();
+        let mut wildcard: Vec<String> = self.wildcard.keys().map(|s| format!("*.{s}")).collect();
+        wildcard.sort();
+        f.debug_struct("SniResolver")
+            .field("certificates", &self.certs.len())
+            .field("exact", &exact)
+            .field("wildcard", &wildcard)
+            .field("default", &self.default)
+            .finish()
+    }
+}
+
+impl SniResolver {
+    /// Builds a resolver over `certs` (each serving its [`LoadedCert::names`]) with
+    /// `certs[default]` as the fallback.
+    pub fn new(certs: &[LoadedCert], default: usize) -> Result<Self, TlsError> {
+        if certs.is_empty() {
+            return Err(TlsError::NoCertificates);
+        }
+        if default >= certs.len() {
+            return Err(TlsError::DefaultOutOfRange {
+                default,
+                count: certs.len(),
+            });
+        }
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut wildcard: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, cert) in certs.iter().enumerate() {
+            for name in &cert.names {
+                let name = normalise_name(name);
+                let (map, key) = match name.strip_prefix("*.") {
+                    Some(rest) => (&mut wildcard, rest.to_owned()),
+                    None => (&mut exact, name),
+                };
+                let slot = map.entry(key).or_default();
+                if !slot.contains(&i) {
+                    slot.push(i);
+                }
+            }
+        }
+        Ok(Self {
+            certs: certs.iter().map(|c| Arc::clone(&c.certified)).collect(),
+            exact,
+            wildcard,
+            default,
+        })
+    }
+
+    /// The candidate indexes for an SNI name, exact before wildcard; `None` for no match.
+    fn candidates(&self, sni: &str) -> Option<&[usize]> {
+        let name = normalise_name(sni);
+        if let Some(found) = self.exact.get(&name) {
+            return Some(found);
+        }
+        let (label, rest) = name.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        self.wildcard.get(rest).map(Vec::as_slice)
+    }
+
+    /// The certificate the resolver picks for an SNI name (`None` = no SNI), ignoring
+    /// signature-scheme preferences. For diagnostics and tests.
+    pub fn pick(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
+        let index = sni
+            .and_then(|s| self.candidates(s))
+            .and_then(|c| c.first().copied())
+            .unwrap_or(self.default);
+        &self.certs[index]
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(candidates) = client_hello.server_name().and_then(|s| self.candidates(s)) else {
+            return Some(Arc::clone(&self.certs[self.default]));
+        };
+        let offered = client_hello.signature_schemes();
+        let chosen = candidates
+            .iter()
+            .find(|&&i| self.certs[i].key.choose_scheme(offered).is_some())
+            .or(candidates.first())
+            .copied()
+            .unwrap_or(self.default);
+        Some(Arc::clone(&self.certs[chosen]))
+    }
+}
+
+/// Builds the listener's rustls configuration: ring provider, TLS 1.3 and 1.2, no client
+/// authentication, certificates chosen by [`SniResolver`] (`certs[default]` as fallback),
+/// and ALPN `h2`, `http/1.1` (only `http/1.1` when `h2` is false).
 pub fn server_config(
-    _c: Vec<LoadedCert>,
-    _d: usize,
-    _h2: bool,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    Err(TlsError)
+    certs: Vec<LoadedCert>,
+    default: usize,
+    h2: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let resolver = SniResolver::new(&certs, default)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = if h2 {
+        vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+    } else {
+        vec![ALPN_HTTP11.to_vec()]
+    };
+    Ok(Arc::new(config))
 }
-/// Client config.
-pub fn client_config(_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    Err(TlsError)
+
+/// Builds the rustls configuration for TLS connections to upstreams: ring provider, TLS
+/// 1.3 and 1.2, ALPN `http/1.1`, servers verified against the Mozilla roots of
+/// `webpki-roots`, or — when `ca` is given — against the certificates of that PEM file
+/// only.
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = match ca {
+        None => RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(path)? {
+                roots.add(cert).map_err(|e| TlsError::BadCa {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            }
+            roots
+        }
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_covers_one_label_only() {
+        assert!(san_covers("*.app.test", "a.app.test"));
+        assert!(san_covers("app.test", "app.test"));
+        assert!(san_covers("*.app.test", "*.app.test"));
+        assert!(!san_covers("*.app.test", "app.test"));
+        assert!(!san_covers("*.app.test", "a.b.app.test"));
+        assert!(!san_covers("*.app.test", ".app.test"));
+        assert!(!san_covers("a.app.test", "*.app.test"));
+        assert!(!san_covers("*.", "a."));
+    }
+
+    #[test]
+    fn names_are_normalised() {
+        assert_eq!(normalise_name("App.Test."), "app.test");
+        assert_eq!(normalise_name("*.APP.test"), "*.app.test");
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn times_round_trip() {
+        for s in [0, 1, -86_400, 1_700_000_000] {
+            assert_eq!(unix_seconds(system_time(s)), s);
+        }
+    }
 }
