@@ -1,18 +1,1105 @@
-//! Placeholder until the forwarding-headers module lands.
-/// Placeholder.
-pub fn client_addr(
-    peer: std::net::IpAddr,
-    _h: &hyper::HeaderMap,
-    _t: &[ipnet::IpNet],
-) -> std::net::IpAddr {
-    peer
+//! Client identity through trusted proxies: `X-Forwarded-For`, `X-Forwarded-Proto`,
+//! `X-Forwarded-Host` and `Forwarded` (RFC 7239).
+//!
+//! # Reading: [`client_addr`]
+//!
+//! The starting point is the connection's peer (the PROXY protocol source when the listener
+//! uses it, else the socket peer). Forwarding headers are believed only when that peer is a
+//! trusted proxy; then the list of hops is walked right to left (each proxy appends the address
+//! it received the request from), skipping trusted hops, and the first untrusted address is the
+//! client. Anything the walk cannot use (a malformed entry, `unknown`, an obfuscated
+//! identifier, a `Forwarded` element without `for=`) stops it at the last trusted hop seen:
+//! entries to the left of such a hop were written by someone we cannot vouch for.
+//!
+//! When a request carries any `Forwarded` field it is used and `X-Forwarded-For` is ignored:
+//! `Forwarded` is the standard, unambiguous form, and mixing the two lists would count hops
+//! twice. Consequently every trusted proxy in front of us must maintain `Forwarded` whenever a
+//! client may send one (a trusted proxy that only appends `X-Forwarded-For` would let a
+//! client's own `Forwarded` field through unchallenged). [`apply`] keeps both lists in step for
+//! whoever sits behind us.
+//!
+//! Addresses are compared with the trusted CIDRs both as written and in canonical form (an
+//! IPv4-mapped IPv6 address such as `::ffff:10.0.0.1`, which a dual-stack socket reports for
+//! IPv4 peers, matches `10.0.0.0/8`), and are returned exactly as seen.
+//!
+//! # Writing: [`apply`]
+//!
+//! Headers from an untrusted peer are removed before ours are added, so the upstream never
+//! receives a spoofed chain.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use hyper::HeaderMap;
+use hyper::header::{FORWARDED, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// `X-Forwarded-For`: comma-separated client address chain, left-most is the original client.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used ("https" / "http").
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the `Host` the client asked for.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What one hop of a forwarding list says about who sent the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    /// A usable address (any port is dropped).
+    Addr(IpAddr),
+    /// `for=unknown` (RFC 7239 §6.2).
+    Unknown,
+    /// An obfuscated identifier such as `for=_hidden` (RFC 7239 §6.3).
+    Obfuscated,
+    /// A `Forwarded` element without a `for` parameter.
+    Missing,
+    /// Not parseable.
+    Malformed,
 }
-/// Placeholder.
+
+/// Work out the real client: start from the socket peer (or the PROXY-protocol source); if
+/// that peer is in `trusted` (CIDRs), walk the X-Forwarded-For (or Forwarded `for=`) list right
+/// to left, skipping trusted hops, and take the first untrusted address; never believe the
+/// headers when the peer is not trusted. Malformed entries stop the walk (use the last
+/// trusted-hop address seen). Forwarded takes precedence over X-Forwarded-For when both are
+/// present: any `Forwarded` field makes `X-Forwarded-For` ignored entirely.
+///
+/// If every hop is trusted, the left-most one is returned. `unknown`, obfuscated identifiers
+/// and `Forwarded` elements without `for=` stop the walk like malformed entries do. Ports in
+/// entries (`203.0.113.7:4711`, `"[2001:db8::7]:443"`) are accepted and dropped.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let hops = if headers.contains_key(FORWARDED) {
+        forwarded_hops(headers)
+    } else {
+        xff_hops(headers)
+    };
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Node::Addr(ip) = *hop else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip, trusted) {
+            break;
+        }
+    }
+    client
+}
+
+/// Rewrite the request headers for the upstream: if the peer is NOT trusted, remove any
+/// incoming X-Forwarded-For/-Proto/-Host and Forwarded (they are not believed); then append the
+/// peer to X-Forwarded-For (comma-joined onto the existing list when trusted), set
+/// X-Forwarded-Proto to `proto` ("https"/"http") unless trusted and already present, set
+/// X-Forwarded-Host to the original Host unless trusted and present, and append a
+/// `Forwarded: for=...;proto=...;host=...` element (RFC 7239 §4, IPv6 quoted and bracketed:
+/// for="[2001:db8::1]").
+///
+/// Each list leaves as a single field (several incoming fields are joined in order). When a
+/// trusted peer sent only one of the two lists, the other is first rebuilt from it (addresses
+/// kept, anything else written as `unknown`), so an upstream that prefers `Forwarded` and one
+/// that reads `X-Forwarded-For` see the same chain. `proto` and `host` values that cannot be
+/// carried in a header (control or non-ASCII characters) are left out. An incoming `Forwarded`
+/// field with an unterminated quoted-string, which would swallow our element, is passed on as
+/// `for=unknown` (a walk stops there either way).
 pub fn apply(
-    _h: &mut hyper::HeaderMap,
-    _p: std::net::IpAddr,
-    _proto: &str,
-    _host: Option<&str>,
-    _t: &[ipnet::IpNet],
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    proto: &str,
+    host: Option<&str>,
+    trusted: &[IpNet],
 ) {
+    let trusted_peer = is_trusted(peer, trusted);
+    if !trusted_peer {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &FORWARDED,
+        ] {
+            headers.remove(name);
+        }
+    }
+
+    let xff = joined_list(headers, &X_FORWARDED_FOR, |v| v);
+    // A field with an unterminated quoted-string would swallow every element appended after
+    // it; `for=unknown` stops a walk exactly where that malformed field did.
+    let fwd = joined_list(headers, &FORWARDED, |v| {
+        if quotes_balanced(v) {
+            v
+        } else {
+            b"for=unknown"
+        }
+    });
+    let (xff, fwd) = match (xff, fwd) {
+        (Some(xff), None) => {
+            let rebuilt = rebuild(&xff_hops(headers), |n| match n {
+                Node::Addr(ip) => format!("for={}", node_text(ip)),
+                _ => "for=unknown".to_owned(),
+            });
+            (Some(xff), rebuilt)
+        }
+        (None, Some(fwd)) => {
+            let rebuilt = rebuild(&forwarded_hops(headers), |n| match n {
+                Node::Addr(ip) => ip.to_string(),
+                _ => "unknown".to_owned(),
+            });
+            (rebuilt, Some(fwd))
+        }
+        both_or_neither => both_or_neither,
+    };
+
+    let peer_text = peer.to_string();
+    set_list(headers, X_FORWARDED_FOR, xff, peer_text.as_bytes());
+
+    if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO))
+        && let Ok(value) = HeaderValue::from_str(proto)
+    {
+        headers.insert(X_FORWARDED_PROTO, value);
+    }
+    if !(trusted_peer && headers.contains_key(&X_FORWARDED_HOST))
+        && let Some(Ok(value)) = host.map(HeaderValue::from_str)
+    {
+        headers.insert(X_FORWARDED_HOST, value);
+    }
+
+    let mut element = format!("for={}", node_text(peer));
+    if let Some(proto) = param_value(proto) {
+        element.push_str(";proto=");
+        element.push_str(&proto);
+    }
+    if let Some(host) = host.and_then(param_value) {
+        element.push_str(";host=");
+        element.push_str(&host);
+    }
+    set_list(headers, FORWARDED, fwd, element.as_bytes());
+}
+
+/// Whether `ip` is inside a trusted CIDR, as written or in canonical form.
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let canonical = ip.to_canonical();
+    trusted
+        .iter()
+        .any(|net| net.contains(&ip) || net.contains(&canonical))
+}
+
+/// All values of `name` with content, each passed through `fix`, joined with ", " in order;
+/// None when there are none.
+fn joined_list(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    fix: impl Fn(&[u8]) -> &[u8],
+) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for value in headers.get_all(name) {
+        let bytes = value.as_bytes().trim_ascii();
+        if bytes.is_empty() {
+            continue;
+        }
+        let bytes = fix(bytes);
+        match out.as_mut() {
+            None => out = Some(bytes.to_vec()),
+            Some(list) => {
+                list.extend_from_slice(b", ");
+                list.extend_from_slice(bytes);
+            }
+        }
+    }
+    out
+}
+
+/// A list rebuilt from the other kind of list's hops; None when there are no hops.
+fn rebuild(hops: &[Node], render: impl Fn(Node) -> String) -> Option<Vec<u8>> {
+    if hops.is_empty() {
+        return None;
+    }
+    let items: Vec<String> = hops.iter().map(|n| render(*n)).collect();
+    Some(items.join(", ").into_bytes())
+}
+
+/// Replace `name` with `prior` (if any) plus `last`, as one comma-joined field.
+fn set_list(headers: &mut HeaderMap, name: HeaderName, prior: Option<Vec<u8>>, last: &[u8]) {
+    let mut list = prior.unwrap_or_default();
+    if !list.is_empty() {
+        list.extend_from_slice(b", ");
+    }
+    list.extend_from_slice(last);
+    // `prior` is made of header values and ASCII, so this cannot fail; if it somehow did,
+    // the chain is restarted from our own hop rather than dropped.
+    let value = HeaderValue::from_bytes(&list).or_else(|_| HeaderValue::from_bytes(last));
+    match value {
+        Ok(value) => {
+            headers.insert(name, value);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// A node for a `Forwarded` `for=` value: IPv4 bare, IPv6 bracketed and quoted.
+fn node_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+/// A `Forwarded` parameter value: a token as is, anything else as a quoted-string. None when
+/// the text holds characters a header value cannot carry.
+fn param_value(text: &str) -> Option<String> {
+    if !text.is_empty() && text.bytes().all(is_tchar) {
+        return Some(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' | '\t' | '!'..='~' => out.push(c),
+            _ => return None,
+        }
+    }
+    out.push('"');
+    Some(out)
+}
+
+/// RFC 9110 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The hops of all `X-Forwarded-For` fields, in order. Empty list elements are ignored
+/// (RFC 9110 §5.6.1); a field that is not visible ASCII counts as one malformed hop.
+fn xff_hops(headers: &HeaderMap) -> Vec<Node> {
+    let mut hops = Vec::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(text) = value.to_str() else {
+            hops.push(Node::Malformed);
+            continue;
+        };
+        hops.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .map(xff_entry),
+        );
+    }
+    hops
+}
+
+/// One `X-Forwarded-For` entry: an address, optionally with a port (`1.2.3.4:80`,
+/// `[2001:db8::1]:443`) or brackets (`[2001:db8::1]`).
+fn xff_entry(entry: &str) -> Node {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Node::Addr(ip);
+    }
+    if let Ok(sock) = entry.parse::<SocketAddr>() {
+        return Node::Addr(sock.ip());
+    }
+    match entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .map(str::parse::<Ipv6Addr>)
+    {
+        Some(Ok(v6)) => Node::Addr(IpAddr::V6(v6)),
+        _ => Node::Malformed,
+    }
+}
+
+/// The `for=` of every element of all `Forwarded` fields, in order.
+fn forwarded_hops(headers: &HeaderMap) -> Vec<Node> {
+    let mut hops = Vec::new();
+    for value in headers.get_all(FORWARDED) {
+        match value.to_str() {
+            Ok(text) => parse_forwarded(text.as_bytes(), &mut hops),
+            Err(_) => hops.push(Node::Malformed),
+        }
+    }
+    hops
+}
+
+/// Parse one `Forwarded` field value (RFC 7239 §4):
+/// `1#forwarded-element`, `forwarded-element = [ pair ] *( ";" [ pair ] )`,
+/// `pair = token "=" ( token / quoted-string )`. Optional whitespace is tolerated around `,`
+/// and `;`. A syntax error makes its element malformed and parsing resumes at the next comma
+/// outside a quoted string; an unterminated quoted string makes the rest of the value one
+/// malformed element.
+fn parse_forwarded(s: &[u8], hops: &mut Vec<Node>) {
+    let mut i = 0;
+    loop {
+        let (node, next) = parse_element(s, i);
+        if let Some(node) = node {
+            hops.push(node);
+        }
+        i = next;
+        // `parse_element` stops at a comma or at the end.
+        if i >= s.len() {
+            return;
+        }
+        i += 1;
+    }
+}
+
+/// Parse the element starting at `i`; return what it says (None for an empty element) and
+/// the index of the comma ending it (or the end of `s`).
+fn parse_element(s: &[u8], mut i: usize) -> (Option<Node>, usize) {
+    let mut names: Vec<String> = Vec::new();
+    let mut node = None;
+    loop {
+        i = skip_ows(s, i);
+        match s.get(i) {
+            None | Some(b',') => break,
+            Some(b';') => {
+                i += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
+        let Some((name, value, next)) = parse_pair(s, i) else {
+            return (Some(Node::Malformed), skip_to_comma(s, i));
+        };
+        let name = name.to_ascii_lowercase();
+        // RFC 7239 §4: a parameter must not occur more than once per element.
+        if names.contains(&name) {
+            return (Some(Node::Malformed), skip_to_comma(s, next));
+        }
+        if name == "for" {
+            node = Some(parse_node(&value));
+        }
+        names.push(name);
+        i = skip_ows(s, next);
+        match s.get(i) {
+            None | Some(b',') => break,
+            Some(b';') => i += 1,
+            Some(_) => return (Some(Node::Malformed), skip_to_comma(s, i)),
+        }
+    }
+    let node = match node {
+        Some(node) => Some(node),
+        None if names.is_empty() => None,
+        None => Some(Node::Missing),
+    };
+    (node, i)
+}
+
+/// `token "=" ( token / quoted-string )` at `i`: (name, unescaped value, index after).
+fn parse_pair(s: &[u8], i: usize) -> Option<(String, String, usize)> {
+    let name_end = token_end(s, i);
+    if name_end == i || s.get(name_end) != Some(&b'=') {
+        return None;
+    }
+    let name = String::from_utf8(s[i..name_end].to_vec()).ok()?;
+    let start = name_end + 1;
+    if s.get(start) == Some(&b'"') {
+        let (value, next) = quoted_string(s, start)?;
+        return Some((name, value, next));
+    }
+    let end = token_end(s, start);
+    if end == start {
+        return None;
+    }
+    let value = String::from_utf8(s[start..end].to_vec()).ok()?;
+    Some((name, value, end))
+}
+
+fn token_end(s: &[u8], mut i: usize) -> usize {
+    while s.get(i).is_some_and(|&b| is_tchar(b)) {
+        i += 1;
+    }
+    i
+}
+
+/// The index after the closing quote of the quoted-string opening at `i` (which is a `"`);
+/// None if it never closes.
+fn quoted_end(s: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        match *s.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+}
+
+/// The quoted-string opening at `i` (which is a `"`), unescaped, and the index after its
+/// closing quote; None if it never closes.
+fn quoted_string(s: &[u8], i: usize) -> Option<(String, usize)> {
+    let end = quoted_end(s, i)?;
+    let mut out = Vec::with_capacity(end - i);
+    let mut escaped = false;
+    for &b in &s[i + 1..end - 1] {
+        if b == b'\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        out.push(b);
+    }
+    Some((String::from_utf8(out).ok()?, end))
+}
+
+/// Whether every quoted-string in a `Forwarded` value closes. Outside quoted strings the
+/// parser only ever opens one at a `"`, so this scan sees the value as the parser does.
+fn quotes_balanced(s: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        if b == b'"' {
+            match quoted_end(s, i) {
+                Some(next) => i = next,
+                None => return false,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+fn skip_ows(s: &[u8], mut i: usize) -> usize {
+    while matches!(s.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the next comma at or after `i` outside quoted strings, or the end of `s`
+/// (also when a quoted string never closes: the rest is one malformed element).
+fn skip_to_comma(s: &[u8], mut i: usize) -> usize {
+    while let Some(&b) = s.get(i) {
+        match b {
+            b',' => return i,
+            b'"' => match quoted_end(s, i) {
+                Some(next) => i = next,
+                None => return s.len(),
+            },
+            _ => i += 1,
+        }
+    }
+    i
+}
+
+/// A `for=` node (RFC 7239 §6): `nodename [ ":" node-port ]`, where nodename is an IPv4
+/// address, a bracketed IPv6 address, `unknown` or an obfuscated `_identifier`.
+fn parse_node(value: &str) -> Node {
+    if let Some(rest) = value.strip_prefix('[') {
+        return parse_bracketed_node(rest);
+    }
+    let (name, port) = match value.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (value, None),
+    };
+    if !port.is_none_or(valid_port) {
+        return Node::Malformed;
+    }
+    if name.eq_ignore_ascii_case("unknown") {
+        return Node::Unknown;
+    }
+    if is_obfuscated(name) {
+        return Node::Obfuscated;
+    }
+    match name.parse::<Ipv4Addr>() {
+        Ok(v4) => Node::Addr(IpAddr::V4(v4)),
+        Err(_) => Node::Malformed,
+    }
+}
+
+/// The rest of a node after its `[`: `IPv6address "]" [ ":" node-port ]`.
+fn parse_bracketed_node(rest: &str) -> Node {
+    let Some((v6, after)) = rest.split_once(']') else {
+        return Node::Malformed;
+    };
+    let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(valid_port);
+    match v6.parse::<Ipv6Addr>() {
+        Ok(v6) if port_ok => Node::Addr(IpAddr::V6(v6)),
+        _ => Node::Malformed,
+    }
+}
+
+/// `node-port = port / obfport`, `port = 1*5DIGIT`.
+fn valid_port(port: &str) -> bool {
+    (!port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()))
+        || is_obfuscated(port)
+}
+
+/// `"_" 1*( ALPHA / DIGIT / "." / "_" / "-" )`.
+fn is_obfuscated(text: &str) -> bool {
+    text.strip_prefix('_').is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    /// Our trusted proxies: a private IPv4 range and an IPv6 range.
+    fn trusted() -> Vec<IpNet> {
+        nets(&["10.0.0.0/8", "2001:db8:ffff::/48"])
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn all(map: &HeaderMap, name: &str) -> Vec<String> {
+        map.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    const LB: &str = "10.0.0.5";
+    const XFF: &str = "x-forwarded-for";
+    const FWD: &str = "forwarded";
+
+    /// (reason, peer, headers, expected client)
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+    );
+
+    fn client_cases() -> Vec<Case> {
+        vec![
+            (
+                "untrusted peer: spoofed X-Forwarded-For ignored",
+                "198.51.100.23",
+                vec![(XFF, "203.0.113.7")],
+                "198.51.100.23",
+            ),
+            (
+                "untrusted peer: spoofed Forwarded ignored",
+                "198.51.100.23",
+                vec![(FWD, "for=203.0.113.7")],
+                "198.51.100.23",
+            ),
+            ("trusted peer without headers is the client", LB, vec![], LB),
+            (
+                "trusted peer's X-Forwarded-For believed",
+                LB,
+                vec![(XFF, "203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                "right-most untrusted wins over a client-supplied left part",
+                LB,
+                vec![(XFF, "192.0.2.66, 203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                "several trusted hops skipped",
+                LB,
+                vec![(XFF, "192.0.2.66, 203.0.113.7, 10.1.1.1, 10.2.2.2")],
+                "203.0.113.7",
+            ),
+            (
+                "several X-Forwarded-For fields form one list, in order",
+                LB,
+                vec![(XFF, "192.0.2.66, 203.0.113.7"), (XFF, "10.1.1.1")],
+                "203.0.113.7",
+            ),
+            (
+                "every hop trusted: the left-most hop",
+                LB,
+                vec![(XFF, "10.1.1.1, 10.2.2.2")],
+                "10.1.1.1",
+            ),
+            (
+                "garbage right-most entry stops the walk at the peer",
+                LB,
+                vec![(XFF, "203.0.113.7, not-an-ip")],
+                LB,
+            ),
+            (
+                "garbage behind trusted hops: the last trusted hop seen",
+                LB,
+                vec![(XFF, "203.0.113.7, 1.2.3.4.5, 10.2.2.2")],
+                "10.2.2.2",
+            ),
+            (
+                "garbage left of the client is never reached",
+                LB,
+                vec![(XFF, "<script>, 203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                "X-Forwarded-For 'unknown' stops the walk",
+                LB,
+                vec![(XFF, "203.0.113.7, unknown")],
+                LB,
+            ),
+            (
+                "X-Forwarded-For IPv4 with port",
+                LB,
+                vec![(XFF, "203.0.113.7:4711")],
+                "203.0.113.7",
+            ),
+            (
+                "X-Forwarded-For bracketed IPv6 with port",
+                LB,
+                vec![(XFF, "[2001:db8::7]:443")],
+                "2001:db8::7",
+            ),
+            (
+                "X-Forwarded-For bare and bracketed IPv6",
+                LB,
+                vec![(XFF, "2001:db8::7, [2001:db8:ffff::1]")],
+                "2001:db8::7",
+            ),
+            (
+                "empty list elements ignored",
+                LB,
+                vec![(XFF, " , 203.0.113.7,, ")],
+                "203.0.113.7",
+            ),
+            (
+                "an empty X-Forwarded-For leaves the peer",
+                LB,
+                vec![(XFF, "")],
+                LB,
+            ),
+            (
+                "X-Forwarded-For with a zone index is not an address",
+                LB,
+                vec![(XFF, "fe80::1%eth0")],
+                LB,
+            ),
+            (
+                "Forwarded for= believed from a trusted peer",
+                LB,
+                vec![(FWD, "for=203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                "Forwarded takes precedence over X-Forwarded-For",
+                LB,
+                vec![(XFF, "192.0.2.66"), (FWD, "for=203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                "Forwarded quoted IPv6 with port",
+                LB,
+                vec![(FWD, "for=\"[2001:db8:cafe::17]:4711\"")],
+                "2001:db8:cafe::17",
+            ),
+            (
+                "Forwarded quoted IPv4 with port, parameter name case-insensitive",
+                LB,
+                vec![(FWD, "For=\"203.0.113.7:47011\";proto=https")],
+                "203.0.113.7",
+            ),
+            (
+                "Forwarded for=unknown stops the walk",
+                LB,
+                vec![(FWD, "for=203.0.113.7, for=unknown")],
+                LB,
+            ),
+            (
+                "Forwarded for=unknown behind a trusted hop: that hop",
+                LB,
+                vec![(FWD, "for=unknown, for=10.2.2.2")],
+                "10.2.2.2",
+            ),
+            (
+                "Forwarded obfuscated identifier stops the walk",
+                LB,
+                vec![(FWD, "for=203.0.113.7, for=_hidden")],
+                LB,
+            ),
+            (
+                "Forwarded obfuscated port keeps the address",
+                LB,
+                vec![(FWD, "for=\"203.0.113.7:_port1\"")],
+                "203.0.113.7",
+            ),
+            (
+                "several Forwarded fields and comma-separated elements",
+                LB,
+                vec![
+                    (FWD, "for=192.0.2.66, for=203.0.113.7;proto=https"),
+                    (FWD, "for=10.1.1.1;by=10.0.0.1"),
+                ],
+                "203.0.113.7",
+            ),
+            (
+                "whitespace around ; and , and empty elements tolerated",
+                LB,
+                vec![(FWD, " , for=203.0.113.7 ; proto=https ,, ")],
+                "203.0.113.7",
+            ),
+            (
+                "a comma inside a quoted string does not split elements",
+                LB,
+                vec![(FWD, "for=203.0.113.7;ext=\"a, for=10.9.9.9\"")],
+                "203.0.113.7",
+            ),
+            (
+                "escaped quote inside a quoted string",
+                LB,
+                vec![(FWD, "for=203.0.113.7;ext=\"a\\\"b, c\"")],
+                "203.0.113.7",
+            ),
+            (
+                "Forwarded IPv6 without brackets is malformed",
+                LB,
+                vec![(FWD, "for=\"2001:db8::7\"")],
+                LB,
+            ),
+            (
+                "Forwarded unquoted bracketed IPv6 is not a token: malformed",
+                LB,
+                vec![(FWD, "for=[2001:db8::7]")],
+                LB,
+            ),
+            (
+                "Forwarded element without for= stops the walk",
+                LB,
+                vec![(FWD, "for=203.0.113.7, proto=https;host=example.eu")],
+                LB,
+            ),
+            (
+                "Forwarded duplicate for= in one element is malformed",
+                LB,
+                vec![(FWD, "for=203.0.113.7;for=192.0.2.66")],
+                LB,
+            ),
+            (
+                "Forwarded unterminated quote swallows the rest: malformed",
+                LB,
+                vec![(FWD, "for=192.0.2.66, for=\"[2001:db8::1], for=10.2.2.2")],
+                LB,
+            ),
+            (
+                "Forwarded junk after a value is malformed",
+                LB,
+                vec![(FWD, "for=203.0.113.7 junk")],
+                LB,
+            ),
+            (
+                "Forwarded port too long is malformed",
+                LB,
+                vec![(FWD, "for=\"203.0.113.7:123456\"")],
+                LB,
+            ),
+            (
+                "trusted IPv6 peer",
+                "2001:db8:ffff::2",
+                vec![(FWD, "for=\"[2001:db8::7]\", for=\"[2001:db8:ffff::9]:80\"")],
+                "2001:db8::7",
+            ),
+            (
+                "IPv4-mapped peer (dual-stack socket) matches an IPv4 CIDR",
+                "::ffff:10.0.0.5",
+                vec![(XFF, "203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                "IPv4-mapped hop matches an IPv4 CIDR and is skipped",
+                LB,
+                vec![(XFF, "203.0.113.7, ::ffff:10.2.2.2")],
+                "203.0.113.7",
+            ),
+        ]
+    }
+
+    #[test]
+    fn client_addr_walks_trusted_hops() {
+        let trusted = trusted();
+        for (reason, peer, pairs, want) in client_cases() {
+            let got = client_addr(ip(peer), &headers(&pairs), &trusted);
+            assert_eq!(got, ip(want), "{reason}");
+        }
+    }
+
+    #[test]
+    fn client_addr_treats_non_ascii_values_as_malformed() {
+        let mut map = HeaderMap::new();
+        map.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        map.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert_eq!(client_addr(ip(LB), &map, &trusted()), ip(LB));
+        let mut map = HeaderMap::new();
+        map.append(
+            FORWARDED,
+            HeaderValue::from_bytes(b"for=\"_\xff\"").unwrap(),
+        );
+        map.append(FORWARDED, HeaderValue::from_static("for=10.2.2.2"));
+        assert_eq!(client_addr(ip(LB), &map, &trusted()), ip("10.2.2.2"));
+    }
+
+    #[test]
+    fn no_trusted_proxies_means_never_believe() {
+        let map = headers(&[(XFF, "203.0.113.7"), (FWD, "for=203.0.113.8")]);
+        assert_eq!(client_addr(ip(LB), &map, &[]), ip(LB));
+    }
+
+    #[test]
+    fn forwarded_parser_classifies_nodes() {
+        let cases: Vec<(&str, &str, Vec<Node>)> = vec![
+            (
+                "RFC 7239 §4 examples",
+                "for=\"_gazonk\", For=\"[2001:db8:cafe::17]:4711\", for=192.0.2.60;proto=http;by=203.0.113.43, for=192.0.2.43, for=198.51.100.17",
+                vec![
+                    Node::Obfuscated,
+                    Node::Addr(ip("2001:db8:cafe::17")),
+                    Node::Addr(ip("192.0.2.60")),
+                    Node::Addr(ip("192.0.2.43")),
+                    Node::Addr(ip("198.51.100.17")),
+                ],
+            ),
+            (
+                "unknown in any case, with a port",
+                "for=unknown, for=UNKNOWN, for=\"unknown:80\"",
+                vec![Node::Unknown, Node::Unknown, Node::Unknown],
+            ),
+            (
+                "element without for=, then an empty pair",
+                "proto=https;host=example.eu, for=192.0.2.1;;proto=http",
+                vec![Node::Missing, Node::Addr(ip("192.0.2.1"))],
+            ),
+            (
+                "malformed element does not hide the next one",
+                "for=, =x, for=192.0.2.1 x, for=192.0.2.2",
+                vec![
+                    Node::Malformed,
+                    Node::Malformed,
+                    Node::Malformed,
+                    Node::Addr(ip("192.0.2.2")),
+                ],
+            ),
+            (
+                "bad obfuscated names and ports",
+                "for=_, for=\"_a b\", for=\"192.0.2.1:\", for=\"[::1]x\", for=\"[::1\"",
+                vec![Node::Malformed; 5],
+            ),
+            ("nothing but separators", " , ;, ", vec![]),
+        ];
+        for (reason, value, want) in cases {
+            let mut got = Vec::new();
+            parse_forwarded(value.as_bytes(), &mut got);
+            assert_eq!(got, want, "{reason}");
+        }
+    }
+
+    #[test]
+    fn apply_strips_and_replaces_an_untrusted_peers_headers() {
+        let mut map = headers(&[
+            (XFF, "1.1.1.1"),
+            (XFF, "2.2.2.2"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+            (FWD, "for=1.1.1.1;proto=http"),
+        ]);
+        apply(
+            &mut map,
+            ip("198.51.100.23"),
+            "https",
+            Some("api.example.eu"),
+            &trusted(),
+        );
+        assert_eq!(all(&map, XFF), ["198.51.100.23"]);
+        assert_eq!(all(&map, "x-forwarded-proto"), ["https"]);
+        assert_eq!(all(&map, "x-forwarded-host"), ["api.example.eu"]);
+        assert_eq!(
+            all(&map, FWD),
+            ["for=198.51.100.23;proto=https;host=api.example.eu"]
+        );
+    }
+
+    #[test]
+    fn apply_quotes_and_brackets_an_ipv6_peer_and_quotes_a_host_with_port() {
+        let mut map = headers(&[(XFF, "1.1.1.1")]);
+        apply(
+            &mut map,
+            ip("2001:db8::23"),
+            "https",
+            Some("api.example.eu:8443"),
+            &trusted(),
+        );
+        assert_eq!(all(&map, XFF), ["2001:db8::23"]);
+        assert_eq!(all(&map, "x-forwarded-host"), ["api.example.eu:8443"]);
+        assert_eq!(
+            all(&map, FWD),
+            ["for=\"[2001:db8::23]\";proto=https;host=\"api.example.eu:8443\""]
+        );
+    }
+
+    #[test]
+    fn apply_without_host_or_with_an_unsendable_host() {
+        let mut map = HeaderMap::new();
+        apply(&mut map, ip("198.51.100.23"), "http", None, &trusted());
+        assert_eq!(all(&map, FWD), ["for=198.51.100.23;proto=http"]);
+        assert!(map.get(&X_FORWARDED_HOST).is_none());
+
+        let mut map = HeaderMap::new();
+        apply(
+            &mut map,
+            ip("198.51.100.23"),
+            "http",
+            Some("bad\nhost"),
+            &trusted(),
+        );
+        assert_eq!(all(&map, FWD), ["for=198.51.100.23;proto=http"]);
+        assert!(map.get(&X_FORWARDED_HOST).is_none());
+
+        let mut map = HeaderMap::new();
+        apply(
+            &mut map,
+            ip("198.51.100.23"),
+            "http",
+            Some("we\"ird\\"),
+            &trusted(),
+        );
+        assert_eq!(
+            all(&map, FWD),
+            ["for=198.51.100.23;proto=http;host=\"we\\\"ird\\\\\""]
+        );
+    }
+
+    #[test]
+    fn apply_appends_to_a_trusted_peers_chains() {
+        let mut map = headers(&[
+            (XFF, "203.0.113.7"),
+            (XFF, "10.1.1.1"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "front.example.eu"),
+            (FWD, "for=203.0.113.7;proto=http"),
+            (FWD, "for=10.1.1.1"),
+        ]);
+        apply(
+            &mut map,
+            ip(LB),
+            "https",
+            Some("api.example.eu"),
+            &trusted(),
+        );
+        assert_eq!(all(&map, XFF), ["203.0.113.7, 10.1.1.1, 10.0.0.5"]);
+        // Kept: the first proxy saw the client's scheme and host.
+        assert_eq!(all(&map, "x-forwarded-proto"), ["http"]);
+        assert_eq!(all(&map, "x-forwarded-host"), ["front.example.eu"]);
+        assert_eq!(
+            all(&map, FWD),
+            [
+                "for=203.0.113.7;proto=http, for=10.1.1.1, for=10.0.0.5;proto=https;host=api.example.eu"
+            ]
+        );
+    }
+
+    #[test]
+    fn apply_sets_proto_and_host_for_a_trusted_peer_that_sent_none() {
+        let mut map = HeaderMap::new();
+        apply(
+            &mut map,
+            ip("2001:db8:ffff::2"),
+            "https",
+            Some("api.example.eu"),
+            &trusted(),
+        );
+        assert_eq!(all(&map, XFF), ["2001:db8:ffff::2"]);
+        assert_eq!(all(&map, "x-forwarded-proto"), ["https"]);
+        assert_eq!(all(&map, "x-forwarded-host"), ["api.example.eu"]);
+        assert_eq!(
+            all(&map, FWD),
+            ["for=\"[2001:db8:ffff::2]\";proto=https;host=api.example.eu"]
+        );
+    }
+
+    #[test]
+    fn apply_rebuilds_the_missing_list_from_the_other() {
+        let mut map = headers(&[(XFF, "192.0.2.66, junk, [2001:db8::7]:443")]);
+        apply(&mut map, ip(LB), "https", None, &trusted());
+        assert_eq!(
+            all(&map, XFF),
+            ["192.0.2.66, junk, [2001:db8::7]:443, 10.0.0.5"]
+        );
+        assert_eq!(
+            all(&map, FWD),
+            ["for=192.0.2.66, for=unknown, for=\"[2001:db8::7]\", for=10.0.0.5;proto=https"]
+        );
+
+        let mut map = headers(&[(FWD, "for=\"[2001:db8::7]:443\", for=_hidden;proto=http")]);
+        apply(&mut map, ip(LB), "https", None, &trusted());
+        assert_eq!(all(&map, XFF), ["2001:db8::7, unknown, 10.0.0.5"]);
+        assert_eq!(
+            all(&map, FWD),
+            ["for=\"[2001:db8::7]:443\", for=_hidden;proto=http, for=10.0.0.5;proto=https"]
+        );
+    }
+
+    #[test]
+    fn apply_does_not_let_an_open_quote_swallow_our_element() {
+        let mut map = headers(&[
+            (FWD, "for=192.0.2.66, for=\"[2001:db8::1]"),
+            (FWD, "for=203.0.113.7;ext=\"a\\\"b\""),
+        ]);
+        apply(&mut map, ip(LB), "https", None, &trusted());
+        assert_eq!(
+            all(&map, FWD),
+            ["for=unknown, for=203.0.113.7;ext=\"a\\\"b\", for=10.0.0.5;proto=https"]
+        );
+        let mut hops = Vec::new();
+        parse_forwarded(all(&map, FWD)[0].as_bytes(), &mut hops);
+        assert_eq!(
+            hops,
+            [
+                Node::Unknown,
+                Node::Addr(ip("203.0.113.7")),
+                Node::Addr(ip(LB))
+            ]
+        );
+    }
+
+    /// An upstream that trusts us (and our trusted proxies) and reads our output with either
+    /// header must reach the client we reached. (When a trusted peer sends both lists and they
+    /// disagree, both are passed on as received, so only the `Forwarded` reader is checked.)
+    #[test]
+    fn apply_output_yields_the_same_client_downstream() {
+        let ours = trusted();
+        let mut theirs = ours.clone();
+        theirs.extend(nets(&["192.168.50.1/32"]));
+        let us = ip("192.168.50.1");
+        for (reason, peer, pairs, want) in client_cases() {
+            let mut map = headers(&pairs);
+            apply(&mut map, ip(peer), "https", Some("api.example.eu"), &ours);
+            assert_eq!(client_addr(us, &map, &theirs), ip(want), "{reason}");
+            let sent_both =
+                pairs.iter().any(|(n, _)| *n == XFF) && pairs.iter().any(|(n, _)| *n == FWD);
+            if sent_both {
+                continue;
+            }
+            let mut xff_only = map.clone();
+            xff_only.remove(FORWARDED);
+            assert_eq!(
+                client_addr(us, &xff_only, &theirs),
+                ip(want),
+                "{reason} (X-Forwarded-For only)"
+            );
+        }
+    }
 }

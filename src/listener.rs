@@ -273,26 +273,40 @@ async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, stream: TcpStream) {
         }
     };
     if let Err(e) = result {
-        // hyper answered these itself (431, 400) before any request reached the pipeline:
-        // audit them here so every refusal has its record.
-        let status = if e.is_parse_too_large() {
-            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-        } else if e.is_parse() || e.is_parse_version_h2() {
-            Some(StatusCode::BAD_REQUEST)
-        } else {
-            None
-        };
-        match status {
+        // hyper refused these itself before any request reached the pipeline: audit them here
+        // so every refusal has its record, with the status hyper actually sent.
+        match hyper_refusal(&e) {
             Some(status) => audit_protocol_error(&shared, &conn, status, &e),
             None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
         }
     }
 }
 
+/// For an error that ended a connection: `None` if it was not a malformed request (I/O,
+/// timeouts), else `Some(status hyper wrote)`, mirroring hyper's server `on_error`: 431 for a
+/// head over the limit, 414 for a URI over hyper's limit, 400 for other parse errors, and no
+/// response at all for an HTTP/2 preface.
+fn hyper_refusal(e: &hyper::Error) -> Option<Option<StatusCode>> {
+    if e.is_parse_version_h2() {
+        return Some(None);
+    }
+    if e.is_parse_too_large() {
+        // hyper 1.x folds "URI too long" (answered 414) into `is_parse_too_large`; only its
+        // message tells the two apart.
+        let status = if e.to_string().contains("URI too long") {
+            StatusCode::URI_TOO_LONG
+        } else {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        };
+        return Some(Some(status));
+    }
+    e.is_parse().then_some(Some(StatusCode::BAD_REQUEST))
+}
+
 fn audit_protocol_error(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
-    status: StatusCode,
+    status: Option<StatusCode>,
     e: &hyper::Error,
 ) {
     let snap = shared.state.load();
@@ -308,7 +322,7 @@ fn audit_protocol_error(
             reason: "malformed-request".into(),
             profile: snap.config.profile.name.clone(),
             db_version: snap.db_version.clone(),
-            status: Some(status.as_u16()),
+            status: status.map(|s| s.as_u16()),
             error_side: Some("downstream".into()),
             error: Some(e.to_string()),
             ..AuditRecord::default()

@@ -1025,12 +1025,230 @@ keepalive_idle_timeout = "60s"
     )
     .await;
     let _origin = p.http_origin(GB_IP, 80).await;
-    let mut c = p.client().await;
 
+    // The first request is written at once, so it is already queued when the proxy first
+    // reads: only the idle gap below depends on timing, and delays only lengthen it.
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"GET http://cn.test/ HTTP/1.1\r\nHost: cn.test\r\n\r\n")
+        .await
+        .expect("write the first request");
     // A refusal is answered without the request ever waiting on I/O.
-    assert_eq!(c.get("http://cn.test/").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(read_response(&mut s).await.status, StatusCode::FORBIDDEN);
+
     // Idle for well past the header-read timeout (the thing under test is a timer).
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert!(c.is_open(), "the idle connection was closed early");
-    assert_eq!(c.get("http://uk.test/").await.status, StatusCode::OK);
+
+    s.write_all(b"GET http://uk.test/ HTTP/1.1\r\nHost: uk.test\r\n\r\n")
+        .await
+        .expect("the idle connection is still open");
+    let second = read_response(&mut s).await;
+    assert_eq!(second.status, StatusCode::OK, "{second:?}");
+}
+
+// ---- edge cases ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_adequate_address_is_down_the_not_adequate_one_is_never_tried() {
+    let p = spawn_proxy("").await;
+    p.refuse(GB_IP, 80);
+    // CN stays unregistered: a fallback to it would be a violation.
+
+    let resp = p.get("http://mixed.test/").await;
+
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(p.dials(), vec![sa(GB_IP, 80)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_accepts_but_never_answers_gets_504() {
+    let p = spawn_proxy(
+        r#"
+[limits]
+upstream_response_timeout = "200ms"
+"#,
+    )
+    .await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    p.route(GB_IP, 80, silent.local_addr().expect("addr"));
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+
+    let resp = p.get("http://uk.test/").await;
+
+    assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        resp.decision().contains("reason=upstream-timeout"),
+        "{resp:?}"
+    );
+    let recs = p.audit.wait_records(1).await;
+    let r = record_for(&recs, "uk.test");
+    assert_eq!(r.status, Some(504));
+    assert_eq!(r.dialed_ip, Some(GB_IP));
+    hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_sent_right_behind_the_connect_head_reach_the_origin() {
+    let p = spawn_proxy("").await;
+    let _echo = p.tcp_origin(GB_IP, 443).await;
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"CONNECT uk.test:443 HTTP/1.1\r\nHost: uk.test:443\r\n\r\nearly-bytes")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(read_exactly(&mut s, 1).await);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(read_exactly(&mut s, 11).await, b"early-bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_request_body_reaches_the_origin_whole() {
+    let p = spawn_proxy("").await;
+    let origin = p.http_origin(GB_IP, 80).await;
+
+    let resp = p
+        .raw(
+            b"POST http://uk.test/up HTTP/1.1\r\nHost: uk.test\r\nTransfer-Encoding: chunked\r\n\
+              Connection: close\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n",
+        )
+        .await;
+
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(origin.seen()[0].body, b"hello, world");
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(record_for(&recs, "uk.test").bytes_up, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_get_400_without_a_dial() {
+    let p = spawn_proxy("").await;
+    let _origin = p.http_origin(GB_IP, 80).await;
+
+    let resp = p
+        .raw(&raw_get("http://user:secret@uk.test/", "uk.test"))
+        .await;
+
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert!(p.dials().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_endpoint_is_refused_inside_ipv6_literals_too() {
+    let p = spawn_proxy("").await;
+
+    for host in ["[::ffff:169.254.169.254]", "[64:ff9b::a9fe:a9fe]"] {
+        let resp = p.raw(&raw_get(&format!("http://{host}/"), host)).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "{host}: {resp:?}");
+        assert!(resp.decision().contains("reason=metadata"), "{resp:?}");
+    }
+    assert!(p.dials().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_literal_destination_gets_a_bracketed_host_header() {
+    let p = spawn_proxy(
+        r#"
+[policy]
+internal_allowed = ["::1/128"]
+"#,
+    )
+    .await;
+    let v6: IpAddr = "::1".parse().expect("ip");
+    let o80 = p.http_origin(v6, 80).await;
+    let o443 = p.http_origin(v6, 443).await;
+
+    assert_eq!(p.get("http://[::1]/").await.status, StatusCode::OK);
+    assert_eq!(p.get("http://[::1]:443/").await.status, StatusCode::OK);
+
+    assert_eq!(o80.seen()[0].all("host"), vec!["[::1]"]);
+    assert_eq!(o443.seen()[0].all("host"), vec!["[::1]:443"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_response_still_gets_exactly_one_record() {
+    let p = spawn_proxy("").await;
+    let origin = p.http_origin(GB_IP, 80).await;
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(&raw_get("http://uk.test/gated", "uk.test"))
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    while !String::from_utf8_lossy(&buf).contains("first;") {
+        buf.extend(read_exactly(&mut s, 1).await);
+    }
+    drop(s);
+
+    let recs = p
+        .audit
+        .wait_until(
+            |r| r.iter().any(|x| x.dest_host.as_deref() == Some("uk.test")),
+            "the aborted request's record",
+        )
+        .await;
+    assert_eq!(record_for(&recs, "uk.test").bytes_down, 6);
+    origin.release();
+    let all = p.audit_barrier().await;
+    assert_eq!(all.len(), 1, "{all:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uri_longer_than_hyper_accepts_is_audited_with_the_status_sent() {
+    let p = spawn_proxy(
+        r#"
+[limits]
+max_header_bytes = 1048576
+"#,
+    )
+    .await;
+    let long = "a".repeat(70_000);
+
+    let resp = p
+        .raw(&raw_get(&format!("http://uk.test/{long}"), "uk.test"))
+        .await;
+
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(
+        recs[0].status,
+        Some(resp.status.as_u16()),
+        "the record states the status the client got"
+    );
+    assert!(p.dials().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_preface_is_audited_without_claiming_a_response() {
+    let p = spawn_proxy("").await;
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("write");
+    let got = read_to_eof(&mut s).await;
+
+    let recs = p.audit.wait_records(1).await;
+    let sent = String::from_utf8_lossy(&got)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok());
+    assert_eq!(
+        recs[0].status,
+        sent,
+        "record status vs response {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(recs[0].reason, "malformed-request");
 }

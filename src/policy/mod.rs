@@ -230,9 +230,16 @@ impl Policy {
             .iter()
             .map(|(ip, l)| self.decide_addr(profile, subject, *ip, l))
             .collect();
+        // Addresses that truly passed come first; report-mode passes (would_deny) after them,
+        // each group in resolver order.
         let vetted: Vec<VettedAddr> = addrs
             .iter()
-            .filter(|a| a.verdict == Verdict::Allow)
+            .filter(|a| a.verdict == Verdict::Allow && !a.would_deny)
+            .chain(
+                addrs
+                    .iter()
+                    .filter(|a| a.verdict == Verdict::Allow && a.would_deny),
+            )
             .map(|a| VettedAddr(SocketAddr::new(a.ip, subject.port)))
             .collect();
         let deciding = addrs

@@ -620,6 +620,37 @@ impl KeepAliveClient {
             .expect("timed out waiting for a response")
     }
 
+    /// Send a request and read the whole response, or say why that failed (for tests where
+    /// the proxy closing the connection is a possible outcome).
+    pub async fn try_send(&mut self, req: Request<Full<Bytes>>) -> Result<TestResponse, String> {
+        let fut = async {
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| format!("not ready: {e}"))?;
+            let resp = self
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("send: {e:?}"))?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e:?}"))?
+                .to_bytes()
+                .to_vec();
+            Ok(TestResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(WAIT, fut)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    }
+
     /// Send a request and read the whole response.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> TestResponse {
         let resp = self.send_streaming(req).await;
