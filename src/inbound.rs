@@ -118,6 +118,19 @@ where
         let conn = svc_conn.clone();
         async move { Ok::<_, Infallible>(reverse::handle(shared, conn, req, tls).await) }
     });
+    let h2 = conn.listener.reverse.as_ref().is_some_and(|r| r.h2);
+    if !h2 {
+        // `h2 = false` means HTTP/1.1 only: no HTTP/2 by ALPN (see the TLS config) and none by
+        // prior knowledge either, which the auto builder below would detect and serve (its
+        // `http1_only` does nothing for connections served with upgrades).
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .keep_alive(true)
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        let c = builder.serve_connection(io, svc).with_upgrades();
+        drive(&shared, &conn, c, |c| c.graceful_shutdown()).await;
+        return;
+    }
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -130,11 +143,25 @@ where
         .max_header_list_size(limits.h2_max_header_list_size)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let c = builder.serve_connection_with_upgrades(io, svc);
+    drive(&shared, &conn, c, |c| c.graceful_shutdown()).await;
+}
+
+/// Run a client connection to its end; on shutdown, finish it gracefully, and cut it when the
+/// drain time is up.
+async fn drive<C, E>(
+    shared: &Shared,
+    conn: &ConnInfo,
+    c: C,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(c);
     let result = tokio::select! {
         r = c.as_mut() => r,
         _ = shared.shutdown.cancelled() => {
-            c.as_mut().graceful_shutdown();
+            graceful(c.as_mut());
             tokio::select! {
                 r = c.as_mut() => r,
                 _ = shared.hard.cancelled() => return,

@@ -155,10 +155,16 @@ pub async fn handle(
         .map_or("/", |p| p.as_str())
         .to_string();
     if let Some(port) = rl.redirect_https_port {
-        let location = if port == 443 {
-            format!("https://{host}{path}")
+        // `host` has lost its brackets: an IPv6 literal needs them back in a URI.
+        let authority = if host.contains(':') {
+            format!("[{host}]")
         } else {
-            format!("https://{host}:{port}{path}")
+            host.clone()
+        };
+        let location = if port == 443 {
+            format!("https://{authority}{path}")
+        } else {
+            format!("https://{authority}:{port}{path}")
         };
         let r = rec.rec();
         r.decision = "allow".into();
@@ -347,7 +353,8 @@ async fn forward_to_pool(
 }
 
 /// The request as the upstream sees it: HTTP/1.1, origin-form, hop-by-hop headers removed,
-/// `Host` kept, forwarding headers applied, `Via` added, body counted.
+/// `Host` set to the authority the request was routed by, forwarding headers applied, `Via`
+/// added, body counted.
 fn rewrite(
     req: Request<Incoming>,
     host: &str,
@@ -357,12 +364,19 @@ fn rewrite(
     rec: &Recorder,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
+    // The authority the request was routed by: the URI's (absolute-form, HTTP/2 `:authority`)
+    // outranks `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1), exactly as in `request_host`.
     let original_host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| host.to_string());
     strip_hop_by_hop(&mut parts.headers);
     forwarded::apply(

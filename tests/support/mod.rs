@@ -107,6 +107,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Seen {
     /// Method.
     pub method: String,
+    /// HTTP version the origin received (`HTTP/1.1`).
+    pub version: String,
     /// Request target as received (origin-form when it came through the proxy).
     pub target: String,
     /// Every header, in order, names lower-case.
@@ -137,18 +139,40 @@ impl Seen {
 /// check they are stripped on the way back.
 ///
 /// `GET /gated` answers `first;` at once and `second` only after [`HttpOrigin::release`].
+///
+/// Every response carries `X-Origin-Addr: <addr>` (which origin answered). `GET /healthz` is
+/// an active health check: it answers the status set by [`HttpOrigin::set_health`] (200 at
+/// first), is counted by [`HttpOrigin::health_checks`] and is not recorded in
+/// [`HttpOrigin::seen`].
 pub struct HttpOrigin {
     /// Where it listens.
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
     gate: Arc<Notify>,
+    health: Arc<OriginHealth>,
     task: JoinHandle<()>,
+}
+
+/// What `/healthz` answers and how often it was asked.
+#[derive(Debug)]
+struct OriginHealth {
+    status: std::sync::atomic::AtomicU16,
+    checks: AtomicUsize,
 }
 
 impl HttpOrigin {
     /// Start one.
     pub async fn start() -> HttpOrigin {
+        Self::start_with(None).await
+    }
+
+    /// Start one that speaks HTTP/1.1 over TLS with `tls` (for upstream TLS).
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> HttpOrigin {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> HttpOrigin {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an origin on loopback");
@@ -156,19 +180,38 @@ impl HttpOrigin {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(Notify::new());
-        let (s, c, g) = (seen.clone(), connections.clone(), gate.clone());
+        let health = Arc::new(OriginHealth {
+            status: std::sync::atomic::AtomicU16::new(200),
+            checks: AtomicUsize::new(0),
+        });
+        let (s, c, g, h) = (
+            seen.clone(),
+            connections.clone(),
+            gate.clone(),
+            health.clone(),
+        );
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                let (s, g) = (s.clone(), g.clone());
+                let (s, g, h) = (s.clone(), g.clone(), h.clone());
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let (s, g) = (s.clone(), g.clone());
-                        async move { Ok::<_, Infallible>(origin_answer(req, s, g).await) }
+                        let (s, g, h) = (s.clone(), g.clone(), h.clone());
+                        async move { Ok::<_, Infallible>(origin_answer(req, s, g, h, addr).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(a) => {
+                            if let Ok(tls) = a.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -177,8 +220,24 @@ impl HttpOrigin {
             seen,
             connections,
             gate,
+            health,
             task,
         }
+    }
+
+    /// The status `GET /healthz` answers from now on.
+    pub fn set_health(&self, status: u16) {
+        self.health.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Health checks (`GET /healthz`) answered so far.
+    pub fn health_checks(&self) -> usize {
+        self.health.checks.load(Ordering::SeqCst)
+    }
+
+    /// Requests (other than health checks) received so far.
+    pub fn requests(&self) -> usize {
+        lock(&self.seen).len()
     }
 
     /// Everything received so far.
@@ -209,7 +268,19 @@ async fn origin_answer(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
     gate: Arc<Notify>,
+    health: Arc<OriginHealth>,
+    me: SocketAddr,
 ) -> Response<OriginBody> {
+    if req.uri().path() == "/healthz" {
+        let status = health.status.load(Ordering::SeqCst);
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"health\n")).boxed());
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        // Counted once the answer is decided, so a test that saw the count rise knows the
+        // status the checker got (or is about to get).
+        health.checks.fetch_add(1, Ordering::SeqCst);
+        return resp;
+    }
+    let version = format!("{:?}", req.version());
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes().to_vec(),
@@ -228,6 +299,7 @@ async fn origin_answer(
     let target = parts.uri.to_string();
     lock(&seen).push(Seen {
         method: parts.method.to_string(),
+        version,
         target: target.clone(),
         headers: headers.clone(),
         body: body.clone(),
@@ -252,6 +324,9 @@ async fn origin_answer(
     let mut resp = Response::new(out);
     let h = resp.headers_mut();
     h.insert("x-origin", HeaderValue::from_static("echo"));
+    if let Ok(v) = HeaderValue::from_str(&me.to_string()) {
+        h.insert("x-origin-addr", v);
+    }
     h.insert("connection", HeaderValue::from_static("x-origin-hop"));
     h.insert("x-origin-hop", HeaderValue::from_static("must-not-pass"));
     h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
@@ -738,8 +813,20 @@ pub fn config_text(extra: &str) -> String {
 
 /// Start the proxy with the test world and `extra` configuration (see [`config_text`]).
 pub async fn spawn_proxy(extra_toml: &str) -> TestProxy {
-    let text = config_text(extra_toml);
-    let config = Config::parse(&text, "test.toml", Path::new("."))
+    spawn_proxy_text(&config_text(extra_toml)).await
+}
+
+/// Start the proxy with the test world and exactly the configuration `text`, which must have
+/// a forward listener named `egress` (used by [`TestProxy::audit_barrier`]). Other listeners'
+/// addresses: [`TestProxy::listener_addr`].
+pub async fn spawn_proxy_text(text: &str) -> TestProxy {
+    spawn_proxy_on(text, Arc::new(RecordingConnector::default())).await
+}
+
+/// As [`spawn_proxy_text`], with a connector the test has already registered routes on (for
+/// what the proxy dials as soon as it starts, such as active health checks).
+pub async fn spawn_proxy_on(text: &str, connector: Arc<RecordingConnector>) -> TestProxy {
+    let config = Config::parse(text, "test.toml", Path::new("."))
         .unwrap_or_else(|e| panic!("test configuration refused: {e}\n{text}"));
     let records = Arc::new(Mutex::new(Vec::new()));
     let (sink, writer) = audit::spawn(
@@ -748,7 +835,6 @@ pub async fn spawn_proxy(extra_toml: &str) -> TestProxy {
         Duration::from_secs(1),
     )
     .expect("start the in-memory audit writer");
-    let connector = Arc::new(RecordingConnector::default());
     let deps = Deps {
         resolver: Arc::new(world_resolver()),
         connector: connector.clone(),
@@ -769,6 +855,15 @@ pub async fn spawn_proxy(extra_toml: &str) -> TestProxy {
 }
 
 impl TestProxy {
+    /// The bound address of listener `name`.
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .expect("the proxy is running")
+            .addr(name)
+            .unwrap_or_else(|| panic!("no listener named {name}"))
+    }
+
     /// Route dials of the vetted `(ip, port)` to `real`.
     pub fn route(&self, ip: IpAddr, port: u16, real: SocketAddr) {
         self.connector.register(sa(ip, port), Route::Origin(real));
