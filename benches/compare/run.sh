@@ -401,15 +401,15 @@ field() {
   grep '^RESULT ' "$1" | tail -n1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'
 }
 
-# CPU time of this shell's finished children (the load tools), in clock ticks. `times` must run
-# in this shell, not in a subshell, so its output goes through a file.
+# Sets CHILD_TICKS: CPU time of this shell's finished children (the load tools), in clock ticks.
+# `times` must run in this shell, not in a $(...) subshell, so this sets a variable.
 child_ticks() {
   times >"$TMP/times.txt"
-  awk -v hz="$CLK_TCK" 'NR == 2 {
+  CHILD_TICKS=$(awk -v hz="$CLK_TCK" 'NR == 2 {
     t = 0
     for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
     printf "%d\n", t * hz
-  }' "$TMP/times.txt"
+  }' "$TMP/times.txt")
 }
 
 # nginx master and worker CPU time, in clock ticks.
@@ -432,7 +432,8 @@ measured() {
     quiet=$(wait_quiet) ||
       log "$kind: CPUs still busy after ${QUIET_WAIT}s ($quiet): measuring anyway"
     t0=$(proc_ticks "$PID")
-    k0=$(child_ticks)
+    child_ticks
+    k0=$CHILD_TICKS
     n0=$(nginx_ticks)
     o0=$(others_ticks)
     start_ns=$(date +%s%N)
@@ -450,7 +451,8 @@ measured() {
     esac
     elapsed=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }')
     t1=$(proc_ticks "$PID")
-    k1=$(child_ticks)
+    child_ticks
+    k1=$CHILD_TICKS
     n1=$(nginx_ticks)
     o1=$(others_ticks)
     RUN_PROXY=$(pct $((t1 - t0)) "$elapsed")
