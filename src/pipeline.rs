@@ -18,6 +18,7 @@ use crate::jurisdiction::Lookup;
 use crate::listener::ConnInfo;
 use crate::policy::{Decision, Reason, Subject, Verdict};
 use crate::protocol::forward::ProxyBody;
+use crate::protocol::forward::Upstream;
 use crate::protocol::{self, Intent};
 use crate::record::Recorder;
 use crate::server::Shared;
@@ -111,23 +112,32 @@ pub async fn handle(
         return refusal(rec, decision, &cfg.profile, &host, dest.port);
     }
 
-    // 7. connect: only vetted addresses, in order
-    let (stream, dialled) = match connect_first(
-        &shared.deps.connector,
-        &decision.vetted,
-        cfg.limits.connect_timeout,
-        &dest.authority(),
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(e) => return failure(rec, e, decision.reason.as_str()),
+    // 7. connect: only vetted addresses, in order (absolute-form requests may reuse an idle
+    // connection to an address this decision vetted)
+    let pooled = match intent {
+        Intent::Forward(_) => shared.egress_idle.checkout(&decision.vetted),
+        Intent::Connect(_) => None,
     };
-    rec.rec().dialed_ip = Some(dialled.addr().ip());
+    let upstream = match pooled {
+        Some((sender, addr)) => Upstream::Pooled(sender, addr),
+        None => match connect_first(
+            &shared.deps.connector,
+            &decision.vetted,
+            cfg.limits.connect_timeout,
+            &dest.authority(),
+        )
+        .await
+        {
+            Ok((stream, addr)) => Upstream::Fresh(stream, addr),
+            Err(e) => return failure(rec, e, decision.reason.as_str()),
+        },
+    };
 
-    match intent {
-        Intent::Connect(_) => {
-            rec.rec().status = Some(200);
+    match (intent, upstream) {
+        (Intent::Connect(_), Upstream::Fresh(stream, dialled)) => {
+            let r = rec.rec();
+            r.dialed_ip = Some(dialled.addr().ip());
+            r.status = Some(200);
             let idle = cfg.limits.tunnel_idle_timeout;
             let hard = shared.hard.clone();
             shared.tracker.spawn(async move {
@@ -140,11 +150,15 @@ pub async fn handle(
             *resp.status_mut() = StatusCode::OK;
             resp
         }
-        Intent::Forward(_) => {
+        (_, upstream) => {
+            rec.rec().dialed_ip = Some(match &upstream {
+                Upstream::Pooled(_, a) | Upstream::Fresh(_, a) => a.addr().ip(),
+            });
             match protocol::forward::relay(
                 req,
                 &dest,
-                stream,
+                upstream,
+                &shared.egress_idle,
                 cfg.limits.upstream_response_timeout,
                 rec,
             )

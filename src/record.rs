@@ -123,6 +123,17 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
+        // Dropped without `finish`: the request or response was abandoned (usually the client
+        // went away). Say so, so an aborted flow is never mistaken for a completed one.
+        if let Some(r) = self.rec.as_mut()
+            && r.error.is_none()
+        {
+            r.error_side = Some("downstream".into());
+            r.error = Some(match r.status {
+                None => "client closed the connection before the response".into(),
+                Some(_) => "response not completed (client closed the connection)".into(),
+            });
+        }
         self.finish();
     }
 }
@@ -178,6 +189,13 @@ where
                         Direction::Down => &this.bytes.down,
                     };
                     c.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                // hyper stops polling a body that reports its end (e.g. Content-Length reached),
+                // so the last data frame can be the end: finish there too.
+                if this.inner.is_end_stream()
+                    && let Some(mut rec) = this.recorder.take()
+                {
+                    rec.finish();
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {

@@ -20,7 +20,7 @@ use crate::inbound;
 use crate::jurisdiction::JurisdictionTable;
 use crate::listener::accept_loop;
 use crate::upstream::Connector;
-use crate::upstream::pool::PoolState;
+use crate::upstream::pool::{IdleConns, PoolState};
 
 /// Everything a request reads, swapped as one unit: a request takes one snapshot and uses it
 /// throughout, so a reload never mixes versions.
@@ -81,6 +81,8 @@ pub struct Shared {
     pub hard: CancellationToken,
     /// Every connection and tunnel task.
     pub tracker: TaskTracker,
+    /// Idle keep-alive connections of forward (absolute-form) requests, by vetted address.
+    pub egress_idle: Arc<IdleConns>,
 }
 
 /// A running proxy.
@@ -143,6 +145,7 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
         shutdown: CancellationToken::new(),
         hard: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        egress_idle: IdleConns::new(),
     });
     let mut listeners = Vec::new();
     let mut accepts = Vec::new();

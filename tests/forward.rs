@@ -1252,3 +1252,24 @@ async fn an_http2_preface_is_audited_without_claiming_a_response() {
     );
     assert_eq!(recs[0].reason, "malformed-request");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_upstream_connection_to_the_vetted_address() {
+    let p = spawn_proxy("").await;
+    let origin = p.http_origin(GB_IP, 80).await;
+    for i in 0..3 {
+        let resp = p.get(&format!("http://uk.test/r{i}")).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        // Each request is decided on its own: one audit record each.
+        p.audit.wait_records(i + 1).await;
+    }
+    assert_eq!(origin.requests(), 3);
+    assert_eq!(origin.connections(), 1, "keep-alive to the origin");
+    assert_eq!(p.dials(), vec![sa(GB_IP, 80)], "dialled once");
+    // A destination vetted to another address never takes that connection.
+    let fr = p.http_origin(FR_IP, 80).await;
+    let resp = p.get("http://fr.test/").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(fr.requests(), 1);
+    assert_eq!(p.dials(), vec![sa(GB_IP, 80), sa(FR_IP, 80)]);
+}

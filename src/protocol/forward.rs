@@ -12,9 +12,15 @@ use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use std::sync::Arc;
+
+use hyper::client::conn::http1::SendRequest;
+
 use crate::destination::Destination;
 use crate::error::ProxyError;
+use crate::policy::VettedAddr;
 use crate::record::{Counted, Direction, Recorder};
+use crate::upstream::pool::{Checkin, IdleConns};
 
 /// The `Via` value this proxy adds (RFC 9110 §7.6.3).
 pub const VIA: &str = "1.1 residency-proxy";
@@ -54,12 +60,22 @@ fn add_via(headers: &mut HeaderMap) {
     headers.append(header::VIA, HeaderValue::from_static(VIA));
 }
 
-/// Send `req` to `dest` over `stream` and return the response with its body counted; the
+/// The upstream connection a request goes over: an idle keep-alive connection to a vetted
+/// address, or a freshly dialled one.
+pub enum Upstream {
+    /// Reused from the idle set.
+    Pooled(SendRequest<ProxyBody>, VettedAddr),
+    /// Newly connected.
+    Fresh(TcpStream, VettedAddr),
+}
+
+/// Send `req` to `dest` over `conn` and return the response with its body counted; the
 /// recorder rides in the response body and emits the audit record when it ends.
 pub async fn relay(
     req: Request<Incoming>,
     dest: &Destination,
-    stream: TcpStream,
+    conn: Upstream,
+    idle: &Arc<IdleConns>,
     response_timeout: Duration,
     mut rec: Recorder,
 ) -> Result<Response<ProxyBody>, (ProxyError, Recorder)> {
@@ -98,26 +114,33 @@ pub async fn relay(
         Ok(u) => u,
         Err(e) => return Err((ProxyError::BadRequest(e.to_string()), rec)),
     };
-    let up_body = Counted::new(body, rec.bytes.clone(), Direction::Up, None);
+    let up_body = Counted::new(body, rec.bytes.clone(), Direction::Up, None).boxed();
     let req = Request::from_parts(parts, up_body);
-
-    let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-    {
-        Ok(x) => x,
-        Err(e) => return Err((upstream_err(e.to_string()), rec)),
-    };
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "Upstream connection ended with an error");
+    let (mut sender, addr) = match conn {
+        Upstream::Pooled(sender, addr) => (sender, addr),
+        Upstream::Fresh(stream, addr) => {
+            let (sender, conn) = match hyper::client::conn::http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await
+            {
+                Ok(x) => x,
+                Err(e) => return Err((upstream_err(e.to_string()), rec)),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "Upstream connection ended with an error");
+                }
+            });
+            (sender, addr)
         }
-    });
+    };
     let resp = match tokio::time::timeout(response_timeout, sender.send_request(req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err((upstream_err(e.to_string()), rec)),
         Err(_) => return Err((ProxyError::UpstreamTimeout(target.clone()), rec)),
     };
+    // The connection goes back to the idle set when the response body is finished.
+    rec.hold(Checkin::new(idle.clone(), addr, sender));
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);

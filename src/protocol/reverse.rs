@@ -321,7 +321,7 @@ async fn forward_to_pool(
             }
         };
         pool.report(i, true);
-        rec.hold(Checkin::new(pool.clone(), addr, sender));
+        rec.hold(Checkin::new(pool.idle().clone(), addr, sender));
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts

@@ -43,7 +43,49 @@ pub struct PoolState {
     members: Vec<MemberState>,
     next: AtomicUsize,
     epoch: Instant,
-    idle: Mutex<HashMap<std::net::SocketAddr, Vec<SendRequest<ProxyBody>>>>,
+    idle: Arc<IdleConns>,
+}
+
+/// Idle keep-alive HTTP/1.1 connections, keyed by the vetted address they were opened to. A
+/// connection is only ever reused for a request whose decision vetted that same address.
+#[derive(Debug, Default)]
+pub struct IdleConns {
+    map: Mutex<HashMap<std::net::SocketAddr, Vec<SendRequest<ProxyBody>>>>,
+}
+
+impl IdleConns {
+    /// An empty set.
+    pub fn new() -> Arc<IdleConns> {
+        Arc::new(IdleConns::default())
+    }
+
+    /// A ready idle connection to one of the vetted addresses, in their order.
+    pub fn checkout(&self, vetted: &[VettedAddr]) -> Option<(SendRequest<ProxyBody>, VettedAddr)> {
+        let mut idle = self.map.lock().ok()?;
+        for v in vetted {
+            if let Some(list) = idle.get_mut(&v.addr()) {
+                while let Some(s) = list.pop() {
+                    if s.is_ready() {
+                        return Some((s, *v));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Return a connection for reuse (dropped if it is closed or the idle list is full).
+    pub fn checkin(&self, addr: VettedAddr, sender: SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.map.lock() {
+            let list = idle.entry(addr.addr()).or_default();
+            if list.len() < MAX_IDLE_PER_ADDR {
+                list.push(sender);
+            }
+        }
+    }
 }
 
 /// Anything a connection can run over (plain TCP or TLS).
@@ -74,7 +116,7 @@ impl PoolState {
             members,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
-            idle: Mutex::new(HashMap::new()),
+            idle: IdleConns::new(),
         })
     }
 
@@ -166,30 +208,12 @@ impl PoolState {
 
     /// A pooled idle connection to one of the vetted addresses, if any is ready.
     pub fn checkout(&self, vetted: &[VettedAddr]) -> Option<(SendRequest<ProxyBody>, VettedAddr)> {
-        let mut idle = self.idle.lock().ok()?;
-        for v in vetted {
-            if let Some(list) = idle.get_mut(&v.addr()) {
-                while let Some(s) = list.pop() {
-                    if s.is_ready() {
-                        return Some((s, *v));
-                    }
-                }
-            }
-        }
-        None
+        self.idle.checkout(vetted)
     }
 
-    /// Return a connection for reuse (dropped if it is closed or the idle list is full).
-    pub fn checkin(&self, addr: VettedAddr, sender: SendRequest<ProxyBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(addr.addr()).or_default();
-            if list.len() < MAX_IDLE_PER_ADDR {
-                list.push(sender);
-            }
-        }
+    /// The pool's idle connections.
+    pub fn idle(&self) -> &Arc<IdleConns> {
+        &self.idle
     }
 
     /// Open a new HTTP/1.1 connection to the first vetted address that accepts, with TLS when
@@ -244,17 +268,17 @@ impl PoolState {
 
 /// Returns a connection to its pool when the response it carried is finished.
 pub struct Checkin {
-    pool: Arc<PoolState>,
+    idle: Arc<IdleConns>,
     addr: VettedAddr,
     // A Mutex makes the guard Sync, as response bodies must be.
     sender: Mutex<Option<SendRequest<ProxyBody>>>,
 }
 
 impl Checkin {
-    /// Hold `sender` until dropped, then return it to `pool`.
-    pub fn new(pool: Arc<PoolState>, addr: VettedAddr, sender: SendRequest<ProxyBody>) -> Self {
+    /// Hold `sender` until dropped, then return it to `idle`.
+    pub fn new(idle: Arc<IdleConns>, addr: VettedAddr, sender: SendRequest<ProxyBody>) -> Self {
         Checkin {
-            pool,
+            idle,
             addr,
             sender: Mutex::new(Some(sender)),
         }
@@ -265,7 +289,7 @@ impl Drop for Checkin {
     fn drop(&mut self) {
         let sender = self.sender.get_mut().ok().and_then(Option::take);
         if let Some(s) = sender {
-            self.pool.checkin(self.addr, s);
+            self.idle.checkin(self.addr, s);
         }
     }
 }
