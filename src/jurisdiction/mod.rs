@@ -233,17 +233,19 @@ pub enum TableError {
     MappedPrefix(Ipv6Net),
 }
 
-// Packed table values: jurisdiction id (bits 0-15), source (16-23), prefix length (24-31).
+// Packed table values: prefix length (bits 0-7), source (8-15), jurisdiction id (16-31).
+// Jurisdiction ids are below 256, so packed values are below 2^24 and the compiled tables hold
+// them directly in their entries (`trie::MAX_VALUE` is 2^30 - 1).
 fn pack(j: Jurisdiction, source: Source, len: u8) -> u32 {
-    u32::from(j.0) | (source as u32) << 16 | u32::from(len) << 24
+    u32::from(len) | (source as u32) << 8 | u32::from(j.0) << 16
 }
 
 fn unpack(v: u32) -> (Jurisdiction, Source, u8) {
     let source = Source::ALL
-        .get(((v >> 16) & 0xff) as usize)
+        .get(((v >> 8) & 0xff) as usize)
         .copied()
         .unwrap_or(Source::None);
-    (Jurisdiction::from_raw(v as u16), source, (v >> 24) as u8)
+    (Jurisdiction::from_raw((v >> 16) as u16), source, v as u8)
 }
 
 /// What the table was built from, for `--version`, metrics and the audit record.
@@ -367,12 +369,15 @@ impl JurisdictionTable {
         }
     }
 
-    /// The IPv4 answer.
-    #[inline]
+    /// The IPv4 answer. Always inlined: it is most of a lookup, and a call returning `Hit`
+    /// through memory costs as much as the table walk.
+    #[inline(always)]
     fn hit_v4(&self, a: Ipv4Addr) -> Hit {
         let (jurisdiction, source, len) = unpack(self.v4.get(u32::from(a)));
-        let prefix = Ipv4Net::new(a, len.min(32))
-            .map_or(IpNet::V4(Ipv4Net::default()), |n| IpNet::V4(n.trunc()));
+        // The address masked to the matched length (`Ipv4Net::trunc` is not inlined).
+        let len = len.min(32);
+        let network = u32::from(a) & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        let prefix = IpNet::V4(Ipv4Net::new(Ipv4Addr::from(network), len).unwrap_or_default());
         Hit {
             jurisdiction,
             source,
@@ -392,11 +397,12 @@ impl JurisdictionTable {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn hit_v6(&self, a: Ipv6Addr) -> Hit {
         let (jurisdiction, source, len) = unpack(self.v6.get(u128::from(a)));
-        let prefix = Ipv6Net::new(a, len.min(128))
-            .map_or(IpNet::V6(Ipv6Net::default()), |n| IpNet::V6(n.trunc()));
+        let len = len.min(128);
+        let network = u128::from(a) & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+        let prefix = IpNet::V6(Ipv6Net::new(Ipv6Addr::from(network), len).unwrap_or_default());
         Hit {
             jurisdiction,
             source,

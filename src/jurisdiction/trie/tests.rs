@@ -1,5 +1,7 @@
 //! The compiled tables must agree with a naive longest-prefix scan, on hand-picked edges and on
-//! random prefix sets.
+//! random prefix sets: sparse ones (few prefixes anywhere) and dense ones (thousands of prefixes
+//! in one root bucket, so that nodes, blocks, resolution splits and, for IPv6, low-half tries
+//! of mixed `/64`s are all exercised).
 
 use super::*;
 use proptest::prelude::*;
@@ -19,6 +21,21 @@ fn v4(s: &str) -> u128 {
 
 fn v6(s: &str) -> u128 {
     u128::from(s.parse::<std::net::Ipv6Addr>().expect("fixture"))
+}
+
+/// The value of `addr` in merged ranges (as [`merge`] returns them): binary search.
+fn in_ranges(ranges: &[(u128, u32)], addr: u128) -> u32 {
+    let i = ranges.partition_point(|r| r.0 <= addr);
+    ranges[i - 1].1
+}
+
+/// Every range start, the address before it, and the family's ends.
+fn boundary_probes(ranges: &[(u128, u32)], width: u8) -> Vec<u128> {
+    let mut out = vec![0, family_max(width)];
+    for r in ranges {
+        out.extend([r.0, r.0.wrapping_sub(1) & family_max(width)]);
+    }
+    out
 }
 
 #[test]
@@ -75,14 +92,18 @@ fn empty_table_answers_default_everywhere() {
     for a in [0u128, 1, 1 << 64, u128::MAX] {
         assert_eq!(t6.get(a), 7);
     }
+    assert_eq!((t4.ranges(), t6.ranges()), (1, 1));
+    // An empty table is its root (2^16 entries), the block padding and the key-lane table.
+    let empty = ROOT_LEN * 4 + BLOCK_KEYS * 2 + BLOCK_KEYS * BLOCK_KEYS * 2 + 4;
+    assert_eq!((t4.heap_bytes(), t6.heap_bytes()), (empty, empty));
 }
 
 #[test]
-fn ipv6_long_prefixes_use_the_exact_table() {
+fn ipv6_long_prefixes_use_the_low_half_tries() {
     let prefixes = [
         p(v6("2000::"), 3, 1, 1),
         p(v6("fd00::"), 8, 2, 2),
-        p(v6("fd00:ec2::254"), 128, 3, 3), // a /128 inside a /64: the mixed-block path
+        p(v6("fd00:ec2::254"), 128, 3, 3), // a /128 inside a /64: a mixed /64
         p(v6("2001:db8::"), 32, 4, 4),
         p(v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"), 127, 5, 5), // the family's last /127
     ];
@@ -101,6 +122,7 @@ fn ipv6_long_prefixes_use_the_exact_table() {
         ("fd00:ec2::254", 3, "the /128"),
         ("fd00:ec2::255", 2, "just above the /128"),
         ("fd00:ec2:0:1::", 2, "next /64"),
+        ("fd00:ec1:ffff:ffff:ffff:ffff:ffff:ffff", 2, "previous /64"),
         (
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffd",
             0,
@@ -124,6 +146,100 @@ fn merge_coalesces_adjacent_equal_ranges() {
     let prefixes = [p(v4("1.0.0.0"), 25, 1, 9), p(v4("1.0.0.128"), 25, 2, 9)];
     let ranges = merge(&prefixes, 32, 0);
     assert_eq!(ranges, vec![(0, 0), (v4("1.0.0.0"), 9), (v4("1.0.1.0"), 0)]);
+    assert_eq!(Table4::build(&prefixes, 0).ranges(), 3);
+}
+
+#[test]
+fn every_address_of_a_dense_bucket() {
+    // 10.0.0.0/16 cut into 65,536 /32s of 7 values in a pattern that never repeats within a
+    // block: one root bucket with 65,536 ranges, resolved through nodes down to blocks.
+    let prefixes: Vec<RawPrefix> = (0..1u128 << 16)
+        .map(|i| p(v4("10.0.0.0") + i, 32, 1, (i * i % 7) as u32 + 1))
+        .collect();
+    let t = Table4::build(&prefixes, 0);
+    for a in v4("9.255.255.0")..=v4("10.1.0.255") {
+        let want = if a >> 16 == 0x0a00 {
+            let i = a & 0xffff;
+            (i * i % 7) as u32 + 1
+        } else {
+            0
+        };
+        assert_eq!(t.get(a as u32), want, "address {a:#x}");
+    }
+}
+
+#[test]
+fn more_distinct_values_than_block_ids() {
+    // 70,000 values, more than a block's u16 ids can name: the spans holding the rarest ones
+    // are split down to leaves, which hold values directly.
+    let base = v4("20.0.0.0");
+    let prefixes: Vec<RawPrefix> = (0..70_000u128)
+        .map(|i| p(base + 2 * i, 31, 1, i as u32 + 1))
+        .collect();
+    let t = Table4::build(&prefixes, 0);
+    let ranges = merge(&prefixes, 32, 0);
+    for a in boundary_probes(&ranges, 32) {
+        assert_eq!(t.get(a as u32), in_ranges(&ranges, a), "address {a:#x}");
+    }
+    // The same in IPv6, inside one /64 (low-half trie) and across /64s.
+    let prefixes: Vec<RawPrefix> = (0..70_000u128)
+        .map(|i| {
+            let addr = v6("2a00::") + (i << 64) * ((i & 1) ^ 1) + (i << 8) * (i & 1);
+            p(addr, if i & 1 == 0 { 64 } else { 120 }, 1, i as u32 + 1)
+        })
+        .collect();
+    let t = Table6::build(&prefixes, 0);
+    let ranges = merge(&prefixes, 128, 0);
+    for a in boundary_probes(&ranges, 128) {
+        assert_eq!(t.get(a), in_ranges(&ranges, a), "address {a:#x}");
+    }
+}
+
+#[test]
+fn a_range_cut_into_cidrs_inside_one_64() {
+    // What GeoIP data holds for a range ending mid-/64: /65, /66, ... /128 nested towards one
+    // address (a "staircase"), each boundary one bit finer than the last.
+    let base = v6("2a02:1234:5678:9abc::");
+    let end = base + 0x1234_5678_9abc_def0;
+    let mut prefixes = vec![p(v6("2a02::"), 16, 1, 1)];
+    let mut start = base;
+    let mut rank = 2;
+    while start <= end {
+        let mut len = 128u8;
+        while len > 64 {
+            let size = 1u128 << (128 - len + 1);
+            if !start.is_multiple_of(size) || start + size - 1 > end {
+                break;
+            }
+            len -= 1;
+        }
+        prefixes.push(p(start, len, rank, (rank % 5) as u32 + 2));
+        rank += 1;
+        start += 1u128 << (128 - len);
+    }
+    let t = Table6::build(&prefixes, 0);
+    let ranges = merge(&prefixes, 128, 0);
+    assert!(ranges.len() > 30, "the staircase has many ranges");
+    for a in boundary_probes(&ranges, 128) {
+        assert_eq!(t.get(a), naive(&prefixes, 128, a, 0), "address {a:#x}");
+    }
+}
+
+#[test]
+fn values_up_to_the_limit_are_stored() {
+    let prefixes = [p(v4("1.0.0.0"), 8, 1, MAX_VALUE), p(v6("2000::"), 3, 1, 5)];
+    let t4 = Table4::build(&prefixes[..1], MAX_VALUE - 1);
+    assert_eq!(t4.get(v4("1.2.3.4") as u32), MAX_VALUE);
+    assert_eq!(t4.get(0), MAX_VALUE - 1);
+    let t6 = Table6::build(&prefixes[1..], MAX_VALUE);
+    assert_eq!(t6.get(v6("2001::")), 5);
+    assert_eq!(t6.get(0), MAX_VALUE);
+}
+
+#[test]
+#[should_panic(expected = "MAX_VALUE")]
+fn values_above_the_limit_are_refused() {
+    Table4::build(&[p(0, 0, 1, MAX_VALUE + 1)], 0);
 }
 
 /// Random prefixes clustered in a few regions so that nesting and adjacency are common.
@@ -138,6 +254,44 @@ fn prefix_strategy(width: u8) -> impl Strategy<Value = (u128, u8)> {
         let low = (a >> 3) & ((1u128 << low_bits) - 1);
         (top | high | low, len)
     })
+}
+
+/// Many prefixes packed into one root bucket: a `/18` for IPv4; for IPv6 a `/40` whose `/48`s
+/// are cut at `/56`, `/64` and, in a few `/64`s, down to `/128`. Lengths are weighted towards
+/// the long end so that buckets hold hundreds of ranges.
+fn dense_strategy(width: u8) -> impl Strategy<Value = (u128, u8)> {
+    (any::<u128>(), any::<u8>()).prop_map(move |(a, pick)| {
+        if width == 32 {
+            let len = [18, 20, 22, 24, 24, 26, 28, 29, 30, 31, 32, 32][usize::from(pick % 12)];
+            (0x0a00_0000 | (a & 0x3fff), len)
+        } else {
+            let len =
+                [40, 44, 48, 48, 52, 56, 60, 64, 64, 72, 96, 127, 128][usize::from(pick % 13)];
+            let region = v6("2a02:1234:5600::");
+            if len > 64 {
+                // One of 4 /64s, anywhere inside it: mixed /64s with boundaries at every
+                // granularity.
+                let block = (a & 1) << 80 | ((a >> 1) & 1) << 64;
+                (region | block | (a >> 64), len)
+            } else {
+                // 16 /48s, 16 /64s (at /60 steps) in each, and /72s inside those.
+                let mid = (a & 0xf) << 80 | ((a >> 4) & 0xf) << 64 | ((a >> 8) & 0xff) << 56;
+                (region | mid, len)
+            }
+        }
+    })
+}
+
+/// Prefixes with pseudo-random precedence (length counts within a band), ties broken by index
+/// so that the naive scan's answer is well defined.
+fn ranked(raw: &[((u128, u8), u32)], step: u64) -> Vec<RawPrefix> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, ((a, l), v))| {
+            let rank = (i as u64 * 7919) % 1000 * step + u64::from(*l);
+            p(*a, *l, rank << 16 | i as u64, *v + 1)
+        })
+        .collect()
 }
 
 fn sample_addrs(prefixes: &[RawPrefix], width: u8, extra: &[u128]) -> Vec<u128> {
@@ -158,9 +312,7 @@ proptest! {
         raw in proptest::collection::vec((prefix_strategy(32), 0u32..6), 0..60),
         probes in proptest::collection::vec(any::<u32>(), 0..50),
     ) {
-        let prefixes: Vec<RawPrefix> = raw.iter().enumerate()
-            .map(|(i, ((a, l), v))| p(*a, *l, (i as u64 * 7919) % 1000 * 64 + u64::from(*l), *v + 1))
-            .collect();
+        let prefixes = ranked(&raw, 64);
         let t = Table4::build(&prefixes, 0);
         let probes: Vec<u128> = probes.iter().map(|&a| u128::from(a)).collect();
         for a in sample_addrs(&prefixes, 32, &probes) {
@@ -173,11 +325,50 @@ proptest! {
         raw in proptest::collection::vec((prefix_strategy(128), 0u32..6), 0..60),
         probes in proptest::collection::vec(any::<u128>(), 0..50),
     ) {
-        let prefixes: Vec<RawPrefix> = raw.iter().enumerate()
-            .map(|(i, ((a, l), v))| p(*a, *l, (i as u64 * 7919) % 1000 * 256 + u64::from(*l), *v + 1))
-            .collect();
+        let prefixes = ranked(&raw, 256);
         let t = Table6::build(&prefixes, 0);
         for a in sample_addrs(&prefixes, 128, &probes) {
+            prop_assert_eq!(t.get(a), naive(&prefixes, 128, a, 0), "address {:#x}", a);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Dense sets: the table answers every range boundary (and the address before it) as the
+    /// merged ranges do, and the merged ranges answer a sample of them as the naive scan does.
+    #[test]
+    fn ipv4_dense_table_equals_naive_scan(
+        raw in proptest::collection::vec((dense_strategy(32), 0u32..12), 0..2500),
+        probes in proptest::collection::vec(0u32..0x4000, 0..64),
+    ) {
+        let prefixes = ranked(&raw, 64);
+        let t = Table4::build(&prefixes, 0);
+        let ranges = merge(&prefixes, 32, 0);
+        prop_assert_eq!(t.ranges(), ranges.len());
+        for a in boundary_probes(&ranges, 32) {
+            prop_assert_eq!(t.get(a as u32), in_ranges(&ranges, a), "address {:#x}", a);
+        }
+        for a in probes.iter().map(|&x| u128::from(0x0a00_0000 | x)).chain(ranges.iter().step_by(17).map(|r| r.0)) {
+            prop_assert_eq!(t.get(a as u32), naive(&prefixes, 32, a, 0), "address {:#x}", a);
+        }
+    }
+
+    #[test]
+    fn ipv6_dense_table_equals_naive_scan(
+        raw in proptest::collection::vec((dense_strategy(128), 0u32..12), 0..2500),
+        probes in proptest::collection::vec(any::<u128>(), 0..64),
+    ) {
+        let prefixes = ranked(&raw, 256);
+        let t = Table6::build(&prefixes, 0);
+        let ranges = merge(&prefixes, 128, 0);
+        prop_assert_eq!(t.ranges(), ranges.len());
+        for a in boundary_probes(&ranges, 128) {
+            prop_assert_eq!(t.get(a), in_ranges(&ranges, a), "address {:#x}", a);
+        }
+        let region = v6("2a02:1234:5600::");
+        for a in probes.iter().map(|&x| region | x >> 40).chain(ranges.iter().step_by(17).map(|r| r.0)) {
             prop_assert_eq!(t.get(a), naive(&prefixes, 128, a, 0), "address {:#x}", a);
         }
     }
