@@ -14,44 +14,18 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::audit::{self, AuditRecord};
 use crate::config::ListenerConfig;
-use crate::listener::{Activity, ConnInfo, TimedIo};
+use crate::listener::{Activity, ConnInfo, TimedIo, accept_with};
 use crate::protocol::reverse;
 use crate::proxy_protocol;
 use crate::record::Recorder;
 use crate::server::Shared;
 
-/// Accept until shutdown; one tracked task per connection.
+/// Accept loop of a reverse listener.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shared.shutdown.cancelled() => break,
-        };
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shared.shutdown.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, listener = %cfg.name, "Accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let shared2 = shared.clone();
-        let cfg2 = cfg.clone();
-        shared.tracker.spawn(async move {
-            serve(shared2, cfg2, stream, peer).await;
-            drop(permit);
-        });
-    }
+    accept_with(shared, listener, cfg, serve).await;
 }
 
 async fn serve(

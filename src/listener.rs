@@ -203,8 +203,17 @@ pub struct ConnInfo {
     pub activity: Arc<Activity>,
 }
 
-/// Accept until shutdown; one task per connection, tracked for draining.
-pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
+/// Accept until shutdown with the listener's connection limit; each connection is served by
+/// `serve` in its own task, tracked for draining. Shared by forward and reverse listeners.
+pub async fn accept_with<F, Fut>(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    cfg: Arc<ListenerConfig>,
+    serve: F,
+) where
+    F: Fn(Arc<Shared>, Arc<ListenerConfig>, TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     loop {
         let permit = tokio::select! {
@@ -225,18 +234,30 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<Li
             }
         };
         let _ = stream.set_nodelay(true);
-        let client = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let conn = Arc::new(ConnInfo {
-            listener: cfg.clone(),
-            client,
-            activity: Activity::new(),
-        });
-        let shared2 = shared.clone();
+        let task = serve(shared.clone(), cfg.clone(), stream, peer);
         shared.tracker.spawn(async move {
-            serve(shared2, conn, stream).await;
+            task.await;
             drop(permit);
         });
     }
+}
+
+/// Accept loop of a forward listener.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
+    accept_with(
+        shared,
+        listener,
+        cfg,
+        |shared, cfg, stream, peer| async move {
+            let conn = Arc::new(ConnInfo {
+                listener: cfg,
+                client: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+                activity: Activity::new(),
+            });
+            serve(shared, conn, stream).await;
+        },
+    )
+    .await;
 }
 
 async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, stream: TcpStream) {
