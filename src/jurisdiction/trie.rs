@@ -4,10 +4,10 @@
 //!
 //! A router's FIB answers "which prefix covers this address" once per packet; we answer it once
 //! per connection, with the same constraints: cheap, constant-shaped and impossible to get
-//! wrong. The design is a *multibit trie with a direct-indexed root, adaptive strides and
-//! range blocks as leaves* (the DIR-16 root of Gupta et al. and DXR, the adaptive strides of
-//! Nilsson and Karlsson's LC-trie, leaf blocks searched like the range FIBs of Lampson,
-//! Srinivasan and Varghese):
+//! wrong. The design is a *multibit trie with a direct-indexed root, adaptive strides and range
+//! blocks as leaves*: the direct first stride of DIR-24-8 (Gupta, Lin and McKeown) and DXR
+//! (Zec, Rizzo and Mikuc), the density-adapted strides of the LC-trie (Nilsson and Karlsson),
+//! and leaves searched like the range FIBs of Lampson, Srinivasan and Varghese.
 //!
 //! 1. **Merge.** All prefixes of all sources are flattened into disjoint, covering ranges, each
 //!    carrying the winning entry (highest source precedence, then longest prefix). Prefixes
@@ -15,55 +15,61 @@
 //!    `O(n log n)`. Adjacent ranges merge only when their values are equal, and a value holds
 //!    the matched prefix length, so DB-IP's 594k IPv4 and 774k IPv6 networks become 569,393
 //!    and 746,514 ranges.
-//! 2. **Root.** A direct-indexed root on the top 16 bits: 2^16 `u32` entries (256 KiB) per
-//!    family. An entry is a *leaf* (the value itself, in its top 30 bits), a *block* or a
-//!    *node*. For uniformly random IPv4 addresses 81.6% of lookups end at the root entry: one
-//!    memory access.
-//! 3. **Nodes.** A span with more ranges than a block holds is split by a node of stride
-//!    `ceil(log2(ranges / 8))` bits (at most 16): an array of `2^s` child entries, each a leaf,
-//!    block or node. Strides adapt to density, so the 11% of random IPv4 addresses that need
-//!    one take one node (0.6% two), and dense IPv6 space gets wide nodes where it is dense.
+//! 2. **Root.** A direct-indexed root on the top 16 bits: 2^16 `u32` entries (256 KiB, which
+//!    stays in L2) per family; IPv6 data sits in 126 of its entries. An entry is a *leaf* (the
+//!    value itself, in its top 30 bits), a *block* or a *node*. For uniformly random IPv4
+//!    addresses 81.6% of lookups end at the root entry: one memory access.
+//! 3. **Nodes.** A span holding more ranges than a block is split by a node of stride
+//!    `ceil(log2(ranges / 8))` bits, at most 16: an array of `2^s` child entries, each a leaf,
+//!    block or node. Strides follow density: 10.6% of random IPv4 addresses take one node and
+//!    0.6% two, while a dense IPv6 `/16` gets a node of up to 2^16 entries.
 //! 4. **Blocks.** A span with at most 16 boundaries, all on the span's 16-bit grid, is a block:
-//!    `m` sorted `u16` keys (the top 16 bits of each boundary below the span's prefix) followed
-//!    by `m + 1` `u16` value ids, 4 bytes per range, one or two cache lines. It is searched
-//!    without branches: a 32-byte window of keys is compared with the address, masked to `m`
-//!    lanes and counted, which compiles to a handful of SSE2 instructions. A span whose
-//!    boundaries are finer than its 16-bit grid is split by a node even when it has few.
+//!    `m` sorted `u16` keys (the top 16 bits of each boundary below the span's prefix) and then
+//!    `m + 1` `u16` value ids, 4 bytes per range, one or two cache lines. It is searched
+//!    without a branch: a 32-byte window of keys is compared with the address, masked to `m`
+//!    lanes and counted, a handful of SSE2 instructions. A span whose boundaries are finer
+//!    than its 16-bit grid is split by a node even when it holds few.
 //! 5. **Values.** Leaf entries hold values directly (values are at most [`MAX_VALUE`]; the
 //!    jurisdiction table's packed values are below 2^24). Blocks name values by `u16` id
-//!    through a per-family dictionary of the distinct values, most frequent first: 3,505 for
-//!    IPv4 and 7,478 for IPv6 (14 KB and 31 KB, cache-resident). A span naming more than 2^16
-//!    ids is split down to leaves instead.
+//!    through a per-family dictionary, most frequent first: 3,505 entries for IPv4 and 7,764
+//!    for IPv6 (14 KB and 31 KB, cache-resident). A span naming an id above 2^16 is split down
+//!    to leaves instead.
 //! 6. **IPv6.** The trie runs on the top 64 bits with `u64` arithmetic. A `/64` that a range
-//!    boundary cuts (there are 286, for DB-IP's ranges ending mid-`/64` and the special
-//!    `/128`s) is a *FINE* entry naming a second trie over the low 64 bits, built the same
-//!    way. 2.3% of the benchmark's IPv6 lookups go through one.
+//!    boundary cuts (286 of them: DB-IP ranges ending mid-`/64`, the special `/128`s) is a
+//!    *FINE* entry naming a second trie over the low 64 bits, built the same way. 2.3% of the
+//!    benchmark's IPv6 lookups go through one.
 //!
-//! Measured on the full embedded DB-IP table plus the special ranges:
+//! Measured on the full embedded DB-IP database plus the special ranges:
 //!
 //! | | IPv4 | IPv6 |
 //! |---|---|---|
 //! | merged ranges | 569,393 | 746,514 |
 //! | node entries | 106,668 | 383,458 |
 //! | block `u16`s (keys and ids) | 1,008,422 | 1,229,057 |
-//! | dictionary | 3,505 | 7,764 (286 of them FINE entries) |
+//! | dictionary entries | 3,505 | 7,764 (286 FINE) |
 //! | heap bytes | 2,720,192 | 4,285,658 |
 //! | table accesses per lookup | 1.26 (random addresses) | 4.9 (the benchmark's addresses) |
 //!
-//! 7.0 MB in all (the previous range table was 14.1 MB), compiled in about 0.3 s after the
-//! database is read (most of it the merge's sort). An IPv6 lookup from allocated space takes 1 to 4 node steps (27%, 24%,
-//! 28%, 8%; 12% more) before its block: IPv6 data is skewed (a `/16` such as `2001::` holds
-//! 155k ranges, clustered in the `/28`s to `/48`s of a few allocations), which a power-of-two
-//! stride can only partly follow.
+//! 7.0 MB in all (the previous range table took 14.1 MB), compiled in about 0.3 s once the
+//! database is read, most of it the merge's sort. IPv6 is the weak spot: an address from
+//! allocated space takes 1, 2, 3 or 4 node steps (27%, 24%, 28%, 8%; 12% take more) before
+//! its block, because the data is skewed (`2001::/16` alone holds 155k ranges, clustered in the
+//! `/28`s to `/48`s of a few allocations) and a power-of-two stride follows skew only partly.
 //!
-//! Rejected after measuring: a 17- or 18-bit IPv4 root (no gain beyond noise, up to +0.8 MiB);
-//! 64-byte padded blocks with a summary line for up to 240 ranges (9.1 MB and more accesses,
-//! not fewer, as the separators' resolution forced splits); 32-bit block keys for IPv6 (the
-//! number of accesses is driven by skew, not by key resolution); fill-factor strides (deeper);
-//! a branch-free walk with selects (no gain: IPv6 lookups are bound by memory latency, not by
-//! mispredictions); a target of 4 ranges per node child for IPv6 (4.3 instead of 4.9 accesses
-//! for +0.7 MB). Poptrie (Asai and Ohara, 2015) would need a `popcnt` that the baseline
-//! x86-64 target lacks, and 6-bit strides are deeper than these nodes on this data.
+//! Tried and rejected after measuring:
+//! - an 18-bit IPv4 root: 89.0% of random addresses end at the root, and interleaved benchmark
+//!   runs gave about 0.8 ns less on `random_ipv4`, but the 1 MiB root no longer stays in L2 and
+//!   `dependent_chain` went from about 20 to 25 ns, for +0.6 MiB. A proxy pays latency, once
+//!   per connection, so the root has 16 bits;
+//! - 64-byte padded blocks with a summary line for up to 240 ranges: 9.1 MB, and more
+//!   accesses, not fewer, as the summary's resolution forced splits;
+//! - 32-bit block keys for IPv6: accesses are driven by skew, not by key resolution;
+//! - fill-factor strides (LC-trie style): deeper;
+//! - walks and block searches done with selects instead of branches: no gain on IPv4, much
+//!   slower when the root's leaf test goes too; IPv6 lookups are bound by memory latency;
+//! - a target of 4 ranges per child for IPv6: 4.3 accesses instead of 4.9, for +0.7 MB;
+//! - Poptrie (Asai and Ohara): it relies on `popcnt`, which the baseline x86-64 target lacks,
+//!   and its 6-bit strides are deeper than these nodes on this data.
 //!
 //! Values are opaque `u32`s to this module; [`super`] packs the jurisdiction id, the source and
 //! the matched prefix length into them.
