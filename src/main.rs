@@ -211,10 +211,10 @@ fn print_lookup(
     if json {
         let mut obj = serde_json::json!({
             "address": ip.to_string(),
-            "jurisdiction": l.jurisdiction.code(),
+            "jurisdiction": l.jurisdiction().code(),
             "class": class.as_str(),
-            "source": l.source.as_str(),
-            "prefix": l.prefix.to_string(),
+            "source": l.source().as_str(),
+            "prefix": l.prefix().to_string(),
             "profile": profile.name,
         });
         if target != ip.to_string() {
@@ -223,10 +223,10 @@ fn print_lookup(
         if let Some(label) = label {
             obj["label"] = label.into();
         }
-        if let Some(e) = l.embedded {
+        if let Some(e) = l.embedded() {
             obj["embedded"] = e.as_str().into();
         }
-        if let Some(r) = l.relay {
+        if let Some(r) = l.relay() {
             obj["relay"] = serde_json::json!({
                 "jurisdiction": r.jurisdiction.code(),
                 "class": profile.class_of(r.jurisdiction).as_str(),
@@ -239,15 +239,18 @@ fn print_lookup(
     } else {
         let mut line = format!(
             "{ip}\t{}\t{}\t{}\t{}",
-            l.jurisdiction, class, l.source, l.prefix
+            l.jurisdiction(),
+            class,
+            l.source(),
+            l.prefix()
         );
         if let Some(label) = label {
             line.push_str(&format!("\t({label})"));
         }
-        if let Some(e) = l.embedded {
+        if let Some(e) = l.embedded() {
             line.push_str(&format!("\t[{}]", e.as_str()));
         }
-        if let Some(r) = l.relay {
+        if let Some(r) = l.relay() {
             line.push_str(&format!(
                 "\trelay {} {} {} {}",
                 r.jurisdiction,

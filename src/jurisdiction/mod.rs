@@ -170,6 +170,20 @@ pub enum Embedding {
 }
 
 impl Embedding {
+    /// The IPv4 address an address with this embedding classifies by.
+    #[inline]
+    fn ipv4_in(self, x: u128) -> Ipv4Addr {
+        match self {
+            Embedding::Mapped | Embedding::Nat64 | Embedding::Compatible => {
+                Ipv4Addr::from(x as u32)
+            }
+            // RFC 3056 §2: the 6to4 router address follows the 2002::/16 prefix.
+            Embedding::SixToFour => Ipv4Addr::from((x >> 80) as u32),
+            // RFC 4380 §4: the client address is obfuscated (inverted) in bits 0-31.
+            Embedding::Teredo => Ipv4Addr::from(!(x as u32)),
+        }
+    }
+
     /// Label for logs and audit records.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -194,33 +208,104 @@ pub struct Hit {
 }
 
 /// The answer for one address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Compact by design (28 bytes): the looked-up address and the table's packed answers, which
+/// the accessors decode (a shift or a mask each). Building the answer is on every connection's
+/// path; decoding it is done once, by policy, on the fields it reads.
+#[derive(Debug, Clone, Copy)]
 pub struct Lookup {
-    /// Jurisdiction of the address (for embedded addresses, of the embedded IPv4 address).
-    pub jurisdiction: Jurisdiction,
-    /// Source of the answer.
-    pub source: Source,
-    /// The matched prefix.
-    pub prefix: IpNet,
-    /// Set when the address was classified by an IPv4 address embedded in it.
-    pub embedded: Option<Embedding>,
-    /// For 6to4 and Teredo: the second answer (the relay) that policy must also satisfy.
-    pub relay: Option<Hit>,
+    /// The looked-up address.
+    ip: IpAddr,
+    /// Packed table value (see [`pack`]) of the classified address: `ip`, or the IPv4 address
+    /// embedded in it.
+    value: u32,
+    /// Packed table value of the relay (6to4: `ip` itself; Teredo: the server). Meaningful
+    /// only for those two embeddings.
+    relay: u32,
+    embedded: Option<Embedding>,
 }
 
 impl Lookup {
+    /// Jurisdiction of the address (for embedded addresses, of the embedded IPv4 address).
+    #[inline]
+    pub fn jurisdiction(&self) -> Jurisdiction {
+        unpack_jurisdiction(self.value)
+    }
+
+    /// Source of the answer.
+    #[inline]
+    pub fn source(&self) -> Source {
+        unpack_source(self.value)
+    }
+
+    /// The matched prefix (for embedded addresses, the IPv4 prefix).
+    #[inline]
+    pub fn prefix(&self) -> IpNet {
+        prefix_of(self.classified(), self.value)
+    }
+
+    /// Set when the address was classified by an IPv4 address embedded in it.
+    #[inline]
+    pub fn embedded(&self) -> Option<Embedding> {
+        self.embedded
+    }
+
+    /// The address the primary answer is for: the looked-up address, or the IPv4 address
+    /// embedded in it.
+    pub fn classified(&self) -> IpAddr {
+        match (self.embedded, self.ip) {
+            (Some(e), IpAddr::V6(a)) => IpAddr::V4(e.ipv4_in(u128::from(a))),
+            (_, ip) => ip,
+        }
+    }
+
+    /// For 6to4 and Teredo: the second answer (the relay) that policy must also satisfy. For
+    /// 6to4 it is the table's own answer for the IPv6 address, when the table has one.
+    pub fn relay(&self) -> Option<Hit> {
+        match (self.embedded, self.ip) {
+            (Some(Embedding::SixToFour), ip) => {
+                let own = Hit::decode(ip, self.relay);
+                (own.source != Source::None).then_some(own)
+            }
+            (Some(Embedding::Teredo), IpAddr::V6(a)) => Some(Hit::decode(
+                IpAddr::V4(teredo_server(u128::from(a))),
+                self.relay,
+            )),
+            _ => None,
+        }
+    }
+
     /// The primary answer as a [`Hit`].
     pub fn hit(&self) -> Hit {
-        Hit {
-            jurisdiction: self.jurisdiction,
-            source: self.source,
-            prefix: self.prefix,
-        }
+        Hit::decode(self.classified(), self.value)
     }
 
     /// Every answer policy must consider: the primary one and, for 6to4 and Teredo, the relay.
     pub fn hits(&self) -> impl Iterator<Item = Hit> + '_ {
-        std::iter::once(self.hit()).chain(self.relay)
+        std::iter::once(self.hit()).chain(self.relay())
+    }
+}
+
+impl PartialEq for Lookup {
+    /// Two lookups are equal when they give the same answer (the addresses may differ inside
+    /// the matched prefix).
+    fn eq(&self, other: &Self) -> bool {
+        self.hit() == other.hit()
+            && self.embedded == other.embedded
+            && self.relay() == other.relay()
+    }
+}
+
+impl Eq for Lookup {}
+
+impl Hit {
+    /// The answer a packed table value gives for `addr`.
+    fn decode(addr: IpAddr, value: u32) -> Hit {
+        Hit {
+            jurisdiction: unpack_jurisdiction(value),
+            source: unpack_source(value),
+            prefix: prefix_of(addr, value),
+        }
     }
 }
 
@@ -240,12 +325,32 @@ fn pack(j: Jurisdiction, source: Source, len: u8) -> u32 {
     u32::from(len) | (source as u32) << 8 | u32::from(j.0) << 16
 }
 
-fn unpack(v: u32) -> (Jurisdiction, Source, u8) {
-    let source = Source::ALL
+fn unpack_jurisdiction(v: u32) -> Jurisdiction {
+    Jurisdiction::from_raw((v >> 16) as u16)
+}
+
+fn unpack_source(v: u32) -> Source {
+    Source::ALL
         .get(((v >> 8) & 0xff) as usize)
         .copied()
-        .unwrap_or(Source::None);
-    (Jurisdiction::from_raw((v >> 16) as u16), source, v as u8)
+        .unwrap_or(Source::None)
+}
+
+/// `addr` masked to the prefix length a packed value holds.
+fn prefix_of(addr: IpAddr, v: u32) -> IpNet {
+    let len = v as u8;
+    match addr {
+        IpAddr::V4(a) => {
+            let len = len.min(32);
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpNet::V4(Ipv4Net::new(Ipv4Addr::from(u32::from(a) & mask), len).unwrap_or_default())
+        }
+        IpAddr::V6(a) => {
+            let len = len.min(128);
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpNet::V6(Ipv6Net::new(Ipv6Addr::from(u128::from(a) & mask), len).unwrap_or_default())
+        }
+    }
 }
 
 /// What the table was built from, for `--version`, metrics and the audit record.
@@ -329,6 +434,13 @@ impl TableBuilder {
         Ok(())
     }
 
+    /// The collected IPv4 and IPv6 prefixes, as the compiled tables receive them (for benches
+    /// and structure experiments).
+    #[doc(hidden)]
+    pub fn raw_prefixes(&self) -> (&[RawPrefix], &[RawPrefix]) {
+        (&self.v4, &self.v6)
+    }
+
     /// Record the GeoIP database the table was built from.
     pub fn set_geoip_info(&mut self, info: geoip::GeoIpInfo) {
         self.info.geoip = Some(info);
@@ -359,92 +471,69 @@ pub struct JurisdictionTable {
 const NAT64: u128 = 0x0064_ff9b_0000_0000_0000_0000_0000_0000;
 const TEREDO: u128 = 0x2001_0000 << 96;
 
+/// RFC 4380 §4: the Teredo server's IPv4 address sits in bits 32-63.
+fn teredo_server(x: u128) -> Ipv4Addr {
+    Ipv4Addr::from((x >> 64) as u32)
+}
+
 impl JurisdictionTable {
     /// Where is `ip`?
     #[inline]
     pub fn lookup(&self, ip: IpAddr) -> Lookup {
         match ip {
-            IpAddr::V4(a) => self.lookup_v4(a, None),
+            IpAddr::V4(a) => self.lookup_v4(a),
             IpAddr::V6(a) => self.lookup_v6(a),
         }
     }
 
-    /// The IPv4 answer. Always inlined: it is most of a lookup, and a call returning `Hit`
-    /// through memory costs as much as the table walk.
     #[inline(always)]
-    fn hit_v4(&self, a: Ipv4Addr) -> Hit {
-        let (jurisdiction, source, len) = unpack(self.v4.get(u32::from(a)));
-        // The address masked to the matched length (`Ipv4Net::trunc` is not inlined).
-        let len = len.min(32);
-        let network = u32::from(a) & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-        let prefix = IpNet::V4(Ipv4Net::new(Ipv4Addr::from(network), len).unwrap_or_default());
-        Hit {
-            jurisdiction,
-            source,
-            prefix,
-        }
-    }
-
-    #[inline]
-    fn lookup_v4(&self, a: Ipv4Addr, embedded: Option<Embedding>) -> Lookup {
-        let h = self.hit_v4(a);
+    fn lookup_v4(&self, a: Ipv4Addr) -> Lookup {
         Lookup {
-            jurisdiction: h.jurisdiction,
-            source: h.source,
-            prefix: h.prefix,
-            embedded,
-            relay: None,
-        }
-    }
-
-    #[inline(always)]
-    fn hit_v6(&self, a: Ipv6Addr) -> Hit {
-        let (jurisdiction, source, len) = unpack(self.v6.get(u128::from(a)));
-        let len = len.min(128);
-        let network = u128::from(a) & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-        let prefix = IpNet::V6(Ipv6Net::new(Ipv6Addr::from(network), len).unwrap_or_default());
-        Hit {
-            jurisdiction,
-            source,
-            prefix,
+            ip: IpAddr::V4(a),
+            value: self.v4.get(u32::from(a)),
+            relay: 0,
+            embedded: None,
         }
     }
 
     fn lookup_v6(&self, a: Ipv6Addr) -> Lookup {
         let x = u128::from(a);
-        let low32 = Ipv4Addr::from(x as u32);
-        if x >> 32 == 0xffff {
-            return self.lookup_v4(low32, Some(Embedding::Mapped));
+        // Every embedding lives under one of four top-16-bit values; test those first so an
+        // ordinary address pays one compare.
+        if matches!((x >> 112) as u16, 0 | 0x0064 | 0x2001 | 0x2002) {
+            let embedded = if x >> 32 == 0xffff {
+                Some(Embedding::Mapped)
+            } else if x >> 32 == NAT64 >> 32 {
+                Some(Embedding::Nat64)
+            } else if x >> 32 == 0 && x > 1 {
+                // ::/96 except :: and ::1, which are the unspecified and loopback addresses.
+                Some(Embedding::Compatible)
+            } else if x >> 112 == 0x2002 {
+                Some(Embedding::SixToFour)
+            } else if x >> 96 == TEREDO >> 96 {
+                Some(Embedding::Teredo)
+            } else {
+                None
+            };
+            if let Some(e) = embedded {
+                let relay = match e {
+                    Embedding::SixToFour => self.v6.get(x),
+                    Embedding::Teredo => self.v4.get(u32::from(teredo_server(x))),
+                    _ => 0,
+                };
+                return Lookup {
+                    ip: IpAddr::V6(a),
+                    value: self.v4.get(u32::from(e.ipv4_in(x))),
+                    relay,
+                    embedded: Some(e),
+                };
+            }
         }
-        if x >> 32 == NAT64 >> 32 {
-            return self.lookup_v4(low32, Some(Embedding::Nat64));
-        }
-        if x >> 32 == 0 && x > 1 {
-            // ::/96 except :: and ::1, which are the unspecified and loopback addresses.
-            return self.lookup_v4(low32, Some(Embedding::Compatible));
-        }
-        if x >> 112 == 0x2002 {
-            let router = Ipv4Addr::from((x >> 80) as u32);
-            let mut l = self.lookup_v4(router, Some(Embedding::SixToFour));
-            let own = self.hit_v6(a);
-            l.relay = (own.source != Source::None).then_some(own);
-            return l;
-        }
-        if x >> 96 == TEREDO >> 96 {
-            // RFC 4380 §4: server IPv4 in bits 32-63, client IPv4 obfuscated (inverted) in 0-31.
-            let server = Ipv4Addr::from((x >> 64) as u32);
-            let client = Ipv4Addr::from(!(x as u32));
-            let mut l = self.lookup_v4(client, Some(Embedding::Teredo));
-            l.relay = Some(self.hit_v4(server));
-            return l;
-        }
-        let h = self.hit_v6(a);
         Lookup {
-            jurisdiction: h.jurisdiction,
-            source: h.source,
-            prefix: h.prefix,
+            ip: IpAddr::V6(a),
+            value: self.v6.get(x),
+            relay: 0,
             embedded: None,
-            relay: None,
         }
     }
 

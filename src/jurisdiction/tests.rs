@@ -123,9 +123,9 @@ fn addresses_classify_as_expected() {
     for (addr, want, source, prefix, why) in cases {
         let ip: IpAddr = addr.parse().expect("fixture address");
         let l = t.lookup(ip);
-        assert_eq!(l.jurisdiction.code(), *want, "{addr}: {why}");
-        assert_eq!(l.source, *source, "{addr}: {why}");
-        assert_eq!(l.prefix.to_string(), *prefix, "{addr}: {why}");
+        assert_eq!(l.jurisdiction().code(), *want, "{addr}: {why}");
+        assert_eq!(l.source(), *source, "{addr}: {why}");
+        assert_eq!(l.prefix().to_string(), *prefix, "{addr}: {why}");
     }
 }
 
@@ -146,8 +146,8 @@ fn embedded_ipv4_is_classified_by_the_ipv4_inside() {
     ];
     for (addr, want, emb, why) in cases {
         let l = t.lookup(addr.parse().expect("fixture"));
-        assert_eq!(l.jurisdiction.code(), *want, "{addr}: {why}");
-        assert_eq!(l.embedded, *emb, "{addr}: {why}");
+        assert_eq!(l.jurisdiction().code(), *want, "{addr}: {why}");
+        assert_eq!(l.embedded(), *emb, "{addr}: {why}");
     }
 }
 
@@ -157,8 +157,8 @@ fn six_to_four_and_teredo_take_the_stricter_answer() {
     let profile = crate::policy::Profile::load("uk-adequate").expect("profile");
     // 6to4 to a GB router, but the table puts 2002::/16 itself in the US: conditional wins.
     let l = t.lookup("2002:5102:458e::1".parse().expect("fixture"));
-    assert_eq!(l.jurisdiction.code(), "GB");
-    assert_eq!(l.relay.map(|r| r.jurisdiction.code()), Some("US"));
+    assert_eq!(l.jurisdiction().code(), "GB");
+    assert_eq!(l.relay().map(|r| r.jurisdiction.code()), Some("US"));
     assert_eq!(profile.classify(&l).0, crate::policy::Class::Conditional);
     // Teredo (RFC 4380): server 81.2.69.142 (GB); client 1.2.3.4 (JP) stored inverted.
     let client = !u32::from(std::net::Ipv4Addr::new(1, 2, 3, 4));
@@ -166,13 +166,13 @@ fn six_to_four_and_teredo_take_the_stricter_answer() {
     let addr =
         Ipv6Addr::from((0x2001_0000u128 << 96) | u128::from(server) << 64 | u128::from(client));
     let l = t.lookup(IpAddr::V6(addr));
-    assert_eq!(l.embedded, Some(Embedding::Teredo));
+    assert_eq!(l.embedded(), Some(Embedding::Teredo));
     assert_eq!(
-        l.jurisdiction.code(),
+        l.jurisdiction().code(),
         "JP",
         "client address decides the primary answer"
     );
-    assert_eq!(l.relay.map(|r| r.jurisdiction.code()), Some("GB"));
+    assert_eq!(l.relay().map(|r| r.jurisdiction.code()), Some("GB"));
     assert_eq!(profile.classify(&l).0, crate::policy::Class::Conditional);
 }
 
@@ -192,22 +192,24 @@ fn mapped_prefix_never_widens_to_all_of_ipv4() {
         .expect("v4");
     let t = b.build();
     assert_eq!(
-        t.lookup("8.8.8.8".parse().expect("ip")).jurisdiction.code(),
-        "US"
-    );
-    assert_eq!(
-        t.lookup("::ffff:8.8.8.8".parse().expect("ip"))
-            .jurisdiction
+        t.lookup("8.8.8.8".parse().expect("ip"))
+            .jurisdiction()
             .code(),
         "US"
     );
     assert_eq!(
-        t.lookup("9.9.9.9".parse().expect("ip")).jurisdiction,
+        t.lookup("::ffff:8.8.8.8".parse().expect("ip"))
+            .jurisdiction()
+            .code(),
+        "US"
+    );
+    assert_eq!(
+        t.lookup("9.9.9.9".parse().expect("ip")).jurisdiction(),
         Jurisdiction::UNKNOWN
     );
     assert_eq!(
         t.lookup("2001:4860::1".parse().expect("ip"))
-            .jurisdiction
+            .jurisdiction()
             .code(),
         "CN"
     );
@@ -225,8 +227,8 @@ fn empty_table_is_unknown_everywhere() {
         "ffff::1",
     ] {
         let l = t.lookup(a.parse().expect("ip"));
-        assert_eq!(l.jurisdiction, Jurisdiction::UNKNOWN, "{a}");
-        assert_eq!(l.source, Source::None, "{a}");
+        assert_eq!(l.jurisdiction(), Jurisdiction::UNKNOWN, "{a}");
+        assert_eq!(l.source(), Source::None, "{a}");
     }
 }
 
@@ -368,7 +370,7 @@ fn both_geoip_schemas_load() {
         let info = db.add_to(&mut b).expect("merges");
         assert_eq!(info.build_date(), "2026-06-01");
         let t = b.build();
-        let code = |a: &str| t.lookup(a.parse().expect("ip")).jurisdiction.code();
+        let code = |a: &str| t.lookup(a.parse().expect("ip")).jurisdiction().code();
         assert_eq!(code("81.2.69.142"), "GB", "{schema:?} v{v}");
         assert_eq!(code("8.8.8.8"), "US");
         assert_eq!(code("8.8.9.1"), "unknown", "gap in the database");
@@ -388,7 +390,7 @@ fn registered_country_is_not_taken_as_the_country() {
     assert_eq!(info.without_country, 1);
     let t = b.build();
     assert_eq!(
-        t.lookup("5.5.5.5".parse().expect("ip")).jurisdiction,
+        t.lookup("5.5.5.5".parse().expect("ip")).jurisdiction(),
         Jurisdiction::UNKNOWN
     );
 }
@@ -428,4 +430,11 @@ fn truncation_anywhere_never_panics() {
             let _ = db.add_to(&mut b);
         }
     }
+}
+
+#[test]
+fn a_lookup_stays_compact() {
+    // The answer is built on every connection's path: the address plus packed values. A field
+    // that makes it grow (an eagerly decoded prefix, a relay `Hit`) belongs in an accessor.
+    assert_eq!(std::mem::size_of::<Lookup>(), 28);
 }

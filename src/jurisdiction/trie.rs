@@ -187,9 +187,12 @@ const BLOCK: u32 = 1;
 const NODE: u32 = 2;
 const FINE: u32 = 3;
 
-/// Bits of the direct-indexed root (both families).
-const ROOT_BITS: u32 = 16;
-const ROOT_LEN: usize = 1 << ROOT_BITS;
+/// Bits of the direct-indexed IPv4 root (see the module doc for the choice).
+const ROOT4_BITS: u32 = 18;
+const ROOT4_LEN: usize = 1 << ROOT4_BITS;
+/// Bits of the direct-indexed IPv6 root.
+const ROOT6_BITS: u32 = 16;
+const ROOT6_LEN: usize = 1 << ROOT6_BITS;
 /// Boundaries one block holds at most: one 32-byte window of `u16` keys.
 const BLOCK_KEYS: usize = 16;
 /// Boundaries per child a node aims for when a span holds too many for one block.
@@ -224,7 +227,9 @@ const MAX_IDS: u32 = 1 << 16;
 /// `span` is the number of low bits still to resolve (`1..=BITS - 16` below the root).
 trait Key: Copy {
     const BITS: u32;
-    /// The top 16 bits: the root index.
+    /// Bits the direct-indexed root resolves.
+    const ROOT_BITS: u32;
+    /// The top `ROOT_BITS` bits: the root index.
     fn root(self) -> usize;
     /// Bits `[span - s, span)`: a node's child index (`1 <= s <= span`, `s <= 16`).
     fn chunk(self, span: u32, s: u32) -> usize;
@@ -234,9 +239,10 @@ trait Key: Copy {
 
 impl Key for u32 {
     const BITS: u32 = 32;
+    const ROOT_BITS: u32 = ROOT4_BITS;
     #[inline(always)]
     fn root(self) -> usize {
-        (self >> 16) as usize
+        (self >> (32 - ROOT4_BITS)) as usize
     }
     #[inline(always)]
     fn chunk(self, span: u32, s: u32) -> usize {
@@ -250,9 +256,10 @@ impl Key for u32 {
 
 impl Key for u64 {
     const BITS: u32 = 64;
+    const ROOT_BITS: u32 = ROOT6_BITS;
     #[inline(always)]
     fn root(self) -> usize {
-        (self >> 48) as usize
+        (self >> (64 - ROOT6_BITS)) as usize
     }
     #[inline(always)]
     fn chunk(self, span: u32, s: u32) -> usize {
@@ -266,8 +273,8 @@ impl Key for u64 {
 
 /// Compiled ranges over keys of one width: a direct-indexed root, nodes and blocks.
 #[derive(Debug, Clone)]
-struct Trie {
-    /// One entry per value of the top 16 bits.
+struct Trie<const ROOT_LEN: usize> {
+    /// One entry per value of the key's top bits.
     root: Box<[u32; ROOT_LEN]>,
     /// All nodes' entries, each node's children contiguous; for IPv6 also the entries that
     /// start the low-half tries of mixed `/64` blocks.
@@ -283,7 +290,7 @@ struct Trie {
     lanes: Box<[[i16; BLOCK_KEYS]; BLOCK_KEYS]>,
 }
 
-impl Trie {
+impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
     /// Follow `e` (an entry for the span of the low `span` bits of `key`) to a value, or to a
     /// `FINE` entry for the caller to continue with the low half of an IPv6 address.
     #[inline(always)]
@@ -437,9 +444,15 @@ impl TrieBuilder {
         (off as u32) << 7 | s << 2 | NODE
     }
 
-    /// Compile the root over keys of `bits` bits and finish the trie.
-    fn finish(mut self, bits: u32, coded: &[Coded], dict: Vec<u32>, fallback: u32) -> Trie {
-        let span = bits - ROOT_BITS;
+    /// Compile the root over keys of `K` and finish the trie.
+    fn finish<K: Key, const ROOT_LEN: usize>(
+        mut self,
+        coded: &[Coded],
+        dict: Vec<u32>,
+        fallback: u32,
+    ) -> Trie<ROOT_LEN> {
+        debug_assert_eq!(ROOT_LEN, 1 << K::ROOT_BITS);
+        let span = K::BITS - K::ROOT_BITS;
         let mut root = vec![fallback << 2 | LEAF; ROOT_LEN];
         // `coded` starts at 0 (merged ranges cover the whole family).
         if let Some((&first, inner)) = coded.split_first() {
@@ -465,7 +478,7 @@ impl TrieBuilder {
         self.blocks.extend([0u16; BLOCK_KEYS]);
         let root: Box<[u32; ROOT_LEN]> = match root.into_boxed_slice().try_into() {
             Ok(r) => r,
-            Err(_) => unreachable!("the root has 2^16 entries"),
+            Err(_) => unreachable!("the root has 2^ROOT_BITS entries"),
         };
         Trie {
             root,
@@ -505,7 +518,7 @@ fn check_values(prefixes: &[RawPrefix], default: u32) {
 /// The compiled IPv4 table.
 #[derive(Debug, Clone)]
 pub struct Table4 {
-    trie: Trie,
+    trie: Trie<ROOT4_LEN>,
     ranges: usize,
 }
 
@@ -536,7 +549,7 @@ impl Table4 {
             blocks: Vec::new(),
         };
         Table4 {
-            trie: b.finish(32, &coded, dict, default),
+            trie: b.finish::<u32, ROOT4_LEN>(&coded, dict, default),
             ranges: ranges.len(),
         }
     }
@@ -548,7 +561,7 @@ impl Table4 {
         if e & 3 == LEAF {
             return e >> 2;
         }
-        self.trie.walk(addr, e, 32 - ROOT_BITS) >> 2
+        self.trie.walk(addr, e, 32 - ROOT4_BITS) >> 2
     }
 
     /// Bytes of heap the table occupies.
@@ -566,7 +579,7 @@ impl Table4 {
 /// boundary inside) continue into tries over the low 64 bits.
 #[derive(Debug, Clone)]
 pub struct Table6 {
-    trie: Trie,
+    trie: Trie<ROOT6_LEN>,
     ranges: usize,
 }
 
@@ -650,7 +663,7 @@ impl Table6 {
             .map(|&(start, entry)| code(start, entry))
             .collect();
         Table6 {
-            trie: b.finish(64, &coded, dict, default),
+            trie: b.finish::<u64, ROOT6_LEN>(&coded, dict, default),
             ranges: ranges.len(),
         }
     }
@@ -663,7 +676,7 @@ impl Table6 {
         if e & 3 == LEAF {
             return e >> 2;
         }
-        e = self.trie.walk(hi, e, 64 - ROOT_BITS);
+        e = self.trie.walk(hi, e, 64 - ROOT6_BITS);
         if e & 3 == FINE {
             // A mixed /64: continue with the low half from its sub-root entry.
             let sub = self

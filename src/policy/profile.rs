@@ -263,8 +263,8 @@ impl Profile {
     /// The class of a lookup and the answer that decided it: for 6to4 and Teredo, the stricter
     /// of the embedded address and the relay.
     pub fn classify(&self, lookup: &Lookup) -> (Class, Hit) {
-        let mut best = (self.class_of(lookup.jurisdiction), lookup.hit());
-        if let Some(relay) = lookup.relay {
+        let mut best = (self.class_of(lookup.jurisdiction()), lookup.hit());
+        if let Some(relay) = lookup.relay() {
             let c = self.class_of(relay.jurisdiction);
             if c.strictness() > best.0.strictness() {
                 best = (c, relay);

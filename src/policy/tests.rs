@@ -191,7 +191,7 @@ fn rule_matchers_each_narrow_the_match() {
         port: 443,
         ip,
         class: Class::Conditional,
-        jurisdiction: l.jurisdiction,
+        jurisdiction: l.jurisdiction(),
     };
     let mut r = rule("r", Action::Allow);
     assert!(r.matches(&base), "empty matchers match anything");
