@@ -379,3 +379,60 @@ proptest! {
         }
     }
 }
+
+/// Table accesses (root, node entries, block) one IPv4 lookup makes, the dictionary not counted.
+fn accesses4(t: &Table4, addr: u32) -> u32 {
+    let mut e = t.trie.root[addr.root()];
+    let mut span = 32 - ROOT4_BITS;
+    let mut n = 1;
+    while e & 3 == NODE {
+        let s = (e >> 2) & 31;
+        e = t.trie.nodes[(e >> 7) as usize + addr.chunk(span, s)];
+        span -= s;
+        n += 1;
+    }
+    n + u32::from(e & 3 == BLOCK)
+}
+
+/// Structure counts of the production IPv4 table, for the module doc:
+/// `cargo test --release --lib trie::tests::structure_report -- --ignored --nocapture`.
+#[test]
+#[ignore = "a report on the embedded database, not a check"]
+fn structure_report() {
+    let mut b = crate::jurisdiction::TableBuilder::with_special_ranges();
+    let db = crate::jurisdiction::geoip::GeoIpDb::embedded().expect("embedded database");
+    db.add_to(&mut b).expect("load");
+    let table = b.build();
+    let t = &table.v4;
+    println!(
+        "IPv4: ranges {}, root entries {}, node entries {}, block u16s {}, dict {}, heap {}",
+        t.ranges(),
+        ROOT4_LEN,
+        t.trie.nodes.len(),
+        t.trie.blocks.len(),
+        t.trie.dict.len(),
+        t.heap_bytes()
+    );
+    let mut x = 0x5EED_u64;
+    let mut hist = [0u32; 8];
+    let n = 1 << 20;
+    for _ in 0..n {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let a = (x.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 32) as u32;
+        hist[accesses4(t, a).min(7) as usize] += 1;
+    }
+    let mean: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| k as f64 * f64::from(c))
+        .sum::<f64>()
+        / f64::from(n);
+    let pct: Vec<String> = hist[1..]
+        .iter()
+        .map(|&c| format!("{:.1}%", 100.0 * f64::from(c) / f64::from(n)))
+        .collect();
+    println!(
+        "IPv4 random: accesses 1..7: {}; mean {mean:.2}",
+        pct.join(" ")
+    );
+}
