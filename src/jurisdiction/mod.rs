@@ -252,6 +252,7 @@ impl Lookup {
 
     /// The address the primary answer is for: the looked-up address, or the IPv4 address
     /// embedded in it.
+    #[inline]
     pub fn classified(&self) -> IpAddr {
         match (self.embedded, self.ip) {
             (Some(e), IpAddr::V6(a)) => IpAddr::V4(e.ipv4_in(u128::from(a))),
@@ -325,10 +326,12 @@ fn pack(j: Jurisdiction, source: Source, len: u8) -> u32 {
     u32::from(len) | (source as u32) << 8 | u32::from(j.0) << 16
 }
 
+#[inline]
 fn unpack_jurisdiction(v: u32) -> Jurisdiction {
     Jurisdiction::from_raw((v >> 16) as u16)
 }
 
+#[inline]
 fn unpack_source(v: u32) -> Source {
     Source::ALL
         .get(((v >> 8) & 0xff) as usize)
@@ -337,6 +340,7 @@ fn unpack_source(v: u32) -> Source {
 }
 
 /// `addr` masked to the prefix length a packed value holds.
+#[inline]
 fn prefix_of(addr: IpAddr, v: u32) -> IpNet {
     let len = v as u8;
     match addr {

@@ -15,14 +15,16 @@
 //!    `O(n log n)`. Adjacent ranges merge only when their values are equal, and a value holds
 //!    the matched prefix length, so DB-IP's 594k IPv4 and 774k IPv6 networks become 569,393
 //!    and 746,514 ranges.
-//! 2. **Root.** A direct-indexed root on the top 16 bits: 2^16 `u32` entries (256 KiB, which
-//!    stays in L2) per family; IPv6 data sits in 126 of its entries. An entry is a *leaf* (the
-//!    value itself, in its top 30 bits), a *block* or a *node*. For uniformly random IPv4
-//!    addresses 81.6% of lookups end at the root entry: one memory access.
+//! 2. **Root.** A direct-indexed root: on the top 18 bits for IPv4 (2^18 `u32` entries,
+//!    1 MiB) and on the top 16 bits for IPv6 (256 KiB; IPv6 data sits in 126 of its entries).
+//!    An entry is a *leaf* (the value itself, in its top 30 bits), a *block* or a *node*. For
+//!    uniformly random IPv4 addresses 89.0% of lookups end at the root entry: one memory
+//!    access and no mispredicted branch.
 //! 3. **Nodes.** A span holding more ranges than a block is split by a node of stride
 //!    `ceil(log2(ranges / 8))` bits, at most 16: an array of `2^s` child entries, each a leaf,
-//!    block or node. Strides follow density: 10.6% of random IPv4 addresses take one node and
-//!    0.6% two, while a dense IPv6 `/16` gets a node of up to 2^16 entries.
+//!    block or node. Strides follow density: 7.7% of random IPv4 addresses make two table
+//!    accesses (root and a block or a node) and 3.3% three, while a dense IPv6 `/16` gets a
+//!    node of up to 2^16 entries.
 //! 4. **Blocks.** A span with at most 16 boundaries, all on the span's 16-bit grid, is a block:
 //!    `m` sorted `u16` keys (the top 16 bits of each boundary below the span's prefix) and then
 //!    `m + 1` `u16` value ids, 4 bytes per range, one or two cache lines. It is searched
@@ -44,23 +46,40 @@
 //! | | IPv4 | IPv6 |
 //! |---|---|---|
 //! | merged ranges | 569,393 | 746,514 |
-//! | node entries | 106,668 | 383,458 |
-//! | block `u16`s (keys and ids) | 1,008,422 | 1,229,057 |
+//! | root entries | 262,144 | 65,536 |
+//! | node entries | 73,488 | 383,458 |
+//! | block `u16`s (keys and ids) | 999,910 | 1,229,057 |
 //! | dictionary entries | 3,505 | 7,764 (286 FINE) |
-//! | heap bytes | 2,720,192 | 4,285,658 |
-//! | table accesses per lookup | 1.26 (random addresses) | 4.9 (the benchmark's addresses) |
+//! | heap bytes | 3,356,880 | 4,285,658 |
+//! | table accesses per lookup | 1.14 (random addresses) | 4.9 (the benchmark's addresses) |
 //!
-//! 7.0 MB in all (the previous range table took 14.1 MB), compiled in about 0.3 s once the
-//! database is read, most of it the merge's sort. IPv6 is the weak spot: an address from
-//! allocated space takes 1, 2, 3 or 4 node steps (27%, 24%, 28%, 8%; 12% take more) before
-//! its block, because the data is skewed (`2001::/16` alone holds 155k ranges, clustered in the
-//! `/28`s to `/48`s of a few allocations) and a power-of-two stride follows skew only partly.
+//! 7.64 MB in all (the first range table took 14.1 MB), compiled in about 0.3 s once the
+//! database is read, most of it the merge's sort. IPv4 counts come from
+//! `cargo test --release --lib trie::tests::structure_report -- --ignored --nocapture`.
+//!
+//! IPv6 is the weak spot: an address from allocated space takes 1, 2, 3 or 4 node steps (27%,
+//! 24%, 28%, 8%; 12% take more) before its block, because the data is skewed and deep. Weighted
+//! as the benchmark draws addresses (a network chosen uniformly), 33.5% of lookups fall in a
+//! `/32` holding more than 4,096 ranges and 34.2% in a `/40` holding 65 to 256; `2001::/16`
+//! alone holds 155k ranges. A power-of-two stride follows that skew only partly.
+//!
+//! Why 18 bits for the IPv4 root: with 16 bits, 18.4% of random addresses find a node or a
+//! block at the root, a branch the CPU cannot predict that then waits for a cache miss; in
+//! interleaved runs of one harness the 18-bit root took 5.0 ns against 6.3 ns, for +0.75 MiB.
+//! It costs latency: `dependent_chain` went from about 20 to 25 ns, as the 1 MiB root no longer
+//! stays in L2. That is well inside the 40 ns a connection can afford.
 //!
 //! Tried and rejected after measuring:
-//! - an 18-bit IPv4 root: 89.0% of random addresses end at the root, and interleaved benchmark
-//!   runs gave about 0.8 ns less on `random_ipv4`, but the 1 MiB root no longer stays in L2 and
-//!   `dependent_chain` went from about 20 to 25 ns, for +0.6 MiB. A proxy pays latency, once
-//!   per connection, so the root has 16 bits;
+//! - a `u16` IPv4 root of 19 bits (1 MiB, 92.0% of random addresses end there) holding
+//!   dictionary ids for leaves and indexes into an array of `u32` entries otherwise: 5.2 to
+//!   5.7 ns against 4.9 to 5.2 ns for the 18-bit `u32` root in interleaved runs; the dictionary
+//!   read every leaf then needs costs more than the 3% fewer misses save;
+//! - for IPv6, cells of up to 30 64-byte leaves (15 keys and 16 ids each) under a two-line
+//!   inner node, below two branch-free direct levels: 4.28 MB but 7.1 dependent reads per
+//!   lookup, 1.4 to 1.7 times slower; B+trees per `/16` were 2 to 3 times slower. On this
+//!   machine a pointer chase costs about 5 ns per read within 256 KiB, 17 ns within 4 MiB and
+//!   117 ns within 8 MiB, so every IPv6 variant above about 4.5 MB got slower whatever its
+//!   shape;
 //! - 64-byte padded blocks with a summary line for up to 240 ranges: 9.1 MB, and more
 //!   accesses, not fewer, as the summary's resolution forced splits;
 //! - 32-bit block keys for IPv6: accesses are driven by skew, not by key resolution;
