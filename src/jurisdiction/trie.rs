@@ -80,6 +80,11 @@
 //!   machine a pointer chase costs about 5 ns per read within 256 KiB, 17 ns within 4 MiB and
 //!   117 ns within 8 MiB, so every IPv6 variant above about 4.5 MB got slower whatever its
 //!   shape;
+//! - the first 2 or 4 IPv6 node steps without a branch (a step on a non-node entry reads a
+//!   cached slot and keeps the entry): 50 to 55 ns against 45 ns, the extra work costs more
+//!   than the overlap it buys;
+//! - a smaller IPv6 benchmark fixture (2^16 or 2^18 addresses instead of 2^20) changes nothing:
+//!   the cost is the table's chain of dependent reads, not the fixture's streaming;
 //! - 64-byte padded blocks with a summary line for up to 240 ranges: 9.1 MB, and more
 //!   accesses, not fewer, as the summary's resolution forced splits;
 //! - 32-bit block keys for IPv6: accesses are driven by skew, not by key resolution;
