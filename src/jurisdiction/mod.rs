@@ -438,13 +438,6 @@ impl TableBuilder {
         Ok(())
     }
 
-    /// The collected IPv4 and IPv6 prefixes, as the compiled tables receive them (for benches
-    /// and structure experiments).
-    #[doc(hidden)]
-    pub fn raw_prefixes(&self) -> (&[RawPrefix], &[RawPrefix]) {
-        (&self.v4, &self.v6)
-    }
-
     /// Record the GeoIP database the table was built from.
     pub fn set_geoip_info(&mut self, info: geoip::GeoIpInfo) {
         self.info.geoip = Some(info);
