@@ -493,38 +493,17 @@ impl JurisdictionTable {
         }
     }
 
+    #[inline]
     fn lookup_v6(&self, a: Ipv6Addr) -> Lookup {
         let x = u128::from(a);
-        // Every embedding lives under one of four top-16-bit values; test those first so an
-        // ordinary address pays one compare.
-        if matches!((x >> 112) as u16, 0 | 0x0064 | 0x2001 | 0x2002) {
-            let embedded = if x >> 32 == 0xffff {
-                Some(Embedding::Mapped)
-            } else if x >> 32 == NAT64 >> 32 {
-                Some(Embedding::Nat64)
-            } else if x >> 32 == 0 && x > 1 {
-                // ::/96 except :: and ::1, which are the unspecified and loopback addresses.
-                Some(Embedding::Compatible)
-            } else if x >> 112 == 0x2002 {
-                Some(Embedding::SixToFour)
-            } else if x >> 96 == TEREDO >> 96 {
-                Some(Embedding::Teredo)
-            } else {
-                None
-            };
-            if let Some(e) = embedded {
-                let relay = match e {
-                    Embedding::SixToFour => self.v6.get(x),
-                    Embedding::Teredo => self.v4.get(u32::from(teredo_server(x))),
-                    _ => 0,
-                };
-                return Lookup {
-                    ip: IpAddr::V6(a),
-                    value: self.v4.get(u32::from(e.ipv4_in(x))),
-                    relay,
-                    embedded: Some(e),
-                };
-            }
+        // Every embedding lives under one of four top-16-bit values (`::/16`, `64::/16`,
+        // Teredo's `2001::/32`, `2002::/16`): test those first, so an ordinary address pays a
+        // few compares and takes no call.
+        let top = (x >> 112) as u16;
+        if (top == 0) | (top == 0x0064) | (x >> 96 == TEREDO >> 96) | (top == 0x2002)
+            && let Some(l) = self.lookup_embedded(a)
+        {
+            return l;
         }
         Lookup {
             ip: IpAddr::V6(a),
@@ -532,6 +511,38 @@ impl JurisdictionTable {
             relay: 0,
             embedded: None,
         }
+    }
+
+    /// The answer for an address that embeds an IPv4 address, or `None` for one that does not.
+    #[cold]
+    #[inline(never)]
+    fn lookup_embedded(&self, a: Ipv6Addr) -> Option<Lookup> {
+        let x = u128::from(a);
+        let e = if x >> 32 == 0xffff {
+            Embedding::Mapped
+        } else if x >> 32 == NAT64 >> 32 {
+            Embedding::Nat64
+        } else if x >> 32 == 0 && x > 1 {
+            // ::/96 except :: and ::1, which are the unspecified and loopback addresses.
+            Embedding::Compatible
+        } else if x >> 112 == 0x2002 {
+            Embedding::SixToFour
+        } else if x >> 96 == TEREDO >> 96 {
+            Embedding::Teredo
+        } else {
+            return None;
+        };
+        let relay = match e {
+            Embedding::SixToFour => self.v6.get(x),
+            Embedding::Teredo => self.v4.get(u32::from(teredo_server(x))),
+            _ => 0,
+        };
+        Some(Lookup {
+            ip: IpAddr::V6(a),
+            value: self.v4.get(u32::from(e.ipv4_in(x))),
+            relay,
+            embedded: Some(e),
+        })
     }
 
     /// The label of a matched prefix from a labelled source (special range name, override

@@ -436,3 +436,89 @@ fn structure_report() {
         pct.join(" ")
     );
 }
+
+/// Node steps in the top-half trie for `addr`, whether it ends in a block, and whether it goes
+/// on to a low-half trie.
+fn steps6(t: &Table6, addr: u128) -> (u32, bool, bool) {
+    let hi = (addr >> 64) as u64;
+    let mut e = t.trie.root[hi.root()];
+    let mut span = 64 - ROOT6_BITS;
+    let mut n = 0;
+    while e & 3 == NODE {
+        let s = (e >> 2) & 31;
+        e = t.trie.nodes[(e >> 7) as usize + hi.chunk(span, s)];
+        span -= s;
+        n += 1;
+    }
+    let block = e & 3 == BLOCK;
+    let e = t.trie.walk(hi, e, span);
+    (n, block, e & 3 == FINE)
+}
+
+/// Structure counts of the production IPv6 table, over addresses drawn as the lookup bench
+/// draws them (a network of the database chosen uniformly, then an address inside it):
+/// `cargo test --release --lib trie::tests::structure_report_v6 -- --ignored --nocapture`.
+#[test]
+#[ignore = "a report on the embedded database, not a check"]
+fn structure_report_v6() {
+    let mut b = crate::jurisdiction::TableBuilder::with_special_ranges();
+    let db = crate::jurisdiction::geoip::GeoIpDb::embedded().expect("embedded database");
+    db.add_to(&mut b).expect("load");
+    let table = b.build();
+    let t = &table.v6;
+    println!(
+        "IPv6: ranges {}, root entries {}, node entries {}, block u16s {}, dict {}, heap {}",
+        t.ranges(),
+        ROOT6_LEN,
+        t.trie.nodes.len(),
+        t.trie.blocks.len(),
+        t.trie.dict.len(),
+        t.heap_bytes()
+    );
+    let mut nets = Vec::new();
+    for item in db
+        .reader()
+        .networks(maxminddb::WithinOptions::default())
+        .expect("networks")
+    {
+        let item = item.expect("network");
+        if !item.has_data() {
+            continue;
+        }
+        let net = item.network().expect("network");
+        if let std::net::IpAddr::V6(a) = net.network() {
+            let a = u128::from(a);
+            if a >> 32 != 0 {
+                nets.push((a, net.prefix()));
+            }
+        }
+    }
+    let mut x = 0x5EED_u64;
+    let mut next = || {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let n = 1 << 20;
+    let mut hist = [0u32; 10];
+    let (mut blocks, mut fine) = (0u32, 0u32);
+    for _ in 0..n {
+        let (a, len) = nets[(next() % nets.len() as u64) as usize];
+        let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+        let addr = a | (u128::from(next()) << 64 | u128::from(next())) & host;
+        let (steps, block, f) = steps6(t, addr);
+        hist[steps.min(9) as usize] += 1;
+        blocks += u32::from(block);
+        fine += u32::from(f);
+    }
+    let pct = |c: u32| format!("{:.1}%", 100.0 * f64::from(c) / f64::from(n));
+    let h: Vec<String> = hist.iter().map(|&c| pct(c)).collect();
+    println!(
+        "IPv6 bench-drawn: node steps 0..9: {}; end in a block {}; go on to a low half {}",
+        h.join(" "),
+        pct(blocks),
+        pct(fine)
+    );
+}
