@@ -93,7 +93,7 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
 /// X-Forwarded-Proto to `proto` ("https"/"http") unless trusted and already present, set
 /// X-Forwarded-Host to the original Host unless trusted and present, and append a
 /// `Forwarded: for=...;proto=...;host=...` element (RFC 7239 §4, IPv6 quoted and bracketed:
-/// for="[2001:db8::1]").
+/// `for="[2001:db8::1]"`).
 ///
 /// Each list leaves as a single field (several incoming fields are joined in order). When a
 /// trusted peer sent only one of the two lists, the other is first rebuilt from it (addresses

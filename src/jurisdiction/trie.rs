@@ -57,11 +57,16 @@
 //! database is read, most of it the merge's sort. IPv4 counts come from
 //! `cargo test --release --lib trie::tests::structure_report -- --ignored --nocapture`.
 //!
-//! IPv6 is the weak spot: an address from allocated space takes 1, 2, 3 or 4 node steps (27%,
-//! 24%, 28%, 8%; 12% take more) before its block, because the data is skewed and deep. Weighted
-//! as the benchmark draws addresses (a network chosen uniformly), 33.5% of lookups fall in a
-//! `/32` holding more than 4,096 ranges and 34.2% in a `/40` holding 65 to 256; `2001::/16`
-//! alone holds 155k ranges. A power-of-two stride follows that skew only partly.
+//! IPv6 is the weak spot. Over addresses drawn as the benchmark draws them (a network of the
+//! database chosen uniformly, then an address inside it), a lookup takes 1 to 9 or more node
+//! steps before its block or leaf (27.2%, 24.3%, 28.6%, 7.8%, 5.6%, 2.0%, 1.5%, 1.0%, 2.0%),
+//! 89.9% end in a block and 2.3% go on to a low half:
+//! `cargo test --release --lib trie::tests::structure_report_v6 -- --ignored --nocapture`.
+//! The data is skewed and deep: 33.5% of those lookups fall in a `/32` holding more than 4,096
+//! ranges and 34.2% in a `/40` holding 65 to 256; `2001::/16` alone holds 155k ranges. The long
+//! tail is chains of small nodes (17,669 of the 22,292 nodes over the top 64 bits have a
+//! stride of 2) under children that hold most of their parent's ranges. A power-of-two stride
+//! follows that skew only partly.
 //!
 //! Why 18 bits for the IPv4 root: with 16 bits, 18.4% of random addresses find a node or a
 //! block at the root, a branch the CPU cannot predict that then waits for a cache miss; in
@@ -77,12 +82,23 @@
 //! - for IPv6, cells of up to 30 64-byte leaves (15 keys and 16 ids each) under a two-line
 //!   inner node, below two branch-free direct levels: 4.28 MB but 7.1 dependent reads per
 //!   lookup, 1.4 to 1.7 times slower; B+trees per `/16` were 2 to 3 times slower. On this
-//!   machine a pointer chase costs about 5 ns per read within 256 KiB, 17 ns within 4 MiB and
-//!   117 ns within 8 MiB, so every IPv6 variant above about 4.5 MB got slower whatever its
-//!   shape;
-//! - the first 2 or 4 IPv6 node steps without a branch (a step on a non-node entry reads a
-//!   cached slot and keeps the entry): 50 to 55 ns against 45 ns, the extra work costs more
-//!   than the overlap it buys;
+//!   machine a random pointer chase over 64-byte lines costs about 4 ns per read within
+//!   256 KiB, 8.5 ns at 1 MiB, 15 ns at 4 MiB, 17 to 23 ns at 8 MiB and 64 to 107 ns at
+//!   16 MiB, and every IPv6 variant above about 4.5 MB measured slower whatever its shape;
+//! - the first K IPv6 node steps without a branch (a step on a non-node entry reads a cached
+//!   slot and keeps the entry; `select_unpredictable`, block search included), K from 1 to 8:
+//!   none faster than the branchy walk (about 40 against 38 ns in one harness), and about
+//!   5 ns more per step past 4. The walk is bound by its chain of reads, and every idle step
+//!   adds a read to the chain;
+//! - strides chosen so that no child holds more ranges than a block (the smallest such stride
+//!   within a budget of node entries per range): with one entry per range 96% of lookups end
+//!   within 3 node steps, but IPv6 alone takes 8.0 MB; budgets only for spans of up to 64 or
+//!   256 ranges take 5.8 and 6.7 MB and shorten the tail little. A direct-indexed node pays for
+//!   a skewed child with empty slots;
+//! - path compression (a node over only the bits where its span's boundaries differ): no
+//!   change in depth in a simulation on this data, as the depth comes from skewed density,
+//!   not from boundaries clustered in a corner of the span;
+//! - blocks of 32 keys: about 2 ns faster on IPv6, but 5.1 to 5.3 MB for IPv6 alone;
 //! - a smaller IPv6 benchmark fixture (2^16 or 2^18 addresses instead of 2^20) changes nothing:
 //!   the cost is the table's chain of dependent reads, not the fixture's streaming;
 //! - 64-byte padded blocks with a summary line for up to 240 ranges: 9.1 MB, and more
