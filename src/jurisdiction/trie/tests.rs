@@ -394,25 +394,36 @@ fn accesses4(t: &Table4, addr: u32) -> u32 {
     n + u32::from(e & 3 == BLOCK)
 }
 
+/// The production table (embedded database and special ranges) and the database.
+fn embedded_table() -> (
+    crate::jurisdiction::JurisdictionTable,
+    crate::jurisdiction::geoip::GeoIpDb,
+) {
+    let mut b = crate::jurisdiction::TableBuilder::with_special_ranges();
+    let db = crate::jurisdiction::geoip::GeoIpDb::embedded().expect("embedded database");
+    db.add_to(&mut b).expect("load");
+    (b.build(), db)
+}
+
+fn print_structure<const ROOT_LEN: usize>(family: &str, ranges: usize, t: &Trie<ROOT_LEN>) {
+    println!(
+        "{family}: ranges {ranges}, root entries {ROOT_LEN}, node entries {}, block u16s {}, \
+         dict {}, heap {}",
+        t.nodes.len(),
+        t.blocks.len(),
+        t.dict.len(),
+        t.heap_bytes()
+    );
+}
+
 /// Structure counts of the production IPv4 table, for the module doc:
 /// `cargo test --release --lib trie::tests::structure_report -- --ignored --nocapture`.
 #[test]
 #[ignore = "a report on the embedded database, not a check"]
 fn structure_report() {
-    let mut b = crate::jurisdiction::TableBuilder::with_special_ranges();
-    let db = crate::jurisdiction::geoip::GeoIpDb::embedded().expect("embedded database");
-    db.add_to(&mut b).expect("load");
-    let table = b.build();
+    let (table, _) = embedded_table();
     let t = &table.v4;
-    println!(
-        "IPv4: ranges {}, root entries {}, node entries {}, block u16s {}, dict {}, heap {}",
-        t.ranges(),
-        ROOT4_LEN,
-        t.trie.nodes.len(),
-        t.trie.blocks.len(),
-        t.trie.dict.len(),
-        t.heap_bytes()
-    );
+    print_structure("IPv4", t.ranges(), &t.trie);
     let mut x = 0x5EED_u64;
     let mut hist = [0u32; 8];
     let n = 1 << 20;
@@ -461,20 +472,9 @@ fn steps6(t: &Table6, addr: u128) -> (u32, bool, bool) {
 #[test]
 #[ignore = "a report on the embedded database, not a check"]
 fn structure_report_v6() {
-    let mut b = crate::jurisdiction::TableBuilder::with_special_ranges();
-    let db = crate::jurisdiction::geoip::GeoIpDb::embedded().expect("embedded database");
-    db.add_to(&mut b).expect("load");
-    let table = b.build();
+    let (table, db) = embedded_table();
     let t = &table.v6;
-    println!(
-        "IPv6: ranges {}, root entries {}, node entries {}, block u16s {}, dict {}, heap {}",
-        t.ranges(),
-        ROOT6_LEN,
-        t.trie.nodes.len(),
-        t.trie.blocks.len(),
-        t.trie.dict.len(),
-        t.heap_bytes()
-    );
+    print_structure("IPv6", t.ranges(), &t.trie);
     let mut nets = Vec::new();
     for item in db
         .reader()
