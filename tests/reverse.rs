@@ -8,11 +8,13 @@
 //! absolute path. Pool members are `.test` names (or literals) of the test world; the recording
 //! connector maps their vetted addresses to local origins and fails on anything else.
 
+#[path = "support/pki.rs"]
+mod pki;
 mod support;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,105 +28,27 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256,
-};
 use residency_proxy::audit::AuditRecord;
 use residency_proxy::config::Config;
 use residency_proxy::proxy_protocol::{encode_v1, encode_v2};
 use residency_proxy::tls::{self as ptls, CertSpec};
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
-use tempfile::TempDir;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use pki::{Pki, client_config, dns_sans, p256};
 use support::*;
 
 // ---- certificates ----------------------------------------------------------------------------
 
-/// A PEM chain and key on disk.
-struct Cert {
-    chain: PathBuf,
-    key: PathBuf,
-}
-
-/// A test CA and a temporary directory for what it issues.
-struct Pki {
-    dir: TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-    ca_path: PathBuf,
-}
-
-fn p256() -> KeyPair {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("a P-256 key")
-}
-
 impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "reverse test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(params, p256()).expect("CA certificate");
-        let ca_path = dir.path().join("ca.pem");
-        std::fs::write(&ca_path, ca.pem()).expect("write the CA");
-        Pki { dir, ca, ca_path }
-    }
-
-    /// A leaf for `sans` written as `<file>.pem` (leaf + CA) and `<file>-key.pem`, after `edit`.
-    fn leaf_with(
-        &self,
-        file: &str,
-        sans: &[&str],
-        key: &KeyPair,
-        edit: impl FnOnce(&mut CertificateParams),
-    ) -> Cert {
-        let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, file);
-        edit(&mut params);
-        let cert = params.signed_by(key, &self.ca).expect("sign the leaf");
-        let chain = self.dir.path().join(format!("{file}.pem"));
-        let key_path = self.dir.path().join(format!("{file}-key.pem"));
-        std::fs::write(&chain, cert.pem() + &self.ca.pem()).expect("write a chain");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write a key");
-        Cert {
-            chain,
-            key: key_path,
-        }
-    }
-
-    fn leaf(&self, file: &str, sans: &[&str]) -> Cert {
-        self.leaf_with(file, sans, &p256(), |_| {})
-    }
-
-    fn roots(&self) -> Arc<RootCertStore> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).expect("add the CA");
-        Arc::new(roots)
-    }
-
     /// A server configuration (HTTP/1.1 only) for a TLS origin serving `sans`.
     fn origin_config(&self, sans: &[&str]) -> Arc<rustls::ServerConfig> {
-        let c = self.leaf(&format!("origin-{}", sans[0]), sans);
-        let spec = CertSpec {
-            chain: c.chain,
-            key: c.key,
-            names: Vec::new(),
-        };
+        let spec = self.leaf(&format!("origin-{}", sans[0]), sans);
         let loaded = ptls::load_cert(&spec, SystemTime::now()).expect("the origin cert loads");
         ptls::server_config(vec![loaded], 0, false).expect("origin TLS config")
     }
@@ -146,7 +70,7 @@ fn listener(name: &str, keys: &str) -> String {
 }
 
 /// A `[[listener.cert]]` table for the listener above it.
-fn cert(c: &Cert, keys: &str) -> String {
+fn cert(c: &CertSpec, keys: &str) -> String {
     format!(
         "\n[[listener.cert]]\nchain = {}\nkey = {}\n{keys}\n",
         q(&c.chain),
@@ -362,77 +286,11 @@ async fn get(addr: SocketAddr, host: &str, path: &str) -> Resp {
     h1(addr).await.get(host, path).await
 }
 
-/// Accepts a certificate for another name than the one asked for (the chain is still checked
-/// up to the test CA), so the certificate served for an unknown or absent SNI can be inspected.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
 /// A TLS client trusting the test CA, offering `alpn`; `any_name` accepts a certificate for
 /// another name; `sni` false sends no server name.
 fn tls_client(pki: &Pki, alpn: &[&str], any_name: bool, sni: bool) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("client protocol versions");
-    let mut config = if any_name {
-        let inner = WebPkiServerVerifier::builder_with_provider(pki.roots(), provider)
-            .build()
-            .expect("a verifier");
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
-            .with_no_client_auth()
-    } else {
-        builder
-            .with_root_certificates(pki.roots())
-            .with_no_client_auth()
-    };
-    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    config.enable_sni = sni;
-    Arc::new(config)
+    let provider = rustls::crypto::ring::default_provider();
+    client_config(pki, provider, rustls::DEFAULT_VERSIONS, alpn, any_name, sni)
 }
 
 /// A TLS handshake as `name` over `stream`.
@@ -462,20 +320,7 @@ fn served_sans(s: &TlsStream<TcpStream>) -> Vec<String> {
         .1
         .peer_certificates()
         .expect("a server certificate");
-    let (_, leaf) = X509Certificate::from_der(chain[0].as_ref()).expect("parse the leaf");
-    leaf.subject_alternative_name()
-        .expect("SAN extension")
-        .map(|ext| {
-            ext.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some(d.to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    dns_sans(chain[0].as_ref())
 }
 
 /// Whether the peer closed `s` (EOF or reset) before `WAIT`, discarding what it sent.
@@ -1664,7 +1509,7 @@ async fn every_reverse_request_yields_exactly_one_audit_record() {
 
 // ---- certificates refused at configuration time ----------------------------------------------
 
-fn reverse_first_config(c: &Cert) -> String {
+fn reverse_first_config(c: &CertSpec) -> String {
     listener("web", "") + &cert(c, "")
 }
 
@@ -1688,9 +1533,10 @@ fn a_key_that_does_not_match_its_certificate_is_refused_at_config_time() {
     let pki = Pki::new();
     let a = pki.leaf("one", &["one.test"]);
     let b = pki.leaf("two", &["two.test"]);
-    let crossed = Cert {
+    let crossed = CertSpec {
         chain: a.chain,
         key: b.key,
+        names: Vec::new(),
     };
     let err = Config::parse(&reverse_first_config(&crossed), "test.toml", Path::new("/"))
         .expect_err("a mismatched key is refused")

@@ -5,101 +5,27 @@
 //! generate RSA keys, so the RSA key (and the PKCS#1 / SEC1 / encrypted encodings) come from
 //! the `openssl` command-line tool, which the development image ships.
 
-use std::path::{Path, PathBuf};
+#[path = "support/pki.rs"]
+mod pki;
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519,
-};
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519};
 use residency_proxy::tls::{self, CertSpec, LoadedCert, SniResolver, TlsError};
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore,
-    ServerConfig, SignatureScheme, SupportedProtocolVersion,
-};
-use tempfile::TempDir;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ProtocolVersion, ServerConfig, SupportedProtocolVersion};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use pki::{Pki, client_config, dns_sans, p256};
 
 // ---------------------------------------------------------------------------------------
 // Certificates made at run time
 // ---------------------------------------------------------------------------------------
-
-/// A test CA and a temporary directory for the files it issues.
-struct Pki {
-    dir: TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-    ca_path: PathBuf,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "residency-proxy test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("CA key");
-        let ca = CertifiedIssuer::self_signed(params, key).expect("CA cert");
-        let ca_path = dir.path().join("ca.pem");
-        std::fs::write(&ca_path, ca.pem()).expect("write CA");
-        Self { dir, ca, ca_path }
-    }
-
-    /// Writes `contents` to `name` in the temporary directory.
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, contents).expect("write file");
-        path
-    }
-
-    /// Issues a leaf with common name `cn` and DNS SANs `sans` for `key`, after `edit` has
-    /// had its say on the parameters; writes `<cn>.pem` (leaf + CA) and `<cn>-key.pem`.
-    fn leaf_with(
-        &self,
-        cn: &str,
-        sans: &[&str],
-        key: &KeyPair,
-        edit: impl FnOnce(&mut CertificateParams),
-    ) -> CertSpec {
-        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(sans).expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        edit(&mut params);
-        let cert = params.signed_by(key, &self.ca).expect("sign leaf");
-        let chain = self.write(&format!("{cn}.pem"), cert.pem() + &self.ca.pem());
-        let key = self.write(&format!("{cn}-key.pem"), key.serialize_pem());
-        CertSpec {
-            chain,
-            key,
-            names: Vec::new(),
-        }
-    }
-
-    /// A leaf with an ECDSA P-256 key.
-    fn leaf(&self, cn: &str, sans: &[&str]) -> CertSpec {
-        self.leaf_with(cn, sans, &ecdsa_p256(), |_| {})
-    }
-
-    /// The CA as a rustls trust store.
-    fn roots(&self) -> Arc<RootCertStore> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).expect("add CA");
-        Arc::new(roots)
-    }
-}
-
-fn ecdsa_p256() -> KeyPair {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("P-256 key")
-}
 
 /// Runs `openssl` with `args`, feeding `stdin`, and returns its standard output.
 fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
@@ -172,54 +98,6 @@ fn shown(path: &Path) -> String {
 // Handshakes
 // ---------------------------------------------------------------------------------------
 
-/// Accepts certificates valid for another name than the one connected to (still checking
-/// the chain up to the test CA), so the default certificate can be inspected.
-#[derive(Debug)]
-struct AnyNameVerifier(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyNameVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
 static BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 static TLS12_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
 static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -249,26 +127,14 @@ impl Default for Client {
 
 impl Client {
     fn config(self, pki: &Pki) -> Arc<ClientConfig> {
-        let provider = Arc::new(self.provider);
-        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(self.versions)
-            .expect("client versions");
-        let mut config = if self.any_name {
-            let inner = WebPkiServerVerifier::builder_with_provider(pki.roots(), provider)
-                .build()
-                .expect("verifier");
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyNameVerifier(inner)))
-                .with_no_client_auth()
-        } else {
-            builder
-                .with_root_certificates(pki.roots())
-                .with_no_client_auth()
-        };
-        config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        config.enable_sni = self.sni;
-        Arc::new(config)
+        client_config(
+            pki,
+            self.provider,
+            self.versions,
+            self.alpn,
+            self.any_name,
+            self.sni,
+        )
     }
 }
 
@@ -311,20 +177,7 @@ async fn handshake(
         .and_then(|cn| cn.as_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let sans = leaf
-        .subject_alternative_name()
-        .expect("SAN extension")
-        .map(|ext| {
-            ext.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some((*d).to_owned()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let sans = dns_sans(chain[0].as_ref());
     Ok(Seen {
         cn,
         sans,
@@ -395,7 +248,7 @@ fn rsa_leaf_loads_as_pkcs8_and_pkcs1() {
 #[test]
 fn ec_key_loads_as_sec1() {
     let pki = Pki::new();
-    let key = ecdsa_p256();
+    let key = p256();
     let mut spec = pki.leaf_with("sec1", &["sec1.test"], &key, |_| {});
     let sec1 = traditional(&key.serialize_pem());
     assert!(String::from_utf8_lossy(&sec1).contains("BEGIN EC PRIVATE KEY"));
@@ -417,7 +270,7 @@ fn names_default_to_the_lower_cased_dns_sans() {
 #[test]
 fn not_after_is_reported() {
     let pki = Pki::new();
-    let spec = pki.leaf_with("dated", &["dated.test"], &ecdsa_p256(), |p| {
+    let spec = pki.leaf_with("dated", &["dated.test"], &p256(), |p| {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2100, 1, 1);
     });
@@ -469,7 +322,7 @@ fn chain_with_the_ca_first_is_refused_as_a_mismatch() {
 #[test]
 fn expired_certificate_is_refused_with_its_date() {
     let pki = Pki::new();
-    let spec = pki.leaf_with("expired", &["old.test"], &ecdsa_p256(), |p| {
+    let spec = pki.leaf_with("expired", &["old.test"], &p256(), |p| {
         p.not_before = rcgen::date_time_ymd(2000, 1, 1);
         p.not_after = rcgen::date_time_ymd(2001, 1, 1);
     });
@@ -483,7 +336,7 @@ fn expired_certificate_is_refused_with_its_date() {
 #[test]
 fn not_yet_valid_certificate_is_refused_with_its_date() {
     let pki = Pki::new();
-    let spec = pki.leaf_with("future", &["new.test"], &ecdsa_p256(), |p| {
+    let spec = pki.leaf_with("future", &["new.test"], &p256(), |p| {
         p.not_before = rcgen::date_time_ymd(2090, 6, 15);
         p.not_after = rcgen::date_time_ymd(2091, 1, 1);
     });
@@ -500,7 +353,7 @@ fn not_yet_valid_certificate_is_refused_with_its_date() {
 #[test]
 fn validity_is_judged_at_the_given_time() {
     let pki = Pki::new();
-    let spec = pki.leaf_with("window", &["w.test"], &ecdsa_p256(), |p| {
+    let spec = pki.leaf_with("window", &["w.test"], &p256(), |p| {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
     });
@@ -610,7 +463,7 @@ fn chain_without_a_certificate_is_refused() {
     let good = pki.leaf("nocert", &["nocert.test"]);
     for (file, contents) in [
         ("empty.pem", String::new()),
-        ("key-only.pem", ecdsa_p256().serialize_pem()),
+        ("key-only.pem", p256().serialize_pem()),
     ] {
         let spec = CertSpec {
             chain: pki.write(file, contents),
