@@ -383,12 +383,12 @@ proptest! {
 /// Table accesses (root, node entries, block) one IPv4 lookup makes, the dictionary not counted.
 fn accesses4(t: &Table4, addr: u32) -> u32 {
     let mut e = t.trie.root[addr.root()];
-    let mut span = 32 - ROOT4_BITS;
+    let mut k = addr.rest();
     let mut n = 1;
     while e & 3 == NODE {
         let s = (e >> 2) & 31;
-        e = t.trie.nodes[(e >> 7) as usize + addr.chunk(span, s)];
-        span -= s;
+        e = t.trie.nodes[(e >> 7) as usize + (k >> (64 - s)) as usize];
+        k <<= s;
         n += 1;
     }
     n + u32::from(e & 3 == BLOCK)
@@ -453,16 +453,16 @@ fn structure_report() {
 fn steps6(t: &Table6, addr: u128) -> (u32, bool, bool) {
     let hi = (addr >> 64) as u64;
     let mut e = t.trie.root[hi.root()];
-    let mut span = 64 - ROOT6_BITS;
+    let mut k = hi.rest();
     let mut n = 0;
     while e & 3 == NODE {
         let s = (e >> 2) & 31;
-        e = t.trie.nodes[(e >> 7) as usize + hi.chunk(span, s)];
-        span -= s;
+        e = t.trie.nodes[(e >> 7) as usize + (k >> (64 - s)) as usize];
+        k <<= s;
         n += 1;
     }
     let block = e & 3 == BLOCK;
-    let e = t.trie.walk(hi, e, span);
+    let e = t.trie.walk(k, e);
     (n, block, e & 3 == FINE)
 }
 
