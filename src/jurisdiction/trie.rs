@@ -24,7 +24,9 @@
 //!    `ceil(log2(ranges / 8))` bits, at most 16: an array of `2^s` child entries, each a leaf,
 //!    block or node. Strides follow density: 7.7% of random IPv4 addresses make two table
 //!    accesses (root and a block or a node) and 3.3% three, while a dense IPv6 `/16` gets a
-//!    node of up to 2^16 entries.
+//!    node of up to 2^16 entries. A bitmap beside the node entries, one bit per entry, says
+//!    which entries are nodes, so the walk decides whether to go on before the child entry
+//!    arrives from memory.
 //! 4. **Blocks.** A span with at most 16 boundaries, all on the span's 16-bit grid, is a block:
 //!    `m` sorted `u16` keys (the top 16 bits of each boundary below the span's prefix) and then
 //!    `m + 1` `u16` value ids, 4 bytes per range, one or two cache lines. It is searched
@@ -50,10 +52,11 @@
 //! | node entries | 73,488 | 383,458 |
 //! | block `u16`s (keys and ids) | 999,910 | 1,229,057 |
 //! | dictionary entries | 3,505 | 7,764 (286 FINE) |
-//! | heap bytes | 3,356,880 | 4,285,658 |
+//! | node bitmap words | 1,149 | 5,992 |
+//! | heap bytes | 3,366,072 | 4,333,594 |
 //! | table accesses per lookup | 1.14 (random addresses) | 4.9 (the benchmark's addresses) |
 //!
-//! 7.64 MB in all (the first range table took 14.1 MB), compiled in about 0.3 s once the
+//! 7.70 MB in all (the first range table took 14.1 MB), compiled in about 0.3 s once the
 //! database is read, most of it the merge's sort. IPv4 counts come from
 //! `cargo test --release --lib trie::tests::structure_report -- --ignored --nocapture`.
 //!
@@ -67,6 +70,27 @@
 //! tail is chains of small nodes (17,669 of the 22,292 nodes over the top 64 bits have a
 //! stride of 2) under children that hold most of their parent's ranges. A power-of-two stride
 //! follows that skew only partly.
+//!
+//! What an IPv6 lookup costs, measured in one harness over those addresses:
+//! - **Depth and working set.** Sorted into streams of one depth each, lookups take 13 ns with
+//!   one node step, 16 with two, 23 with three, 27 to 38 with four or five and 95 with nine or
+//!   more; the same addresses mixed take 38 to 44 ns.
+//! - **Mispredicted loop exits.** Mixed in runs of 16 lookups of one depth, they take 28.8 ns:
+//!   about 10 ns of the mixed figure is the walk's exit branch, which waits for the entry it
+//!   tests; the rest is the whole table's working set against each depth's share of it. The
+//!   node bitmap (48 KB for IPv6) lets that branch resolve from a cached word instead: 1.0 to
+//!   2.3 ns faster on IPv6 in six interleaved runs (for example 32.0 against 30.9 ns), no
+//!   change on IPv4. Two bits per entry, to resolve the block-or-leaf branch early too, and a
+//!   bitmap of the IPv4 root's non-leaf entries were both slower (31.2 against 29.7 ns, 3.90
+//!   against 3.59 ns): their extra loads and instructions cost more than the early branch
+//!   saves.
+//! - **Instructions.** About 40 more independent instructions per lookup cost about 7 ns, as
+//!   fewer lookups then fit the out-of-order window to overlap their cache misses. The walk
+//!   therefore keeps the unresolved key bits left-aligned (a node shifts its index out of the
+//!   top, and a block's key is the top 16 bits left), and a block counts its keys in `u16`
+//!   lanes, which compiles to a byte sum instead of a mask and a popcount: 17 instead of 23
+//!   instructions per node step and about 14 fewer per block. That took the benchmark's IPv6
+//!   figure from 43.5 to about 37 ns.
 //!
 //! Why 18 bits for the IPv4 root: with 16 bits, 18.4% of random addresses find a node or a
 //! block at the root, a branch the CPU cannot predict that then waits for a cache miss; in
@@ -89,12 +113,17 @@
 //!   slot and keeps the entry; `select_unpredictable`, block search included), K from 1 to 8:
 //!   none faster than the branchy walk (about 40 against 38 ns in one harness), and about
 //!   5 ns more per step past 4. The walk is bound by its chain of reads, and every idle step
-//!   adds a read to the chain;
+//!   adds a read to the chain. Measured again with the current walk: 3 steps tie, each further
+//!   step adds about 3.5 ns, and ending in a block search whose result a leaf discards ties;
 //! - strides chosen so that no child holds more ranges than a block (the smallest such stride
 //!   within a budget of node entries per range): with one entry per range 96% of lookups end
 //!   within 3 node steps, but IPv6 alone takes 8.0 MB; budgets only for spans of up to 64 or
 //!   256 ranges take 5.8 and 6.7 MB and shorten the tail little. A direct-indexed node pays for
-//!   a skewed child with empty slots;
+//!   a skewed child with empty slots. Measured again with the current walk, budgets of 0.3,
+//!   0.5, 1, 2 and 4 entries per range took 4.37, 4.88, 6.01, 8.02 and 11.7 MB for IPv6
+//!   alone and 31.3, 28.3, 26.8, 28.9 to 31.1 and 33 to 39 ns, against 4.29 MB and 31.3 ns;
+//!   applied only to spans of at least 1,000 to 20,000 ranges, 5.3 to 6.7 MB for 30.2 to
+//!   33.3 ns. Only budgets past the 8 MB total gain, and the largest lose again to their size;
 //! - path compression (a node over only the bits where its span's boundaries differ): no
 //!   change in depth in a simulation on this data, as the depth comes from skewed density,
 //!   not from boundaries clustered in a corner of the span;
@@ -107,9 +136,19 @@
 //! - fill-factor strides (LC-trie style): deeper;
 //! - walks and block searches done with selects instead of branches: no gain on IPv4, much
 //!   slower when the root's leaf test goes too; IPv6 lookups are bound by memory latency;
-//! - a target of 4 ranges per child for IPv6: 4.3 accesses instead of 4.9, for +0.7 MB;
+//! - a target of 4 ranges per child for IPv6: 4.3 accesses instead of 4.9, for +0.7 MB
+//!   (5.02 MB; 30.0 against 32.4 ns with the current walk);
 //! - Poptrie (Asai and Ohara): it relies on `popcnt`, which the baseline x86-64 target lacks,
-//!   and its 6-bit strides are deeper than these nodes on this data.
+//!   and its 6-bit strides are deeper than these nodes on this data;
+//! - for IPv6, a static search tree under the root: 64-byte lines of 31 `u16` keys (32
+//!   children) and leaves of 15 keys and 16 ids, each key relative to its node's start at a
+//!   per-node shift, children split by count rather than by address. It took 5.4 MB and 4 to
+//!   7 levels: a boundary finer than a node's 16-bit grid costs a level per 16 bits, and a
+//!   level costs about 40 instructions. 136 to 169 ns against 38 to 43 ns, whether the walk
+//!   ran a fixed number of levels or each tree's own;
+//! - transparent huge pages for the IPv6 arrays (`madvise`): no change (the kernel granted
+//!   one 2 MiB page of the three asked for), and it would need `unsafe`;
+//! - compiling for `x86-64-v3` (BMI2 shifts, AVX2, `popcnt`): no change.
 //!
 //! Values are opaque `u32`s to this module; [`super`] packs the jurisdiction id, the source and
 //! the matched prefix length into them.
@@ -317,6 +356,8 @@ struct Trie<const ROOT_LEN: usize> {
     fallback: u32,
     /// A copy of `KEY_LANES`.
     lanes: Box<[[i16; BLOCK_KEYS]; BLOCK_KEYS]>,
+    /// Bit `i` is set when `nodes[i]` is a node entry: 1/32 of the nodes' size.
+    is_node: Box<[u64]>,
 }
 
 impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
@@ -325,20 +366,28 @@ impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
     /// (the key shifted left past the bits already consumed): each node takes its child index
     /// from the top of `k` and shifts them out, and a block's key is the top 16 bits of what
     /// is left.
+    ///
+    /// Whether a child is a node comes from the `is_node` bitmap, not from the child entry:
+    /// the bitmap is small enough to stay in cache, so the loop's exit branch resolves while
+    /// the child entry is still on its way from memory, and a mispredicted exit no longer
+    /// waits for it (see the module doc).
     #[inline(always)]
     fn walk(&self, mut k: u64, mut e: u32) -> u32 {
-        // Every node consumes at least one bit, so the loop ends within 64 steps.
-        for _ in 0..64 {
-            if e & 3 != NODE {
-                break;
+        if e & 3 == NODE {
+            // Every node consumes at least one bit, so the loop ends within 64 steps.
+            for _ in 0..64 {
+                let s = (e >> 2) & 31;
+                let i = (e >> 7) as usize + (k >> (64u32.wrapping_sub(s) & 63)) as usize;
+                k <<= s & 63;
+                let more = self.is_node.get(i >> 6).map_or(0, |w| w >> (i & 63) & 1);
+                e = match self.nodes.get(i) {
+                    Some(&child) => child,
+                    None => return self.fallback_entry(),
+                };
+                if more == 0 {
+                    break;
+                }
             }
-            let s = (e >> 2) & 31;
-            let i = (e >> 7) as usize + (k >> (64u32.wrapping_sub(s) & 63)) as usize;
-            k <<= s & 63;
-            e = match self.nodes.get(i) {
-                Some(&child) => child,
-                None => return self.fallback_entry(),
-            };
         }
         if e & 3 == BLOCK {
             return self.search((k >> 48) as u16, e);
@@ -390,6 +439,7 @@ impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
             + self.nodes.len() * 4
             + self.blocks.len() * 2
             + self.dict.len() * 4
+            + self.is_node.len() * 8
             + std::mem::size_of_val(&*self.lanes)
     }
 }
@@ -513,8 +563,15 @@ impl TrieBuilder {
             Ok(r) => r,
             Err(_) => unreachable!("the root has 2^ROOT_BITS entries"),
         };
+        let mut is_node = vec![0u64; self.nodes.len().div_ceil(64)];
+        for (i, &e) in self.nodes.iter().enumerate() {
+            if e & 3 == NODE {
+                is_node[i >> 6] |= 1 << (i & 63);
+            }
+        }
         Trie {
             root,
+            is_node: is_node.into_boxed_slice(),
             nodes: self.nodes.into_boxed_slice(),
             blocks: self.blocks.into_boxed_slice(),
             dict: dict.into_boxed_slice(),
