@@ -24,9 +24,11 @@
 //!    `ceil(log2(ranges / 8))` bits, at most 16: an array of `2^s` child entries, each a leaf,
 //!    block or node. Strides follow density: 7.7% of random IPv4 addresses make two table
 //!    accesses (root and a block or a node) and 3.3% three, while a dense IPv6 `/16` gets a
-//!    node of up to 2^16 entries. A bitmap beside the node entries, one bit per entry, says
-//!    which entries are nodes, so the walk decides whether to go on before the child entry
-//!    arrives from memory.
+//!    node of up to 2^16 entries. For IPv6, from the third node step on, a node whose densest
+//!    child would hold more ranges than a block takes more stride, up to one entry per two
+//!    ranges: that shortens the deep tail for 3.8% more memory. A bitmap beside the node
+//!    entries, one bit per entry, says which entries are nodes, so the walk decides whether to
+//!    go on before the child entry arrives from memory.
 //! 4. **Blocks.** A span with at most 16 boundaries, all on the span's 16-bit grid, is a block:
 //!    `m` sorted `u16` keys (the top 16 bits of each boundary below the span's prefix) and then
 //!    `m + 1` `u16` value ids, 4 bytes per range, one or two cache lines. It is searched
@@ -49,26 +51,27 @@
 //! |---|---|---|
 //! | merged ranges | 569,393 | 746,514 |
 //! | root entries | 262,144 | 65,536 |
-//! | node entries | 73,488 | 383,458 |
-//! | block `u16`s (keys and ids) | 999,910 | 1,229,057 |
+//! | node entries | 73,488 | 424,574 |
+//! | block `u16`s (keys and ids) | 999,910 | 1,226,348 |
 //! | dictionary entries | 3,505 | 7,764 (286 FINE) |
-//! | node bitmap words | 1,149 | 5,992 |
-//! | heap bytes | 3,366,072 | 4,333,594 |
-//! | table accesses per lookup | 1.14 (random addresses) | 4.9 (the benchmark's addresses) |
+//! | node bitmap words | 1,149 | 6,634 |
+//! | heap bytes | 3,366,072 | 4,497,776 |
+//! | table accesses per lookup | 1.14 (random addresses) | about 4.5: root, 2.5 node steps, a block (the benchmark's addresses) |
 //!
-//! 7.70 MB in all (the first range table took 14.1 MB), compiled in about 0.3 s once the
+//! 7.86 MB in all (the first range table took 14.1 MB), compiled in about 0.3 s once the
 //! database is read, most of it the merge's sort. IPv4 counts come from
 //! `cargo test --release --lib trie::tests::structure_report -- --ignored --nocapture`.
 //!
 //! IPv6 is the weak spot. Over addresses drawn as the benchmark draws them (a network of the
 //! database chosen uniformly, then an address inside it), a lookup takes 1 to 9 or more node
-//! steps before its block or leaf (27.2%, 24.3%, 28.6%, 7.8%, 5.6%, 2.0%, 1.5%, 1.0%, 2.0%),
-//! 89.9% end in a block and 2.3% go on to a low half:
+//! steps before its block or leaf (27.2%, 24.3%, 32.1%, 9.2%, 3.2%, 1.8%, 1.3%, 0.6%, 0.2%;
+//! without the tail rule of step 3 above, 28.6% took 3 steps and 2.0% 9 or more), 89.8% end in
+//! a block and 2.3% go on to a low half:
 //! `cargo test --release --lib trie::tests::structure_report_v6 -- --ignored --nocapture`.
 //! The data is skewed and deep: 33.5% of those lookups fall in a `/32` holding more than 4,096
 //! ranges and 34.2% in a `/40` holding 65 to 256; `2001::/16` alone holds 155k ranges. The long
-//! tail is chains of small nodes (17,669 of the 22,292 nodes over the top 64 bits have a
-//! stride of 2) under children that hold most of their parent's ranges. A power-of-two stride
+//! tail is chains of small nodes (before the tail rule, 17,669 of the 22,292 nodes over the top
+//! 64 bits had a stride of 2) under children that hold most of their parent's ranges. A power-of-two stride
 //! follows that skew only partly.
 //!
 //! What an IPv6 lookup costs, measured in one harness over those addresses:
@@ -123,7 +126,11 @@
 //!   0.5, 1, 2 and 4 entries per range took 4.37, 4.88, 6.01, 8.02 and 11.7 MB for IPv6
 //!   alone and 31.3, 28.3, 26.8, 28.9 to 31.1 and 33 to 39 ns, against 4.29 MB and 31.3 ns;
 //!   applied only to spans of at least 1,000 to 20,000 ranges, 5.3 to 6.7 MB for 30.2 to
-//!   33.3 ns. Only budgets past the 8 MB total gain, and the largest lose again to their size;
+//!   33.3 ns. Only budgets past the 8 MB total gain, and the largest lose again to their size.
+//!   Applied only from the third node step on, one entry per two ranges costs 164 KB and took
+//!   26.8 against 29.0 ns and 28.3 against 30.2 ns in two runs: that one is kept (step 3
+//!   above); from the second step on, 4.67 MB (past the budget), and from the fourth, less
+//!   gain;
 //! - path compression (a node over only the bits where its span's boundaries differ): no
 //!   change in depth in a simulation on this data, as the depth comes from skewed density,
 //!   not from boundaries clustered in a corner of the span;
@@ -278,6 +285,11 @@ const BLOCK_KEYS: usize = 16;
 const TARGET: usize = 8;
 /// Largest node stride.
 const MAX_STRIDE: u32 = 16;
+/// IPv6: from this node step on, a node grows its stride until no child holds more ranges
+/// than a block ...
+const TAIL_STEP: u32 = 3;
+/// ... while it keeps at least this many ranges per entry.
+const TAIL_RANGES_PER_ENTRY: usize = 2;
 /// Largest stride of a node that splits a span for resolution (its boundaries are too fine
 /// for one block's 16-bit keys).
 const RESOLUTION_STRIDE: u32 = 8;
@@ -457,6 +469,25 @@ struct Coded {
 struct TrieBuilder {
     nodes: Vec<u32>,
     blocks: Vec<u16>,
+    /// Nodes above the entry being built.
+    level: u32,
+    /// The node step from which strides grow to cut the tail ([`TAIL_STEP`]; `u32::MAX`: never).
+    tail_step: u32,
+}
+
+/// The most ranges that start inside one child of `inner`'s span when children cover
+/// `child_span` bits each.
+fn densest_child(base: u64, child_span: u32, inner: &[Coded]) -> usize {
+    let mut best = 0;
+    let mut run = 0;
+    let mut prev = None;
+    for c in inner {
+        let child = (c.start - base) >> child_span;
+        run = if prev == Some(child) { run + 1 } else { 1 };
+        prev = Some(child);
+        best = best.max(run);
+    }
+    best
 }
 
 fn ceil_log2(x: usize) -> u32 {
@@ -496,6 +527,15 @@ impl TrieBuilder {
             need.saturating_sub(16).clamp(1, RESOLUTION_STRIDE)
         }
         .min(span);
+        let mut s = s;
+        if self.level + 1 >= self.tail_step && inner.len() > BLOCK_KEYS {
+            while s < MAX_STRIDE.min(span)
+                && (2usize << s) * TAIL_RANGES_PER_ENTRY <= inner.len()
+                && densest_child(base, span - s, inner) > BLOCK_KEYS
+            {
+                s += 1;
+            }
+        }
         self.node(base, span, s, first, inner)
     }
 
@@ -506,6 +546,7 @@ impl TrieBuilder {
         let child_span = span - s;
         let mut cur = first;
         let mut i = 0;
+        self.level += 1;
         for c in 0..1u64 << s {
             let child = base + (c << child_span);
             let last = child + ((1u64 << child_span) - 1);
@@ -523,6 +564,7 @@ impl TrieBuilder {
             self.nodes[off + c as usize] = e;
             i = j;
         }
+        self.level -= 1;
         assert!(off < 1 << 25, "compiled table too large");
         (off as u32) << 7 | s << 2 | NODE
     }
@@ -637,6 +679,8 @@ impl Table4 {
         let b = TrieBuilder {
             nodes: Vec::new(),
             blocks: Vec::new(),
+            level: 0,
+            tail_step: u32::MAX,
         };
         Table4 {
             trie: b.finish::<u32, ROOT4_LEN>(&coded, dict, default),
@@ -730,6 +774,8 @@ impl Table6 {
         let mut b = TrieBuilder {
             nodes: vec![0; mixed.len()],
             blocks: Vec::new(),
+            level: 0,
+            tail_step: TAIL_STEP,
         };
         for (k, members) in mixed.iter().enumerate() {
             let Some(block) = ranges.get(members.clone()) else {

@@ -522,3 +522,37 @@ fn structure_report_v6() {
         pct(fine)
     );
 }
+
+/// A funnel of nested clusters inside `2001:db8::/32`: at every level 200 prefixes, one of
+/// which holds the next level's 200, so that every node has one child much denser than the
+/// others.
+fn funnel() -> Vec<RawPrefix> {
+    let mut out = vec![p(v6("2000::"), 3, 1, 1)];
+    let mut base = v6("2001:db8::");
+    let mut rank = 2;
+    for len in [44u8, 48, 52, 56, 60, 64] {
+        let step = 1u128 << (128 - u32::from(len));
+        for i in 0..200u128 {
+            out.push(p(base + i * step, len, rank, (rank % 5) as u32 + 2));
+            rank += 1;
+        }
+        base += 7 * step;
+    }
+    out
+}
+
+#[test]
+fn deep_funnels_are_cut_short_and_stay_exact() {
+    let prefixes = funnel();
+    let t = Table6::build(&prefixes, 0);
+    let ranges = merge(&prefixes, 128, 0);
+    let mut deepest = 0;
+    for a in boundary_probes(&ranges, 128) {
+        assert_eq!(t.get(a), in_ranges(&ranges, a), "address {a:#x}");
+        assert_eq!(t.get(a), naive(&prefixes, 128, a, 0), "naive {a:#x}");
+        deepest = deepest.max(steps6(&t, a).0);
+    }
+    // Count-based strides alone take 7 node steps here; from the third step on, a node with a
+    // child denser than a block takes one more bit of stride (TAIL_STEP).
+    assert!(deepest <= 6, "{deepest} node steps");
+}
