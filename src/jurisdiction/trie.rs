@@ -81,7 +81,7 @@
 //! - **Mispredicted loop exits.** Mixed in runs of 16 lookups of one depth, they take 28.8 ns:
 //!   about 10 ns of the mixed figure is the walk's exit branch, which waits for the entry it
 //!   tests; the rest is the whole table's working set against each depth's share of it. The
-//!   node bitmap (48 KB for IPv6) lets that branch resolve from a cached word instead: 1.0 to
+//!   node bitmap (53 KB for IPv6) lets that branch resolve from a cached word instead: 1.0 to
 //!   2.3 ns faster on IPv6 in six interleaved runs (for example 32.0 against 30.9 ns), no
 //!   change on IPv4. Two bits per entry, to resolve the block-or-leaf branch early too, and a
 //!   bitmap of the IPv4 root's non-leaf entries were both slower (31.2 against 29.7 ns, 3.90
