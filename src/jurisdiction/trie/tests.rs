@@ -380,18 +380,23 @@ proptest! {
     }
 }
 
-/// Table accesses (root, node entries, block) one IPv4 lookup makes, the dictionary not counted.
-fn accesses4(t: &Table4, addr: u32) -> u32 {
-    let mut e = t.trie.root[addr.root()];
-    let mut k = addr.rest();
-    let mut n = 1;
+/// Follow node entries from `e` with the left-aligned key bits `k`, as the walk does: the node
+/// steps taken, the entry reached and the key bits left.
+fn descend<const R: usize>(t: &Trie<R>, mut k: u64, mut e: u32) -> (u32, u32, u64) {
+    let mut n = 0;
     while e & 3 == NODE {
         let s = (e >> 2) & 31;
-        e = t.trie.nodes[(e >> 7) as usize + (k >> (64 - s)) as usize];
+        e = t.nodes[(e >> 7) as usize + (k >> (64 - s)) as usize];
         k <<= s;
         n += 1;
     }
-    n + u32::from(e & 3 == BLOCK)
+    (n, e, k)
+}
+
+/// Table accesses (root, node entries, block) one IPv4 lookup makes, the dictionary not counted.
+fn accesses4(t: &Table4, addr: u32) -> u32 {
+    let (n, e, _) = descend(&t.trie, addr.rest(), t.trie.root[addr.root()]);
+    1 + n + u32::from(e & 3 == BLOCK)
 }
 
 /// The production table (embedded database and special ranges) and the database.
@@ -452,15 +457,7 @@ fn structure_report() {
 /// on to a low-half trie.
 fn steps6(t: &Table6, addr: u128) -> (u32, bool, bool) {
     let hi = (addr >> 64) as u64;
-    let mut e = t.trie.root[hi.root()];
-    let mut k = hi.rest();
-    let mut n = 0;
-    while e & 3 == NODE {
-        let s = (e >> 2) & 31;
-        e = t.trie.nodes[(e >> 7) as usize + (k >> (64 - s)) as usize];
-        k <<= s;
-        n += 1;
-    }
+    let (n, e, k) = descend(&t.trie, hi.rest(), t.trie.root[hi.root()]);
     let block = e & 3 == BLOCK;
     let e = t.trie.walk(k, e);
     (n, block, e & 3 == FINE)
