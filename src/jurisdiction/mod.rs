@@ -493,7 +493,7 @@ impl JurisdictionTable {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn lookup_v6(&self, a: Ipv6Addr) -> Lookup {
         let x = u128::from(a);
         // Every embedding lives under one of four top-16-bit values (`::/16`, `64::/16`,

@@ -272,11 +272,24 @@ pub fn merge(prefixes: &[RawPrefix], width: u8, default: u32) -> Vec<(u128, u32)
     out
 }
 
-/// Entry tags: the low two bits of a root or node entry.
+/// Entries (`u32`, in the root and in nodes). The low four bits are a node's stride, and zero
+/// for every other kind, so a walk step needs no test to know how many key bits an entry
+/// consumes. A node's first child is at `e >> PAYLOAD`. Every other entry has a tag in bits 4
+/// and 5:
+/// - [`LEAF`]: the value is `e >> PAYLOAD`;
+/// - [`BLOCK`]: bits 6 to 9 hold the block's key count less one, and its offset in the block
+///   array is `e >> BLOCK_OFFSET`;
+/// - [`FINE`] (IPv6 only): a `/64` cut by a range boundary; `e >> PAYLOAD` is the slot of the
+///   first entry of the trie over its low 64 bits.
+///
+/// A leaf is the one kind whose low six bits are all zero.
+const STRIDE_MASK: u32 = 15;
+const TAG_SHIFT: u32 = 4;
 const LEAF: u32 = 0;
 const BLOCK: u32 = 1;
-const NODE: u32 = 2;
-const FINE: u32 = 3;
+const FINE: u32 = 2;
+const PAYLOAD: u32 = 6;
+const BLOCK_OFFSET: u32 = 10;
 
 /// Bits of the direct-indexed IPv4 root (see the module doc for the choice).
 const ROOT4_BITS: u32 = 18;
@@ -288,8 +301,8 @@ const ROOT6_LEN: usize = 1 << ROOT6_BITS;
 const BLOCK_KEYS: usize = 16;
 /// Boundaries per child a node aims for when a span holds too many for one block.
 const TARGET: usize = 8;
-/// Largest node stride.
-const MAX_STRIDE: u32 = 16;
+/// Largest node stride (it has four bits in an entry).
+const MAX_STRIDE: u32 = 15;
 /// IPv6: from this node step on, a node grows its stride until no child holds more ranges
 /// than a block ...
 const TAIL_STEP: u32 = 3;
@@ -298,8 +311,13 @@ const TAIL_RANGES_PER_ENTRY: usize = 2;
 /// Largest stride of a node that splits a span for resolution (its boundaries are too fine
 /// for one block's 16-bit keys).
 const RESOLUTION_STRIDE: u32 = 8;
-/// Largest value a leaf entry holds (the entry's top 30 bits).
-pub const MAX_VALUE: u32 = u32::MAX >> 2;
+/// Largest value a leaf entry holds (the entry's top 26 bits).
+pub const MAX_VALUE: u32 = u32::MAX >> PAYLOAD;
+/// Node steps every IPv6 lookup takes over the top 64 bits after the first (the root's child),
+/// with no branch (see the module doc); deeper lookups go on in a loop.
+const FIXED_STEPS6: usize = 2;
+/// The same for the low 64 bits of a `/64` cut by a range boundary.
+const FIXED_STEPS6_LOW: usize = 2;
 /// `KEY_LANES[m - 1][i]` is set when lane `i` of a block's key window holds one of its `m`
 /// keys. Each trie holds a copy: read from memory the compiler cannot see through, it is one
 /// vector mask; `i < m`, or a constant table, it turns into per-lane code.
@@ -324,9 +342,11 @@ trait Key: Copy {
     const BITS: u32;
     /// Bits the direct-indexed root resolves.
     const ROOT_BITS: u32;
-    /// The top `ROOT_BITS` bits: the root index.
+    /// Entries of the root.
+    const ROOT_LEN: usize = 1 << Self::ROOT_BITS;
+    /// The top `ROOT_BITS` bits: the root index (the root is the first `ROOT_LEN` slots).
     fn root(self) -> usize;
-    /// The bits below the root's, left-aligned in a `u64`: what [`Trie::walk`] resolves.
+    /// The bits below the root's, left-aligned in a `u64`: what [`Trie::descend`] resolves.
     fn rest(self) -> u64;
 }
 
@@ -361,8 +381,8 @@ impl Key for u64 {
 struct Trie<const ROOT_LEN: usize> {
     /// One entry per value of the key's top bits.
     root: Box<[u32; ROOT_LEN]>,
-    /// All nodes' entries, each node's children contiguous; for IPv6 also the entries that
-    /// start the low-half tries of mixed `/64` blocks.
+    /// For IPv6 first the first entries of the low-half tries of mixed `/64`s, then all nodes'
+    /// entries, each node's children contiguous.
     nodes: Box<[u32]>,
     /// All blocks: `m` keys then `m + 1` value ids, followed by `BLOCK_KEYS` of padding so
     /// that a block's key window never leaves the slice.
@@ -373,50 +393,110 @@ struct Trie<const ROOT_LEN: usize> {
     fallback: u32,
     /// A copy of `KEY_LANES`.
     lanes: Box<[[i16; BLOCK_KEYS]; BLOCK_KEYS]>,
-    /// Bit `i` is set when `nodes[i]` is a node entry: 1/32 of the nodes' size.
-    is_node: Box<[u64]>,
+}
+
+/// The tag of an entry that is not a node.
+#[inline(always)]
+fn tag(e: u32) -> u32 {
+    (e >> TAG_SHIFT) & 3
+}
+
+/// Whether `e` is a leaf: its stride and its tag are zero.
+#[inline(always)]
+fn is_leaf(e: u32) -> bool {
+    e & (STRIDE_MASK | 3 << TAG_SHIFT) == LEAF << TAG_SHIFT
 }
 
 impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
-    /// Follow `e` to a value, or to a `FINE` entry for the caller to continue with the low
-    /// half of an IPv6 address. `k` holds the bits of the key still to resolve, left-aligned
-    /// (the key shifted left past the bits already consumed): each node takes its child index
-    /// from the top of `k` and shifts them out, and a block's key is the top 16 bits of what
-    /// is left.
-    ///
-    /// Whether a child is a node comes from the `is_node` bitmap, not from the child entry:
-    /// the bitmap is small enough to stay in cache, so the loop's exit branch resolves while
-    /// the child entry is still on its way from memory, and a mispredicted exit no longer
-    /// waits for it (see the module doc).
+    /// The entry in slot `pos`.
     #[inline(always)]
-    fn walk(&self, mut k: u64, mut e: u32) -> u32 {
-        if e & 3 == NODE {
-            // Every node consumes at least one bit, so the loop ends within 64 steps.
+    fn entry(&self, pos: usize) -> u32 {
+        self.nodes
+            .get(pos)
+            .copied()
+            .unwrap_or(self.fallback_entry())
+    }
+
+    /// One node step from entry `e` in slot `pos`, with `k` the key bits still to resolve,
+    /// left-aligned: a node takes its child index from the top of `k` and shifts those bits
+    /// out. Any other entry stays where it is: its stride is zero, so it consumes no bits and
+    /// reads its own slot again (in cache, as it was just read). No branch: the walk's cost is
+    /// its chain of reads, and a mispredicted branch waiting on one of them costs more than
+    /// the read itself (see the module doc).
+    #[inline(always)]
+    fn step(&self, pos: &mut usize, e: &mut u32, k: &mut u64) {
+        let s = *e & STRIDE_MASK;
+        let base = std::hint::select_unpredictable(s != 0, (*e >> PAYLOAD) as usize, *pos);
+        // `(k >> 1) >> (63 - s)` is the top `s` bits of `k`, and 0 when `s` is 0.
+        *pos = base + ((*k >> 1) >> (63 - s)) as usize;
+        *k <<= s;
+        *e = self.entry(*pos);
+    }
+
+    /// Follow entry `e` in slot `pos` through nodes: `FIXED` steps without a branch, then as
+    /// many more as it takes (every node consumes at least one bit, so at most 64). Returns the
+    /// entry reached, not a node, and the key bits left.
+    #[inline(always)]
+    fn descend<const FIXED: usize>(&self, mut pos: usize, mut e: u32, mut k: u64) -> (u32, u64) {
+        for _ in 0..FIXED {
+            self.step(&mut pos, &mut e, &mut k);
+        }
+        if e & STRIDE_MASK != 0 {
             for _ in 0..64 {
-                let s = (e >> 2) & 31;
-                let i = (e >> 7) as usize + (k >> (64u32.wrapping_sub(s) & 63)) as usize;
-                k <<= s & 63;
-                let more = self.is_node.get(i >> 6).map_or(0, |w| w >> (i & 63) & 1);
-                e = match self.nodes.get(i) {
-                    Some(&child) => child,
-                    None => return self.fallback_entry(),
-                };
-                if more == 0 {
+                self.step(&mut pos, &mut e, &mut k);
+                if e & STRIDE_MASK == 0 {
                     break;
                 }
             }
         }
-        if e & 3 == BLOCK {
-            return self.search((k >> 48) as u16, e);
-        }
-        e
+        (e, k)
     }
 
-    /// The value id of block key `x` in the block of entry `e`, as a leaf entry.
+    /// Follow node entry `e` to the entry it leads to for the key bits `k`, with a branch per
+    /// step: for IPv4, whose few walks are short.
+    #[inline(always)]
+    fn descend_branchy(&self, mut e: u32, mut k: u64) -> (u32, u64) {
+        // Every node consumes at least one bit, so the loop ends within 64 steps.
+        for _ in 0..64 {
+            let s = e & STRIDE_MASK;
+            if s == 0 {
+                break;
+            }
+            e = self.entry((e >> PAYLOAD) as usize + (k >> (64 - s)) as usize);
+            k <<= s;
+        }
+        (e, k)
+    }
+
+    /// The entry a block entry `e` names for the key bits `k`; any other entry as it is.
+    /// Branchy: for IPv4, where most walks end in a block.
+    #[inline(always)]
+    fn resolve(&self, e: u32, k: u64) -> u32 {
+        if e & STRIDE_MASK == 0 && tag(e) == BLOCK {
+            self.search((k >> 48) as u16, e)
+        } else {
+            e
+        }
+    }
+
+    /// As [`Trie::resolve`], without a branch: an entry that is not a block searches the
+    /// (cached) first block instead, and the answer is chosen after.
+    #[inline(always)]
+    fn resolve_branchless(&self, e: u32, k: u64) -> u32 {
+        let block = e & STRIDE_MASK == 0 && tag(e) == BLOCK;
+        let searched = self.search(
+            (k >> 48) as u16,
+            std::hint::select_unpredictable(block, e, 0),
+        );
+        std::hint::select_unpredictable(block, searched, e)
+    }
+
+    /// The entry block entry `e` names for block key `x`.
     #[inline(always)]
     fn search(&self, x: u16, e: u32) -> u32 {
-        let m = ((e >> 2) & 15) + 1;
-        let off = (e >> 6) as usize;
+        let keys = ((e >> PAYLOAD) & 15) as usize;
+        let m = keys + 1;
+        let off = (e >> BLOCK_OFFSET) as usize;
         let Some(window) = self
             .blocks
             .get(off..off + BLOCK_KEYS)
@@ -428,7 +508,7 @@ impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
         // signed 16-bit compare but no unsigned one. Lanes past the block's `m` keys hold other
         // data and are masked out; what is left is a prefix, as keys are sorted.
         let x = (x ^ 0x8000) as i16;
-        let lanes = &self.lanes[((e >> 2) & 15) as usize];
+        let lanes = &self.lanes[keys];
         // A `u16` count of `0/1 & lane` compiles to a byte sum (`psadbw`), about 14
         // instructions fewer than a `u32` count of `bool & bool` (a mask and a popcount).
         let mut count = 0u16;
@@ -437,7 +517,7 @@ impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
         }
         let id = self
             .blocks
-            .get(off + m as usize + usize::from(count))
+            .get(off + m + usize::from(count))
             .copied()
             .unwrap_or(0);
         self.dict
@@ -448,7 +528,7 @@ impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
 
     #[inline(always)]
     fn fallback_entry(&self) -> u32 {
-        self.fallback << 2 | LEAF
+        self.fallback << PAYLOAD
     }
 
     fn heap_bytes(&self) -> usize {
@@ -456,7 +536,6 @@ impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
             + self.nodes.len() * 4
             + self.blocks.len() * 2
             + self.dict.len() * 4
-            + self.is_node.len() * 8
             + std::mem::size_of_val(&*self.lanes)
     }
 }
@@ -523,13 +602,16 @@ impl TrieBuilder {
             }
             self.blocks.push(first.id as u16);
             self.blocks.extend(inner.iter().map(|c| c.id as u16));
-            assert!(off < 1 << 26, "compiled table too large");
-            return (off as u32) << 6 | ((inner.len() - 1) as u32) << 2 | BLOCK;
+            assert!(off < 1 << 22, "compiled table too large");
+            return (off as u32) << BLOCK_OFFSET
+                | ((inner.len() - 1) as u32) << PAYLOAD
+                | BLOCK << TAG_SHIFT;
         }
         let s = if inner.len() > BLOCK_KEYS {
             ceil_log2(inner.len().div_ceil(TARGET)).clamp(1, MAX_STRIDE)
         } else {
-            need.saturating_sub(16).clamp(1, RESOLUTION_STRIDE)
+            need.saturating_sub(16)
+                .clamp(1, RESOLUTION_STRIDE.min(ceil_log2(inner.len() + 1)))
         }
         .min(span);
         let mut s = s;
@@ -570,8 +652,19 @@ impl TrieBuilder {
             i = j;
         }
         self.level -= 1;
-        assert!(off < 1 << 25, "compiled table too large");
-        (off as u32) << 7 | s << 2 | NODE
+        assert!(off < 1 << 26, "compiled table too large");
+        (off as u32) << PAYLOAD | s
+    }
+
+    /// A builder whose first `reserved` node slots are kept for the caller (the IPv6 low-half
+    /// tries' first entries).
+    fn new(reserved: usize, tail_step: u32) -> Self {
+        TrieBuilder {
+            nodes: vec![0; reserved],
+            blocks: Vec::new(),
+            level: 0,
+            tail_step,
+        }
     }
 
     /// Compile the root over keys of `K` and finish the trie.
@@ -581,9 +674,9 @@ impl TrieBuilder {
         dict: Vec<u32>,
         fallback: u32,
     ) -> Trie<ROOT_LEN> {
-        debug_assert_eq!(ROOT_LEN, 1 << K::ROOT_BITS);
+        debug_assert_eq!(ROOT_LEN, K::ROOT_LEN);
         let span = K::BITS - K::ROOT_BITS;
-        let mut root = vec![fallback << 2 | LEAF; ROOT_LEN];
+        let mut root = Box::new([fallback << PAYLOAD; ROOT_LEN]);
         // `coded` starts at 0 (merged ranges cover the whole family).
         if let Some((&first, inner)) = coded.split_first() {
             let mut cur = first;
@@ -606,19 +699,8 @@ impl TrieBuilder {
             }
         }
         self.blocks.extend([0u16; BLOCK_KEYS]);
-        let root: Box<[u32; ROOT_LEN]> = match root.into_boxed_slice().try_into() {
-            Ok(r) => r,
-            Err(_) => unreachable!("the root has 2^ROOT_BITS entries"),
-        };
-        let mut is_node = vec![0u64; self.nodes.len().div_ceil(64)];
-        for (i, &e) in self.nodes.iter().enumerate() {
-            if e & 3 == NODE {
-                is_node[i >> 6] |= 1 << (i & 63);
-            }
-        }
         Trie {
             root,
-            is_node: is_node.into_boxed_slice(),
             nodes: self.nodes.into_boxed_slice(),
             blocks: self.blocks.into_boxed_slice(),
             dict: dict.into_boxed_slice(),
@@ -669,11 +751,11 @@ impl Table4 {
     pub fn build(prefixes: &[RawPrefix], default: u32) -> Self {
         check_values(prefixes, default);
         let ranges = merge(prefixes, 32, default);
-        let (dict, ids) = dictionary(ranges.iter().map(|r| r.1 << 2 | LEAF));
+        let (dict, ids) = dictionary(ranges.iter().map(|r| r.1 << PAYLOAD));
         let coded: Vec<Coded> = ranges
             .iter()
             .map(|r| {
-                let entry = r.1 << 2 | LEAF;
+                let entry = r.1 << PAYLOAD;
                 Coded {
                     start: r.0 as u64,
                     entry,
@@ -681,12 +763,7 @@ impl Table4 {
                 }
             })
             .collect();
-        let b = TrieBuilder {
-            nodes: Vec::new(),
-            blocks: Vec::new(),
-            level: 0,
-            tail_step: u32::MAX,
-        };
+        let b = TrieBuilder::new(0, u32::MAX);
         Table4 {
             trie: b.finish::<u32, ROOT4_LEN>(&coded, dict, default),
             ranges: ranges.len(),
@@ -697,10 +774,17 @@ impl Table4 {
     #[inline(always)]
     pub fn get(&self, addr: u32) -> u32 {
         let e = self.trie.root[addr.root()];
-        if e & 3 == LEAF {
-            return e >> 2;
+        // Most random addresses end at the root (a leaf: the low six bits are zero).
+        if is_leaf(e) {
+            return e >> PAYLOAD;
         }
-        self.trie.walk(addr.rest(), e) >> 2
+        let (e, k) = self.trie.descend_branchy(e, addr.rest());
+        let e = self.trie.resolve(e, k);
+        if is_leaf(e) {
+            e >> PAYLOAD
+        } else {
+            self.trie.fallback
+        }
     }
 
     /// Bytes of heap the table occupies.
@@ -748,17 +832,18 @@ impl Table6 {
             }
             let at_start = ranges[i].0 as u64 == 0;
             if at_start && j == i + 1 {
-                top.push((hi, ranges[i].1 << 2 | LEAF));
+                top.push((hi, ranges[i].1 << PAYLOAD));
             } else {
                 let covering = if at_start { i } else { i.saturating_sub(1) };
-                assert!(mixed.len() < 1 << 30, "compiled table too large");
-                top.push((hi, (mixed.len() as u32) << 2 | FINE));
+                let slot = mixed.len();
+                assert!(slot < 1 << 26, "compiled table too large");
+                top.push((hi, (slot as u32) << PAYLOAD | FINE << TAG_SHIFT));
                 mixed.push(covering..j);
                 // The next /64 starts inside the last range unless a range starts there.
                 if let Some(next) = hi.checked_add(1)
                     && ranges.get(j).is_none_or(|r| (r.0 >> 64) as u64 != next)
                 {
-                    top.push((next, ranges[j - 1].1 << 2 | LEAF));
+                    top.push((next, ranges[j - 1].1 << PAYLOAD));
                 }
             }
             i = j;
@@ -767,7 +852,7 @@ impl Table6 {
         let (dict, ids) = dictionary(
             ranges
                 .iter()
-                .map(|r| r.1 << 2 | LEAF)
+                .map(|r| r.1 << PAYLOAD)
                 .chain(top.iter().map(|t| t.1)),
         );
         let code = |start: u64, entry: u32| Coded {
@@ -775,13 +860,8 @@ impl Table6 {
             entry,
             id: ids.get(&entry).copied().unwrap_or(u32::MAX),
         };
-        // Node slots 0..mixed.len() hold the first entries of the low-half tries.
-        let mut b = TrieBuilder {
-            nodes: vec![0; mixed.len()],
-            blocks: Vec::new(),
-            level: 0,
-            tail_step: TAIL_STEP,
-        };
+        // The slots after the root hold the first entries of the low-half tries.
+        let mut b = TrieBuilder::new(mixed.len(), TAIL_STEP);
         for (k, members) in mixed.iter().enumerate() {
             let Some(block) = ranges.get(members.clone()) else {
                 continue;
@@ -791,7 +871,7 @@ impl Table6 {
                 .iter()
                 .map(|r| {
                     let lo = if r.0 >> 64 == hi { r.0 as u64 } else { 0 };
-                    code(lo, r.1 << 2 | LEAF)
+                    code(lo, r.1 << PAYLOAD)
                 })
                 .collect();
             if let Some((&first, inner)) = low.split_first() {
@@ -810,26 +890,38 @@ impl Table6 {
     }
 
     /// The value stored for `addr`.
+    ///
+    /// Every lookup takes the same path: the root, [`FIXED_STEPS6`] node steps (a leaf or a
+    /// block reached earlier stays in place) and a block search (skipped by a select for a
+    /// leaf), with no branch on the table's data; only the few lookups deeper than that, and
+    /// those in a mixed `/64`, branch (see the module doc).
     #[inline(always)]
     pub fn get(&self, addr: u128) -> u32 {
+        self.get_with::<FIXED_STEPS6>(addr)
+    }
+
+    /// [`Table6::get`] with `K` fixed node steps after the first.
+    #[inline(always)]
+    fn get_with<const K: usize>(&self, addr: u128) -> u32 {
         let hi = (addr >> 64) as u64;
-        let mut e = self.trie.root[hi.root()];
-        if e & 3 == LEAF {
-            return e >> 2;
+        let (mut e, mut k) = (self.trie.root[hi.root()], hi.rest());
+        // The root's entries for allocated space are nodes: this branch is predictable.
+        let s = e & STRIDE_MASK;
+        if s != 0 {
+            let pos = (e >> PAYLOAD) as usize + (k >> (64 - s)) as usize;
+            (e, k) = self.trie.descend::<K>(pos, self.trie.entry(pos), k << s);
         }
-        e = self.trie.walk(hi.rest(), e);
-        if e & 3 == FINE {
+        let mut e = self.trie.resolve_branchless(e, k);
+        if e & STRIDE_MASK == 0 && tag(e) == FINE {
             // A mixed /64: continue with the low half from its sub-root entry.
-            let sub = self
-                .trie
-                .nodes
-                .get((e >> 2) as usize)
-                .copied()
-                .unwrap_or(self.trie.fallback_entry());
-            e = self.trie.walk(addr as u64, sub);
+            let pos = (e >> PAYLOAD) as usize;
+            let (low, k) =
+                self.trie
+                    .descend::<FIXED_STEPS6_LOW>(pos, self.trie.entry(pos), addr as u64);
+            e = self.trie.resolve_branchless(low, k);
         }
-        if e & 3 == LEAF {
-            e >> 2
+        if is_leaf(e) {
+            e >> PAYLOAD
         } else {
             self.trie.fallback
         }

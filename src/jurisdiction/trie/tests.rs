@@ -384,9 +384,9 @@ proptest! {
 /// steps taken, the entry reached and the key bits left.
 fn descend<const R: usize>(t: &Trie<R>, mut k: u64, mut e: u32) -> (u32, u32, u64) {
     let mut n = 0;
-    while e & 3 == NODE {
-        let s = (e >> 2) & 31;
-        e = t.nodes[(e >> 7) as usize + (k >> (64 - s)) as usize];
+    while e & STRIDE_MASK != 0 {
+        let s = e & STRIDE_MASK;
+        e = t.nodes[(e >> PAYLOAD) as usize + (k >> (64 - s)) as usize];
         k <<= s;
         n += 1;
     }
@@ -396,7 +396,7 @@ fn descend<const R: usize>(t: &Trie<R>, mut k: u64, mut e: u32) -> (u32, u32, u6
 /// Table accesses (root, node entries, block) one IPv4 lookup makes, the dictionary not counted.
 fn accesses4(t: &Table4, addr: u32) -> u32 {
     let (n, e, _) = descend(&t.trie, addr.rest(), t.trie.root[addr.root()]);
-    1 + n + u32::from(e & 3 == BLOCK)
+    1 + n + u32::from(tag(e) == BLOCK)
 }
 
 /// The production table (embedded database and special ranges) and the database.
@@ -410,9 +410,9 @@ fn embedded_table() -> (
     (b.build(), db)
 }
 
-fn print_structure<const ROOT_LEN: usize>(family: &str, ranges: usize, t: &Trie<ROOT_LEN>) {
+fn print_structure<const R: usize>(family: &str, ranges: usize, root_len: usize, t: &Trie<R>) {
     println!(
-        "{family}: ranges {ranges}, root entries {ROOT_LEN}, node entries {}, block u16s {}, \
+        "{family}: ranges {ranges}, root entries {root_len}, node entries {}, block u16s {}, \
          dict {}, heap {}",
         t.nodes.len(),
         t.blocks.len(),
@@ -428,7 +428,7 @@ fn print_structure<const ROOT_LEN: usize>(family: &str, ranges: usize, t: &Trie<
 fn structure_report() {
     let (table, _) = embedded_table();
     let t = &table.v4;
-    print_structure("IPv4", t.ranges(), &t.trie);
+    print_structure("IPv4", t.ranges(), <u32 as Key>::ROOT_LEN, &t.trie);
     let mut x = 0x5EED_u64;
     let mut hist = [0u32; 8];
     let n = 1 << 20;
@@ -458,9 +458,9 @@ fn structure_report() {
 fn steps6(t: &Table6, addr: u128) -> (u32, bool, bool) {
     let hi = (addr >> 64) as u64;
     let (n, e, k) = descend(&t.trie, hi.rest(), t.trie.root[hi.root()]);
-    let block = e & 3 == BLOCK;
-    let e = t.trie.walk(k, e);
-    (n, block, e & 3 == FINE)
+    let block = tag(e) == BLOCK;
+    let e = t.trie.resolve(e, k);
+    (n, block, tag(e) == FINE)
 }
 
 /// Structure counts of the production IPv6 table, over addresses drawn as the lookup bench
@@ -471,7 +471,7 @@ fn steps6(t: &Table6, addr: u128) -> (u32, bool, bool) {
 fn structure_report_v6() {
     let (table, db) = embedded_table();
     let t = &table.v6;
-    print_structure("IPv6", t.ranges(), &t.trie);
+    print_structure("IPv6", t.ranges(), <u64 as Key>::ROOT_LEN, &t.trie);
     let mut nets = Vec::new();
     for item in db
         .reader()
