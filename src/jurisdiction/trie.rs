@@ -318,22 +318,40 @@ pub const MAX_VALUE: u32 = u32::MAX >> PAYLOAD;
 const FIXED_STEPS6: usize = 2;
 /// The same for the low 64 bits of a `/64` cut by a range boundary.
 const FIXED_STEPS6_LOW: usize = 2;
-/// `KEY_LANES[m - 1][i]` is set when lane `i` of a block's key window holds one of its `m`
-/// keys. Each trie holds a copy: read from memory the compiler cannot see through, it is one
-/// vector mask; `i < m`, or a constant table, it turns into per-lane code.
-const KEY_LANES: [[i16; BLOCK_KEYS]; BLOCK_KEYS] = {
-    let mut t = [[0i16; BLOCK_KEYS]; BLOCK_KEYS];
-    let mut m = 0;
-    while m < BLOCK_KEYS {
-        let mut i = 0;
-        while i <= m {
-            t[m][i] = -1;
-            i += 1;
-        }
-        m += 1;
-    }
-    t
-};
+/// How many of the first `m` keys of `window` (sorted, stored with the sign bit flipped) are at
+/// most `x`: the index of the first key above `x`, or `m`. SSE2 (the x86-64 baseline): two
+/// compares, a pack and a byte mask; keys are sorted, so the keys at most `x` are a prefix, and
+/// lanes past the block's `m` keys (other data) are cut off by the bit at `m`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn count_at_most(window: &[u16; BLOCK_KEYS], m: usize, x: u16) -> usize {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpgt_epi16, _mm_loadu_si128, _mm_movemask_epi8, _mm_packs_epi16,
+        _mm_set1_epi16,
+    };
+    // SAFETY: SSE2 is part of the x86_64 target's baseline, and the two unaligned loads read
+    // the 32 bytes of `window`.
+    let above = unsafe {
+        let p = window.as_ptr().cast::<__m128i>();
+        let x = _mm_set1_epi16((x ^ 0x8000) as i16);
+        let low = _mm_cmpgt_epi16(_mm_loadu_si128(p), x);
+        let high = _mm_cmpgt_epi16(_mm_loadu_si128(p.add(1)), x);
+        _mm_movemask_epi8(_mm_packs_epi16(low, high)) as u32
+    };
+    (above | 1 << (m & 31)).trailing_zeros() as usize
+}
+
+/// Portable [`count_at_most`].
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn count_at_most(window: &[u16; BLOCK_KEYS], m: usize, x: u16) -> usize {
+    let x = (x ^ 0x8000) as i16;
+    window[..m.min(BLOCK_KEYS)]
+        .iter()
+        .take_while(|&&k| (k as i16) <= x)
+        .count()
+}
+
 /// Value ids a block can name (they are `u16`).
 const MAX_IDS: u32 = 1 << 16;
 
@@ -391,8 +409,6 @@ struct Trie<const ROOT_LEN: usize> {
     dict: Box<[u32]>,
     /// Answer for an entry a lookup cannot decode (never reached on a table this module built).
     fallback: u32,
-    /// A copy of `KEY_LANES`.
-    lanes: Box<[[i16; BLOCK_KEYS]; BLOCK_KEYS]>,
 }
 
 /// The tag of an entry that is not a node.
@@ -408,13 +424,15 @@ fn is_leaf(e: u32) -> bool {
 }
 
 impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
-    /// The entry in slot `pos`.
+    /// The entry in slot `pos`, a slot an entry of this trie names (or the IPv4 root's index).
     #[inline(always)]
     fn entry(&self, pos: usize) -> u32 {
-        self.nodes
-            .get(pos)
-            .copied()
-            .unwrap_or(self.fallback_entry())
+        debug_assert!(pos < self.nodes.len());
+        // SAFETY: every slot a walk reads is a node's child, `(e >> PAYLOAD) + i` with
+        // `i < 2^stride`, or a FINE entry's slot, and `Trie::validate` checked at build time
+        // that all of those are inside `nodes` for every entry of the trie. A step on any
+        // other entry stays on the slot it read. The table is immutable after the build.
+        unsafe { *self.nodes.get_unchecked(pos) }
     }
 
     /// One node step from entry `e` in slot `pos`, with `k` the key bits still to resolve,
@@ -494,49 +512,64 @@ impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
     /// The entry block entry `e` names for block key `x`.
     #[inline(always)]
     fn search(&self, x: u16, e: u32) -> u32 {
-        let keys = ((e >> PAYLOAD) & 15) as usize;
-        let m = keys + 1;
+        let m = ((e >> PAYLOAD) & 15) as usize + 1;
         let off = (e >> BLOCK_OFFSET) as usize;
-        let Some(window) = self
-            .blocks
-            .get(off..off + BLOCK_KEYS)
-            .and_then(|w| <&[u16; BLOCK_KEYS]>::try_from(w).ok())
-        else {
-            return self.fallback_entry();
-        };
-        // Keys are stored with the sign bit flipped so that they compare as `i16`: SSE2 has a
-        // signed 16-bit compare but no unsigned one. Lanes past the block's `m` keys hold other
-        // data and are masked out; what is left is a prefix, as keys are sorted.
-        let x = (x ^ 0x8000) as i16;
-        let lanes = &self.lanes[keys];
-        // A `u16` count of `0/1 & lane` compiles to a byte sum (`psadbw`), about 14
-        // instructions fewer than a `u32` count of `bool & bool` (a mask and a popcount).
-        let mut count = 0u16;
-        for (&k, &lane) in window.iter().zip(lanes) {
-            count += u16::from((k as i16) <= x) & lane as u16;
+        debug_assert!(off + BLOCK_KEYS.max(2 * m + 1) <= self.blocks.len());
+        // SAFETY: `Trie::validate` checked for every block entry that its key window and its
+        // `m + 1` ids lie inside `blocks`, and that each of those ids indexes `dict`. The
+        // count is at most `m`, so the id read is one of those ids. Entry 0, which a
+        // branch-free resolve searches instead of a non-block, is a valid one-key block.
+        unsafe {
+            let window = &*self.blocks.as_ptr().add(off).cast::<[u16; BLOCK_KEYS]>();
+            let id = *self
+                .blocks
+                .get_unchecked(off + m + count_at_most(window, m, x));
+            *self.dict.get_unchecked(usize::from(id))
         }
-        let id = self
-            .blocks
-            .get(off + m + usize::from(count))
-            .copied()
-            .unwrap_or(0);
-        self.dict
-            .get(usize::from(id))
-            .copied()
-            .unwrap_or(self.fallback_entry())
     }
 
-    #[inline(always)]
-    fn fallback_entry(&self) -> u32 {
-        self.fallback << PAYLOAD
+    /// Check what the lookups' unchecked reads rely on, for every entry of the root, the
+    /// nodes and the dictionary (reachable or not): a node's children lie inside `nodes`; a
+    /// block's key window and ids lie inside `blocks` and its ids index `dict`; a FINE slot
+    /// lies inside `nodes`; dictionary entries are leaves or FINE entries; entry 0 is a block.
+    ///
+    /// # Panics
+    ///
+    /// If one does not hold: a bug in the builder, never an input's fault.
+    fn validate(&self) {
+        let (nodes, blocks, dict) = (self.nodes.len(), self.blocks.len(), self.dict.len());
+        let valid = |e: u32| {
+            let s = e & STRIDE_MASK;
+            if s != 0 {
+                return (e >> PAYLOAD) as usize + (1usize << s) <= nodes;
+            }
+            match tag(e) {
+                LEAF => true,
+                FINE => ((e >> PAYLOAD) as usize) < nodes,
+                BLOCK => {
+                    let m = ((e >> PAYLOAD) & 15) as usize + 1;
+                    let off = (e >> BLOCK_OFFSET) as usize;
+                    off + BLOCK_KEYS.max(2 * m + 1) <= blocks
+                        && self.blocks[off + m..=off + 2 * m]
+                            .iter()
+                            .all(|&id| usize::from(id) < dict)
+                }
+                _ => false,
+            }
+        };
+        assert!(
+            self.root.iter().chain(self.nodes.iter()).all(|&e| valid(e))
+                && self
+                    .dict
+                    .iter()
+                    .all(|&e| valid(e) && e & STRIDE_MASK == 0 && tag(e) != BLOCK)
+                && valid(BLOCK << TAG_SHIFT),
+            "compiled table is inconsistent"
+        );
     }
 
     fn heap_bytes(&self) -> usize {
-        ROOT_LEN * 4
-            + self.nodes.len() * 4
-            + self.blocks.len() * 2
-            + self.dict.len() * 4
-            + std::mem::size_of_val(&*self.lanes)
+        ROOT_LEN * 4 + self.nodes.len() * 4 + self.blocks.len() * 2 + self.dict.len() * 4
     }
 }
 
@@ -661,7 +694,9 @@ impl TrieBuilder {
     fn new(reserved: usize, tail_step: u32) -> Self {
         TrieBuilder {
             nodes: vec![0; reserved],
-            blocks: Vec::new(),
+            // Entry 0 (all bits clear but the tag) names this one-key block, whose ids are
+            // both 0: the block a branch-free resolve searches in place of a non-block.
+            blocks: vec![0x8000, 0, 0],
             level: 0,
             tail_step,
         }
@@ -699,14 +734,15 @@ impl TrieBuilder {
             }
         }
         self.blocks.extend([0u16; BLOCK_KEYS]);
-        Trie {
+        let trie = Trie {
             root,
             nodes: self.nodes.into_boxed_slice(),
             blocks: self.blocks.into_boxed_slice(),
             dict: dict.into_boxed_slice(),
             fallback,
-            lanes: Box::new(KEY_LANES),
-        }
+        };
+        trie.validate();
+        trie
     }
 }
 

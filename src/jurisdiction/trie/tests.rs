@@ -93,9 +93,9 @@ fn empty_table_answers_default_everywhere() {
         assert_eq!(t6.get(a), 7);
     }
     assert_eq!((t4.ranges(), t6.ranges()), (1, 1));
-    // An empty table is its root (2^18 entries for IPv4, 2^16 for IPv6), the block padding,
-    // the key-lane table and the one-entry dictionary.
-    let rest = BLOCK_KEYS * 2 + BLOCK_KEYS * BLOCK_KEYS * 2 + 4;
+    // An empty table is its root (2^18 entries for IPv4, 2^16 for IPv6), the one-key block
+    // entry 0 names, the block padding and the one-entry dictionary.
+    let rest = 3 * 2 + BLOCK_KEYS * 2 + 4;
     assert_eq!(
         (t4.heap_bytes(), t6.heap_bytes()),
         (ROOT4_LEN * 4 + rest, ROOT6_LEN * 4 + rest)
@@ -552,4 +552,50 @@ fn deep_funnels_are_cut_short_and_stay_exact() {
     // Count-based strides alone take 7 node steps here; from the third step on, a node with a
     // child denser than a block takes one more bit of stride (TAIL_STEP).
     assert!(deepest <= 6, "{deepest} node steps");
+}
+
+/// 40 `/32`s in one `/18`: the root entry for `1.0.0.0/18` is a node whose children are
+/// blocks.
+fn small_dense_v4() -> Table4 {
+    let prefixes: Vec<RawPrefix> = (0..40u128)
+        .map(|i| p(v4("1.0.0.0") + i * 300, 32, 1, (i % 3) as u32 + 1))
+        .collect();
+    Table4::build(&prefixes, 0)
+}
+
+#[test]
+fn a_built_table_passes_its_own_validation() {
+    small_dense_v4().trie.validate();
+    Table6::build(&funnel(), 0).trie.validate();
+}
+
+#[test]
+#[should_panic(expected = "inconsistent")]
+fn validation_refuses_a_node_reaching_past_the_nodes() {
+    let mut trie = small_dense_v4().trie;
+    let i = trie
+        .root
+        .iter()
+        .position(|&e| e & STRIDE_MASK != 0)
+        .expect("a node at the root");
+    // A stride-1 node whose second child would be one slot past the end.
+    trie.root[i] = ((trie.nodes.len() - 1) as u32) << PAYLOAD | 1;
+    trie.validate();
+}
+
+#[test]
+#[should_panic(expected = "inconsistent")]
+fn validation_refuses_a_block_id_outside_the_dictionary() {
+    let mut trie = small_dense_v4().trie;
+    let e = *trie
+        .nodes
+        .iter()
+        .find(|&&e| e & STRIDE_MASK == 0 && tag(e) == BLOCK)
+        .expect("a block");
+    let m = ((e >> PAYLOAD) & 15) as usize + 1;
+    let off = (e >> BLOCK_OFFSET) as usize;
+    let mut blocks = trie.blocks.to_vec();
+    blocks[off + m] = trie.dict.len() as u16;
+    trie.blocks = blocks.into_boxed_slice();
+    trie.validate();
 }
