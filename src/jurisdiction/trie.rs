@@ -17,23 +17,25 @@
 //!    and 746,514 ranges.
 //! 2. **Root.** A direct-indexed root: on the top 18 bits for IPv4 (2^18 `u32` entries,
 //!    1 MiB) and on the top 16 bits for IPv6 (256 KiB; IPv6 data sits in 126 of its entries).
-//!    An entry is a *leaf* (the value itself, in its top 30 bits), a *block* or a *node*. For
-//!    uniformly random IPv4 addresses 89.0% of lookups end at the root entry: one memory
-//!    access and no mispredicted branch.
+//!    An entry is a *leaf* (the value itself, in its top 26 bits), a *block* or a *node*; a
+//!    node keeps its stride in the entry's low four bits, which are zero for every other kind,
+//!    and the others a two-bit tag above them. For uniformly random IPv4 addresses 89.0% of
+//!    lookups end at the root entry: one memory access and no mispredicted branch.
 //! 3. **Nodes.** A span holding more ranges than a block is split by a node of stride
-//!    `ceil(log2(ranges / 8))` bits, at most 16: an array of `2^s` child entries, each a leaf,
+//!    `ceil(log2(ranges / 8))` bits, at most 15: an array of `2^s` child entries, each a leaf,
 //!    block or node. Strides follow density: 7.7% of random IPv4 addresses make two table
 //!    accesses (root and a block or a node) and 3.3% three, while a dense IPv6 `/16` gets a
-//!    node of up to 2^16 entries. For IPv6, from the third node step on, a node whose densest
+//!    node of up to 2^15 entries. For IPv6, from the third node step on, a node whose densest
 //!    child would hold more ranges than a block takes more stride, up to one entry per two
-//!    ranges: that shortens the deep tail for 3.8% more memory. A bitmap beside the node
-//!    entries, one bit per entry, says which entries are nodes, so the walk decides whether to
-//!    go on before the child entry arrives from memory.
+//!    ranges: that shortens the deep tail for 3.8% more memory. A span split only because its
+//!    boundaries are finer than a block's grid takes no more stride than it has ranges.
 //! 4. **Blocks.** A span with at most 16 boundaries, all on the span's 16-bit grid, is a block:
 //!    `m` sorted `u16` keys (the top 16 bits of each boundary below the span's prefix) and then
 //!    `m + 1` `u16` value ids, 4 bytes per range, one or two cache lines. It is searched
-//!    without a branch: a 32-byte window of keys is compared with the address, masked to `m`
-//!    lanes and counted, a handful of SSE2 instructions. A span whose boundaries are finer
+//!    without a branch, in a handful of SSE2 instructions: a 32-byte window of keys is
+//!    compared with the address (two compares, a pack and a byte mask); the keys at most the
+//!    address are a prefix, as keys are sorted, so the answer is the first key above it, with
+//!    a bit set at `m` to cut off the lanes past the block. A span whose boundaries are finer
 //!    than its 16-bit grid is split by a node even when it holds few.
 //! 5. **Values.** Leaf entries hold values directly (values are at most [`MAX_VALUE`]; the
 //!    jurisdiction table's packed values are below 2^24). Blocks name values by `u16` id
@@ -44,6 +46,19 @@
 //!    boundary cuts (286 of them: DB-IP ranges ending mid-`/64`, the special `/128`s) is a
 //!    *FINE* entry naming a second trie over the low 64 bits, built the same way. 2.3% of the
 //!    benchmark's IPv6 lookups go through one.
+//! 7. **The IPv6 walk has no branch on the table's data.** Every lookup takes the root, the
+//!    root's child and then `FIXED_STEPS6` (two) more node steps, and searches a block. A
+//!    step on an entry that is not a node consumes no bits (its stride field is zero) and
+//!    re-reads its own slot, which is in cache; a lookup that ends in a leaf searches the
+//!    block at offset 0 instead and keeps the leaf, by a select. Only the lookups deeper than
+//!    three node steps (16.4% of the benchmark's) and those in a mixed `/64` branch. IPv4
+//!    keeps a branchy walk: most of its lookups end at the root.
+//! 8. **Validated, then read unchecked.** When a trie is built, every entry of its root,
+//!    nodes and dictionary is checked: a node's children, a block's key window and ids, a FINE
+//!    slot all lie inside their arrays, and every id a block holds indexes the dictionary. A
+//!    failed check is a builder bug and panics at build time. Lookups then read without
+//!    bounds checks (`unsafe`, with that argument beside each read); an address only selects
+//!    among slots the check covered.
 //!
 //! Measured on the full embedded DB-IP database plus the special ranges:
 //!
@@ -51,14 +66,13 @@
 //! |---|---|---|
 //! | merged ranges | 569,393 | 746,514 |
 //! | root entries | 262,144 | 65,536 |
-//! | node entries | 73,488 | 424,574 |
-//! | block `u16`s (keys and ids) | 999,910 | 1,226,348 |
+//! | node entries | 73,488 | 418,460 |
+//! | block `u16`s (keys and ids) | 999,913 | 1,226,351 |
 //! | dictionary entries | 3,505 | 7,764 (286 FINE) |
-//! | node bitmap words | 1,149 | 6,634 |
-//! | heap bytes | 3,366,072 | 4,497,776 |
-//! | table accesses per lookup | 1.14 (random addresses) | about 4.5: root, 2.5 node steps, a block (the benchmark's addresses) |
+//! | heap bytes | 3,356,374 | 4,419,742 |
+//! | table reads per lookup | 1.14 (random addresses) | root, 3 node steps (the fixed ones), 0 to 6 more, a block (the benchmark's addresses) |
 //!
-//! 7.86 MB in all (the first range table took 14.1 MB), compiled in about 0.3 s once the
+//! 7.78 MB in all (the first range table took 14.1 MB), compiled in about 0.3 s once the
 //! database is read, most of it the merge's sort. IPv4 counts come from
 //! `cargo test --release --lib trie::tests::structure_report -- --ignored --nocapture`.
 //!
@@ -74,26 +88,32 @@
 //! 64 bits had a stride of 2) under children that hold most of their parent's ranges. A power-of-two stride
 //! follows that skew only partly.
 //!
-//! What an IPv6 lookup costs, measured in one harness over those addresses:
-//! - **Depth and working set.** Sorted into streams of one depth each, lookups take 13 ns with
-//!   one node step, 16 with two, 23 with three, 27 to 38 with four or five and 95 with nine or
-//!   more; the same addresses mixed take 38 to 44 ns.
-//! - **Mispredicted loop exits.** Mixed in runs of 16 lookups of one depth, they take 28.8 ns:
-//!   about 10 ns of the mixed figure is the walk's exit branch, which waits for the entry it
-//!   tests; the rest is the whole table's working set against each depth's share of it. The
-//!   node bitmap (53 KB for IPv6) lets that branch resolve from a cached word instead: 1.0 to
-//!   2.3 ns faster on IPv6 in six interleaved runs (for example 32.0 against 30.9 ns), no
-//!   change on IPv4. Two bits per entry, to resolve the block-or-leaf branch early too, and a
-//!   bitmap of the IPv4 root's non-leaf entries were both slower (31.2 against 29.7 ns, 3.90
-//!   against 3.59 ns): their extra loads and instructions cost more than the early branch
-//!   saves.
-//! - **Instructions.** About 40 more independent instructions per lookup cost about 7 ns, as
-//!   fewer lookups then fit the out-of-order window to overlap their cache misses. The walk
-//!   therefore keeps the unresolved key bits left-aligned (a node shifts its index out of the
-//!   top, and a block's key is the top 16 bits left), and a block counts its keys in `u16`
-//!   lanes, which compiles to a byte sum instead of a mask and a popcount: 17 instead of 23
-//!   instructions per node step and about 14 fewer per block. That took the benchmark's IPv6
-//!   figure from 43.5 to 37.1 ns, and 34.6 ns with the node bitmap below (`benches/README.md`).
+//! What an IPv6 lookup costs. The benchmark measures throughput: the CPU overlaps the cache
+//! misses of several independent lookups, as many as fit its out-of-order window. So a lookup
+//! costs about its chain of dependent reads times its instruction count, and a mispredicted
+//! branch that waits on a miss costs the whole chain up to it. On this machine, D dependent
+//! random reads in 4 MiB with a few instructions each take 1.8, 3.0, 5.3, 8.3, 11.5 and
+//! 15.3 ns for D from 1 to 6; eight more dependent instructions per read take D = 4 from 7.6
+//! to 23 ns; a depth of 2 to 4 chosen by a loaded value (a branch) takes 17.6 ns against
+//! 7.6 ns at a fixed depth of 4. The walk is built for that:
+//! - **No branch on the table's data** (step 7 above). With the earlier walk, a loop that
+//!   exited when it met a non-node, lookups sorted into streams of one depth took 13, 16 and
+//!   23 ns for one, two and three node steps, but 38 to 44 ns mixed. The fixed-step walk took
+//!   27.0 against 31.7 ns (medians of 41 interleaved rounds of one harness over the
+//!   benchmark's addresses). Two fixed steps after the root's child is the best count: one
+//!   more was 4% slower, one fewer much slower.
+//! - **Few instructions.** The unresolved key bits stay left-aligned (a node shifts its index
+//!   out of the top; a block's key is the top 16 bits left); a step is about 15 instructions;
+//!   the block search is two compares, a pack and a byte mask; the validated table needs no
+//!   bounds checks. Reads without bounds checks and the byte-mask search took 0.905 times the
+//!   time of the walk before them (22.8 against 25.1 ns; 61 rounds in random order, with an
+//!   A/A control within 1%).
+//! - **Where the time goes** (cumulative, one harness): the root 0.5 ns, the root's child
+//!   1.2 ns, the two fixed steps and the tail 10.4 ns, the block's key window 16.9 ns, its id
+//!   17.2 ns, the dictionary, the FINE test and the final select about 22 ns. The same walk
+//!   over the 83.6% of addresses that need at most three node steps takes 5.8 ns instead of
+//!   10.4: the 16.4% deeper lookups, with their mispredicted branch and extra reads, cost
+//!   about a fifth of the mean.
 //!
 //! Why 18 bits for the IPv4 root: with 16 bits, 18.4% of random addresses find a node or a
 //! block at the root, a branch the CPU cannot predict that then waits for a cache miss; in
@@ -112,12 +132,12 @@
 //!   machine a random pointer chase over 64-byte lines costs about 4 ns per read within
 //!   256 KiB, 8.5 ns at 1 MiB, 15 ns at 4 MiB, 17 to 23 ns at 8 MiB and 64 to 107 ns at
 //!   16 MiB, and every IPv6 variant above about 4.5 MB measured slower whatever its shape;
-//! - the first K IPv6 node steps without a branch (a step on a non-node entry reads a cached
-//!   slot and keeps the entry; `select_unpredictable`, block search included), K from 1 to 8:
-//!   none faster than the branchy walk (about 40 against 38 ns in one harness), and about
-//!   5 ns more per step past 4. The walk is bound by its chain of reads, and every idle step
-//!   adds a read to the chain. Measured again with the current walk: 3 steps tie, each further
-//!   step adds about 3.5 ns, and ending in a block search whose result a leaf discards ties;
+//! - earlier forms of the branch-free walk (step 7), with two-bit tags at the bottom of an
+//!   entry, so that every step selected its stride as well as its slot, and bounds-checked
+//!   reads, K from 1 to 8 steps counted from the root: none faster than the branchy walk of
+//!   the time (about 40 against 38 ns in one harness; 3 steps tied, each further one added
+//!   about 3.5 ns). The stride in the low bits, the first step taken from the root with a
+//!   predictable branch and a dummy block for leaves made the difference;
 //! - strides chosen so that no child holds more ranges than a block (the smallest such stride
 //!   within a budget of node entries per range): with one entry per range 96% of lookups end
 //!   within 3 node steps, but IPv6 alone takes 8.0 MB; budgets only for spans of up to 64 or
@@ -134,7 +154,28 @@
 //! - path compression (a node over only the bits where its span's boundaries differ): no
 //!   change in depth in a simulation on this data, as the depth comes from skewed density,
 //!   not from boundaries clustered in a corner of the span;
-//! - blocks of 32 keys: about 2 ns faster on IPv6, but 5.1 to 5.3 MB for IPv6 alone;
+//! - blocks of 32 keys: about 2 ns faster on IPv6 with the branchy walk, but 5.1 to 5.3 MB
+//!   for IPv6 alone, as spans too fine for one block then took resolution nodes of up to 256
+//!   entries. Bounding those by the span's ranges (kept, step 3) brings 32-key blocks to
+//!   +38 KB, and 70% of lookups end within two node steps instead of 52%, but the longer
+//!   search made it no faster (26.5 against 26.0 ns);
+//! - two-level blocks for spans of up to 271 ranges (a summary of every 16th key over
+//!   sub-blocks of 16 ranges), from the second or the third node step on: 190 KB or 77 KB
+//!   smaller, and 8.6% of lookups deeper than three node steps instead of 16.4%, but 6% to 14%
+//!   slower. Told apart from a block by a branch, the second search costs a misprediction;
+//!   run for every lookup, any second search stage costs about 12 ns (36.5 against 24.5 ns
+//!   with a stage that searched a cached dummy block);
+//! - values below 2^15 held in the block's id itself, with a value packing that made GeoIP
+//!   answers small, so that 99% of IPv6 lookups skip the dictionary: 6% to 8% slower on IPv6
+//!   and 14% on IPv4. The dictionary is read from L1, and the branch on the id costs more;
+//! - nodes at the second step grown until every child ends within the fixed steps, up to 1.5,
+//!   2 or 3 entries per range: +42, +77 and +296 KB, and 14.7%, 14.1% and 11.5% of lookups
+//!   deeper than three node steps, but no gain beyond the noise (0.999, 1.018 and 0.990 of
+//!   the time, against an A/A control at 1.003 to 1.006);
+//! - the root stored at the start of the node array, so that the first step is like the
+//!   others: IPv4 5% to 9% slower (a bounds check on its root read);
+//! - a fixed run of two or three more steps when a lookup goes past the fixed ones, instead
+//!   of a loop that tests every step, and 7 or 6 ranges per child instead of 8: no change;
 //! - a smaller IPv6 benchmark fixture (2^16 or 2^18 addresses instead of 2^20) changes nothing:
 //!   the cost is the table's chain of dependent reads, not the fixture's streaming;
 //! - 64-byte padded blocks with a summary line for up to 240 ranges: 9.1 MB, and more
@@ -927,7 +968,7 @@ impl Table6 {
 
     /// The value stored for `addr`.
     ///
-    /// Every lookup takes the same path: the root, [`FIXED_STEPS6`] node steps (a leaf or a
+    /// Every lookup takes the same path: the root, `FIXED_STEPS6` node steps (a leaf or a
     /// block reached earlier stays in place) and a block search (skipped by a select for a
     /// leaf), with no branch on the table's data; only the few lookups deeper than that, and
     /// those in a mixed `/64`, branch (see the module doc).
