@@ -408,7 +408,7 @@ trait Key: Copy {
     const ROOT_BITS: u32;
     /// Entries of the root.
     const ROOT_LEN: usize = 1 << Self::ROOT_BITS;
-    /// The top `ROOT_BITS` bits: the root index (the root is the first `ROOT_LEN` slots).
+    /// The top `ROOT_BITS` bits: the root index.
     fn root(self) -> usize;
     /// The bits below the root's, left-aligned in a `u64`: what [`Trie::descend`] resolves.
     fn rest(self) -> u64;
@@ -470,7 +470,7 @@ fn is_leaf(e: u32) -> bool {
 }
 
 impl<const ROOT_LEN: usize> Trie<ROOT_LEN> {
-    /// The entry in slot `pos`, a slot an entry of this trie names (or the IPv4 root's index).
+    /// The entry in node slot `pos`, a slot an entry of this trie names.
     #[inline(always)]
     fn entry(&self, pos: usize) -> u32 {
         debug_assert!(pos < self.nodes.len());
