@@ -979,19 +979,15 @@ impl Table6 {
     /// those in a mixed `/64`, branch (see the module doc).
     #[inline(always)]
     pub fn get(&self, addr: u128) -> u32 {
-        self.get_with::<FIXED_STEPS6>(addr)
-    }
-
-    /// [`Table6::get`] with `K` fixed node steps after the first.
-    #[inline(always)]
-    fn get_with<const K: usize>(&self, addr: u128) -> u32 {
         let hi = (addr >> 64) as u64;
         let (mut e, mut k) = (self.trie.root[hi.root()], hi.rest());
         // The root's entries for allocated space are nodes: this branch is predictable.
         let s = e & STRIDE_MASK;
         if s != 0 {
             let pos = (e >> PAYLOAD) as usize + (k >> (64 - s)) as usize;
-            (e, k) = self.trie.descend::<K>(pos, self.trie.entry(pos), k << s);
+            (e, k) = self
+                .trie
+                .descend::<FIXED_STEPS6>(pos, self.trie.entry(pos), k << s);
         }
         let mut e = self.trie.resolve_branchless(e, k);
         if e & STRIDE_MASK == 0 && tag(e) == FINE {
