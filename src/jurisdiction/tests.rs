@@ -438,3 +438,36 @@ fn a_lookup_stays_compact() {
     // that makes it grow (an eagerly decoded prefix, a relay `Hit`) belongs in an accessor.
     assert_eq!(std::mem::size_of::<Lookup>(), 28);
 }
+
+proptest::proptest! {
+    /// The piecewise conversion the IPv6 lookup uses is the plain big-endian one.
+    #[test]
+    fn v6_bits_is_the_big_endian_address(x in proptest::prelude::any::<u128>()) {
+        proptest::prop_assert_eq!(v6_bits(Ipv6Addr::from(x)), x);
+    }
+
+    /// A lookup through an `IpAddr` read from a slice (family known only at run time, the
+    /// proxy's call) answers as one whose family the compiler knows.
+    #[test]
+    fn runtime_family_lookups_match_typed_ones(
+        xs in proptest::collection::vec(proptest::prelude::any::<u128>(), 1..64)
+    ) {
+        let t = world();
+        let addrs: Vec<IpAddr> = xs
+            .iter()
+            .map(|&x| if x & 1 == 0 { IpAddr::V6(Ipv6Addr::from(x)) } else { IpAddr::V4(Ipv4Addr::from(x as u32)) })
+            .collect();
+        for (ip, &x) in addrs.iter().zip(&xs) {
+            let typed = if x & 1 == 0 {
+                t.lookup(IpAddr::V6(Ipv6Addr::from(x)))
+            } else {
+                t.lookup(IpAddr::V4(Ipv4Addr::from(x as u32)))
+            };
+            let l = t.lookup(*ip);
+            proptest::prop_assert_eq!(l.classified(), typed.classified());
+            proptest::prop_assert_eq!(l.jurisdiction(), typed.jurisdiction());
+            proptest::prop_assert_eq!(l.source(), typed.source());
+            proptest::prop_assert_eq!(l.prefix(), typed.prefix());
+        }
+    }
+}
