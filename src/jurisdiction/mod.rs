@@ -470,15 +470,17 @@ const TEREDO: u128 = 0x2001_0000 << 96;
 
 /// The address as a `u128`, assembled from the pieces the compiler holds an `IpAddr` in.
 ///
-/// A caller's `IpAddr` whose family is known only at run time (one read from a `Vec<IpAddr>`,
-/// as the proxy's are) is kept by rustc as a tag and three pieces after it: four bytes (where
-/// an IPv4 address sits), eight and four. `u128::from(Ipv6Addr)` reads two eight-byte halves,
-/// so rustc stored the pieces to the stack and read the halves back: loads that straddle two
-/// stores, which cannot be forwarded from the store buffer and must wait until those stores
-/// commit, behind every older instruction, so the cache misses of successive lookups no longer
-/// overlapped. IPv6 lookups through such an `IpAddr` took 62 to 93 ns instead of 24. Built
-/// from the same pieces, the halves stay in registers (`random_ipv6/table_ipaddr` in
-/// `benches/lookup.rs` measures that call).
+/// An `IpAddr` whose family is known only at run time (one read from a slice, as the proxy
+/// reads its resolved addresses) is kept by rustc as a tag and three pieces after it: four
+/// bytes (where an IPv4 address sits), eight and four. `u128::from(Ipv6Addr)` reads two
+/// eight-byte halves, so rustc stored the pieces to the stack and read the halves back (seen in
+/// the release binary's resolve-and-classify loop): each load straddles two stores, which the
+/// store buffer cannot forward, so the load waits for those stores to commit, or is replayed,
+/// and the cache misses of successive lookups stop overlapping. In a loop of that shape IPv6
+/// lookups took 62 to 93 ns instead of 24 (and 56.7 ns in one of six runs of
+/// `random_ipv6/table_ipaddr` in `benches/lookup.rs`; the stall depends on the CPU's memory
+/// dependence prediction). Built from the same pieces, every load matches a store or the
+/// halves stay in registers.
 #[inline(always)]
 fn v6_bits(a: Ipv6Addr) -> u128 {
     let o = a.octets();
