@@ -30,9 +30,7 @@
 //! `table_ipaddr` (random IPv4 and IPv6) times the call as the proxy makes it: the address is
 //! an `IpAddr` read from a `Vec<IpAddr>`, so its family is known only at run time and the
 //! compiler cannot specialise `lookup` for it. The other variants build the `IpAddr` from a
-//! typed address in the loop, so `lookup` is compiled for one family. `table_ipaddr` also
-//! streams a fixture of 17 bytes an address instead of 4 or 16, which costs the IPv4 table
-//! more than its code does (see benches/README.md).
+//! typed address in the loop, so `lookup` is compiled for one family (see benches/README.md).
 //!
 //! Groups (each iteration is one lookup, so criterion's time per iteration is ns/lookup):
 //! - `random_ipv4`: uniformly random IPv4 addresses, 2^20 of them, cycled;

@@ -477,7 +477,7 @@ const TEREDO: u128 = 0x2001_0000 << 96;
 /// the release binary's resolve-and-classify loop): each load straddles two stores, which the
 /// store buffer cannot forward, so the load waits for those stores to commit, or is replayed,
 /// and the cache misses of successive lookups stop overlapping. In a loop of that shape IPv6
-/// lookups took 62 to 93 ns instead of 24 (and 56.7 ns in one of six runs of
+/// lookups took 62 to 93 ns instead of 24 (and 56.7 ns in one of seven runs of
 /// `random_ipv6/table_ipaddr` in `benches/lookup.rs`; the stall depends on the CPU's memory
 /// dependence prediction). Built from the same pieces, every load matches a store or the
 /// halves stay in registers.

@@ -453,16 +453,26 @@ proptest::proptest! {
         xs in proptest::collection::vec(proptest::prelude::any::<u128>(), 1..64)
     ) {
         let t = world();
-        let addrs: Vec<IpAddr> = xs
-            .iter()
-            .map(|&x| if x & 1 == 0 { IpAddr::V6(Ipv6Addr::from(x)) } else { IpAddr::V4(Ipv4Addr::from(x as u32)) })
-            .collect();
-        for (ip, &x) in addrs.iter().zip(&xs) {
-            let typed = if x & 1 == 0 {
+        // The top bit picks the family, so IPv4 addresses take any low 32 bits.
+        let typed = |x: u128| {
+            if x >> 127 == 0 {
                 t.lookup(IpAddr::V6(Ipv6Addr::from(x)))
             } else {
                 t.lookup(IpAddr::V4(Ipv4Addr::from(x as u32)))
-            };
+            }
+        };
+        let addrs: Vec<IpAddr> = xs
+            .iter()
+            .map(|&x| {
+                if x >> 127 == 0 {
+                    IpAddr::V6(Ipv6Addr::from(x))
+                } else {
+                    IpAddr::V4(Ipv4Addr::from(x as u32))
+                }
+            })
+            .collect();
+        for (ip, &x) in addrs.iter().zip(&xs) {
+            let typed = typed(x);
             let l = t.lookup(*ip);
             proptest::prop_assert_eq!(l.classified(), typed.classified());
             proptest::prop_assert_eq!(l.jurisdiction(), typed.jurisdiction());
