@@ -11,10 +11,10 @@ use residency_proxy::config::{AuditOutput, Config};
 use residency_proxy::destination::{self, Resolver, StaticResolver, SystemResolver};
 use residency_proxy::jurisdiction::JurisdictionTable;
 use residency_proxy::jurisdiction::load::{self, LoadReport};
-use residency_proxy::pipeline::gate;
 use residency_proxy::policy::{Decision, Subject, Verdict};
 use residency_proxy::server::{self, Deps, Snapshot};
 use residency_proxy::upstream::TcpConnector;
+use residency_proxy::vet::{self, Vetted};
 
 use super::{CheckArgs, ExplainArgs, RunArgs};
 
@@ -200,17 +200,29 @@ pub fn cmd_explain(args: &ExplainArgs) -> Result<ExitCode, String> {
         report.geoip.origin,
         report.geoip.build_date()
     );
-    if let Some(reason) = gate(listener, args.client, dest.port) {
-        print_verdict(&Decision::early(reason, listener.mode));
-        return Ok(ExitCode::SUCCESS);
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let addrs = match runtime.block_on(destination::resolve(resolver.as_ref(), &dest.host)) {
-        Ok(a) => a,
-        Err(e) => {
+    let subject = Subject {
+        listener: &listener.name,
+        mode: listener.mode,
+        client: args.client,
+        host: &host,
+        port: dest.port,
+    };
+    // The same vet stage as the live path.
+    let vetted = runtime.block_on(vet::forward(
+        resolver.as_ref(),
+        &table,
+        &config,
+        listener,
+        &subject,
+        &dest.host,
+    ));
+    let d = match vetted {
+        Vetted::Decided(d) => d,
+        Vetted::Unresolved(e) => {
             println!("resolve      {e}");
             print_verdict(&Decision::early(
                 residency_proxy::policy::Reason::ResolveFailed,
@@ -219,15 +231,6 @@ pub fn cmd_explain(args: &ExplainArgs) -> Result<ExitCode, String> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let lookups: Vec<_> = addrs.iter().map(|ip| (*ip, table.lookup(*ip))).collect();
-    let subject = Subject {
-        listener: &listener.name,
-        mode: listener.mode,
-        client: args.client,
-        host: &host,
-        port: dest.port,
-    };
-    let d = config.policy.decide(&config.profile, &subject, &lookups);
     for a in &d.addrs {
         let label = table
             .label(&a.decided_by)

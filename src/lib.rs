@@ -24,3 +24,4 @@ pub mod record;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod vet;

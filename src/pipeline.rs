@@ -1,7 +1,6 @@
 //! The life of a request, in one function: classify → resolve → lookup → decide → record →
 //! connect → relay or tunnel. Each stage is a call into its own module.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,10 +10,8 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use crate::audit::{self, AuditRecord};
-use crate::config::ListenerConfig;
-use crate::destination::{self, ResolveError};
+use crate::destination::ResolveError;
 use crate::error::ProxyError;
-use crate::jurisdiction::Lookup;
 use crate::listener::ConnInfo;
 use crate::policy::{Decision, Reason, Subject, Verdict};
 use crate::protocol::forward::ProxyBody;
@@ -23,6 +20,7 @@ use crate::protocol::{self, Intent};
 use crate::record::Recorder;
 use crate::server::Shared;
 use crate::upstream::connect_first;
+use crate::vet::{self, Vetted};
 
 /// Header naming the proxy's decision on refusals.
 pub const DECISION_HEADER: &str = "x-residency-decision";
@@ -67,17 +65,27 @@ pub async fn handle(
         r.dest_host = Some(host.clone());
         r.dest_port = Some(dest.port);
     }
-    // Listener gates: never an open proxy, only the configured ports.
+    // 3–5. gate, resolve, lookup, decide: the vet stage `explain` uses too
     let client_ip = conn.client.ip();
-    if let Some(reason) = gate(listener, client_ip, dest.port) {
-        let d = Decision::early(reason, listener.mode);
-        return refusal(rec, d, &cfg.profile, &host, dest.port);
-    }
-
-    // 3. resolve
-    let addrs = match destination::resolve(shared.deps.resolver.as_ref(), &dest.host).await {
-        Ok(a) => a,
-        Err(e) => {
+    let subject = Subject {
+        listener: &listener.name,
+        mode: listener.mode,
+        client: client_ip,
+        host: &host,
+        port: dest.port,
+    };
+    let vetted = vet::forward(
+        shared.deps.resolver.as_ref(),
+        &snap.table,
+        cfg,
+        listener,
+        &subject,
+        &dest.host,
+    )
+    .await;
+    let decision = match vetted {
+        Vetted::Decided(d) => d,
+        Vetted::Unresolved(e) => {
             rec.rec().reason = Reason::ResolveFailed.as_str().into();
             let err = match e {
                 ResolveError::Timeout(h) => ProxyError::ResolveTimeout(h),
@@ -89,22 +97,6 @@ pub async fn handle(
             return failure(rec, err, Reason::ResolveFailed.as_str());
         }
     };
-
-    // 4. lookup
-    let lookups: Vec<(IpAddr, Lookup)> = addrs
-        .iter()
-        .map(|ip| (*ip, snap.table.lookup(*ip)))
-        .collect();
-
-    // 5. decide
-    let subject = Subject {
-        listener: &listener.name,
-        mode: listener.mode,
-        client: client_ip,
-        host: &host,
-        port: dest.port,
-    };
-    let decision = cfg.policy.decide(&cfg.profile, &subject, &lookups);
 
     // 6. record
     rec.decision(&decision, &cfg.profile);
@@ -169,18 +161,6 @@ pub async fn handle(
             }
         }
     }
-}
-
-/// The listener's own checks, before any lookup: the client must be in `allowed_clients` (never
-/// an open proxy) and the port in `allowed_ports`.
-pub fn gate(listener: &ListenerConfig, client: IpAddr, port: u16) -> Option<Reason> {
-    if !listener.allowed_clients.iter().any(|n| n.contains(&client)) {
-        return Some(Reason::ClientNotAllowed);
-    }
-    if !listener.allowed_ports.contains(&port) {
-        return Some(Reason::PortNotAllowed);
-    }
-    None
 }
 
 pub(crate) fn never(x: std::convert::Infallible) -> hyper::Error {

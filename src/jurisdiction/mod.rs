@@ -46,6 +46,28 @@ impl Jurisdiction {
     /// Documentation, benchmarking, multicast, reserved, broadcast and unspecified space.
     pub const RESERVED: Jurisdiction = Jurisdiction(3);
 
+    /// `metadata`, `reserved` or `internal`: the safety jurisdictions, decided before any rule
+    /// and opened only by configuration that names the address space.
+    #[inline]
+    pub fn is_safety(self) -> bool {
+        matches!(
+            self,
+            Jurisdiction::METADATA | Jurisdiction::RESERVED | Jurisdiction::INTERNAL
+        )
+    }
+
+    /// Precedence among the safety jurisdictions when two answers combine (6to4, Teredo):
+    /// `metadata` over `reserved` over `internal`; 0 for any other jurisdiction.
+    #[inline]
+    pub fn safety_rank(self) -> u8 {
+        match self {
+            Jurisdiction::METADATA => 3,
+            Jurisdiction::RESERVED => 2,
+            Jurisdiction::INTERNAL => 1,
+            _ => 0,
+        }
+    }
+
     /// Number of jurisdiction ids: the bound of arrays indexed by [`Jurisdiction::index`].
     pub const COUNT: usize = NON_COUNTRY.len() + iso3166::ALPHA2.len();
 
@@ -199,6 +221,9 @@ impl Embedding {
 /// One table answer: jurisdiction, source and the prefix that matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit {
+    /// The address this answer is for: the looked-up address, the IPv4 address embedded in
+    /// it, or (for a relay answer) the 6to4 address itself or the Teredo server.
+    pub addr: IpAddr,
     /// Jurisdiction of the matched prefix.
     pub jurisdiction: Jurisdiction,
     /// Source of the matched prefix.
@@ -291,9 +316,12 @@ impl PartialEq for Lookup {
     /// Two lookups are equal when they give the same answer (the addresses may differ inside
     /// the matched prefix).
     fn eq(&self, other: &Self) -> bool {
-        self.hit() == other.hit()
+        fn answer(h: Hit) -> (Jurisdiction, Source, IpNet) {
+            (h.jurisdiction, h.source, h.prefix)
+        }
+        answer(self.hit()) == answer(other.hit())
             && self.embedded == other.embedded
-            && self.relay() == other.relay()
+            && self.relay().map(answer) == other.relay().map(answer)
     }
 }
 
@@ -303,6 +331,7 @@ impl Hit {
     /// The answer a packed table value gives for `addr`.
     fn decode(addr: IpAddr, value: u32) -> Hit {
         Hit {
+            addr,
             jurisdiction: unpack_jurisdiction(value),
             source: unpack_source(value),
             prefix: prefix_of(addr, value),

@@ -82,26 +82,53 @@ pub const RANGES: &[SpecialRange] = &[
         RESERVED,
         "limited broadcast (RFC 919)",
     ),
-    // Cloud instance-metadata endpoints: credentials live here (SSRF target).
+    // Cloud instance-metadata and credential endpoints: credentials live here (SSRF target).
+    // Each with the provider documentation that names the address.
     r(
         "169.254.169.254/32",
         METADATA,
-        "instance metadata (AWS, Azure, GCP, OCI)",
+        "instance metadata (AWS IMDS, Azure IMDS, GCP, OCI, OpenStack, DigitalOcean)",
     ),
     r(
         "169.254.170.2/32",
         METADATA,
-        "container credentials endpoint (AWS ECS)",
+        "task metadata and credentials endpoint (AWS ECS, 'Task metadata endpoint')",
+    ),
+    r(
+        "169.254.170.23/32",
+        METADATA,
+        "credentials endpoint (AWS EKS Pod Identity Agent)",
     ),
     r(
         "100.100.100.200/32",
         METADATA,
-        "instance metadata (Alibaba Cloud)",
+        "instance metadata (Alibaba Cloud ECS, 'Instance metadata')",
+    ),
+    // A public address that GeoIP places in the US: classified here, ahead of every source.
+    r(
+        "168.63.129.16/32",
+        METADATA,
+        "WireServer, host agent and DNS (Azure, 'What is IP address 168.63.129.16?')",
     ),
     r(
         "fd00:ec2::254/128",
         METADATA,
-        "instance metadata over IPv6 (AWS)",
+        "instance metadata over IPv6 (AWS IMDS, Nitro instances)",
+    ),
+    r(
+        "fd00:ec2::23/128",
+        METADATA,
+        "credentials endpoint over IPv6 (AWS EKS Pod Identity Agent)",
+    ),
+    r(
+        "fd20:ce::254/128",
+        METADATA,
+        "metadata server over IPv6 (GCP Compute Engine, IPv6-only instances)",
+    ),
+    r(
+        "fe80::a9fe:a9fe/128",
+        METADATA,
+        "metadata service over IPv6 (OpenStack Neutron, IPv6 metadata spec)",
     ),
     // IPv6 (IANA IPv6 Special-Purpose Address Registry)
     r("::/128", RESERVED, "unspecified (RFC 4291)"),

@@ -5,11 +5,19 @@
 //! decision, not an error. Only an allowed decision yields [`VettedAddr`]s, the one type the
 //! upstream connector accepts, so "dial only what was vetted" is checked by the compiler.
 //!
-//! Per address, first match wins:
-//! 1. the rules, in order (a rule allows a `metadata` address only if it names it);
-//! 2. the defaults: `home` and `adequate` allowed; `conditional` allowed only for a host on the
-//!    attestation list; `internal` allowed only inside `internal_allowed`; `metadata` and
-//!    `reserved` denied; `not-adequate` denied; `unknown` denied unless configured otherwise.
+//! Per address, in this order (see [`Policy::decide_hit`]):
+//! 1. the safety layer: `metadata`, `reserved` and `internal` space is denied, always enforced
+//!    (report mode never relaxes it), unless configuration opens that space by naming it:
+//!    `internal_allowed` or an allow rule whose destination CIDRs cover the address (and lie in
+//!    the special range) for internal space; an allow rule whose destination CIDRs or
+//!    jurisdictions name it for `metadata` and `reserved`;
+//! 2. the rules, in order, first match wins;
+//! 3. the defaults: `home` and `adequate` allowed; `conditional` allowed only for a host on the
+//!    attestation list; `not-adequate` denied; `unknown` denied unless configured otherwise.
+//!
+//! Rules compare the address the table classified (the IPv4 address inside an IPv4-mapped,
+//! NAT64 or IPv4-compatible address), so an IPv4 rule holds for every IPv6 spelling of it. A
+//! 6to4 or Teredo address is decided on each of its two answers, and the worse outcome wins.
 
 pub mod profile;
 pub mod rules;
@@ -265,6 +273,10 @@ impl Policy {
         }
     }
 
+    /// Decide for one address: every answer it carries (the primary one and, for 6to4 and
+    /// Teredo, the relay) is decided on its own, and the worst outcome decides the address (an
+    /// enforced deny over a report-mode pass over an allow; between equals, a safety
+    /// jurisdiction, then the stricter class).
     fn decide_addr(
         &self,
         profile: &Profile,
@@ -272,27 +284,85 @@ impl Policy {
         ip: IpAddr,
         lookup: &Lookup,
     ) -> AddrDecision {
-        let (class, decided_by) = profile.classify(lookup);
-        let j = decided_by.jurisdiction;
+        let primary = lookup.hit();
+        let mut d = self.decide_hit(profile, s, ip, lookup, primary);
+        if let Some(relay) = lookup.relay() {
+            let r = self.decide_hit(profile, s, ip, lookup, relay);
+            let worse = r.severity().cmp(&d.severity()).then_with(|| {
+                if Profile::decides_over((r.class, &r.decided_by), (d.class, &d.decided_by)) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Less
+                }
+            });
+            if worse == std::cmp::Ordering::Greater {
+                d = r;
+            }
+        }
+        d
+    }
+
+    /// Decide for one answer about `ip`.
+    ///
+    /// 1. The safety layer: an answer in `metadata`, `reserved` or `internal` space is denied,
+    ///    always enforced, unless configuration opens that space by naming it
+    ///    (`internal_allowed` for internal space; an allow rule that matches and
+    ///    [opens](Rule::opens) it).
+    /// 2. The rules, first match wins (in unopened-by-`internal_allowed` safety space, only
+    ///    deny rules and the allow rules that open it take part).
+    /// 3. The defaults of the answer's class.
+    fn decide_hit(
+        &self,
+        profile: &Profile,
+        s: &Subject<'_>,
+        ip: IpAddr,
+        lookup: &Lookup,
+        hit: Hit,
+    ) -> AddrDecision {
+        let class = profile.class_of(hit.jurisdiction);
+        let j = hit.jurisdiction;
         let facts = Facts {
             listener: s.listener,
             client: s.client,
             host: s.host,
             port: s.port,
-            ip,
+            ip: hit.addr,
+            spelled: ip,
             class,
             jurisdiction: j,
         };
-        let mut mode = s.mode;
-        let mut rule_id = None;
-        let mut attestation = None;
+        let safety = j.is_safety();
+        let opened_for_all = j == Jurisdiction::INTERNAL
+            && self.internal_allowed.iter().any(|n| n.contains(&hit.addr));
+        let opened_by_rule = || {
+            self.rules
+                .iter()
+                .any(|r| r.opens(&hit) && r.matches(&facts))
+        };
+        let mut out = AddrDecision {
+            ip,
+            lookup: *lookup,
+            class,
+            decided_by: hit,
+            verdict: Verdict::Deny,
+            would_deny: false,
+            reason: Reason::Internal,
+            rule: None,
+            mode: s.mode,
+            attestation: None,
+        };
+        if safety && !opened_for_all && !opened_by_rule() {
+            // Closed safety space: whatever a rule says, and in any mode.
+            out.reason = safety_reason(j);
+            return out;
+        }
         let matched = self.rules.iter().find(|r| {
             r.matches(&facts)
-                && !(r.action == Action::Allow && j == Jurisdiction::METADATA && !r.names(j, ip))
+                && (!safety || opened_for_all || r.action == Action::Deny || r.opens(&hit))
         });
         let (action, reason) = if let Some(r) = matched {
-            mode = r.mode.unwrap_or(s.mode);
-            rule_id = Some(r.id.clone());
+            out.mode = r.mode.unwrap_or(s.mode);
+            out.rule = Some(r.id.clone());
             match r.action {
                 Action::Allow => (Action::Allow, Reason::RuleAllow),
                 Action::Deny => (Action::Deny, Reason::RuleDeny),
@@ -302,11 +372,11 @@ impl Policy {
                 Class::Home => (Action::Allow, Reason::Home),
                 Class::Adequate => (Action::Allow, Reason::Adequate),
                 Class::Conditional => {
-                    attestation = self
+                    out.attestation = self
                         .attestations
                         .iter()
                         .position(|a| a.host.matches(s.host));
-                    if attestation.is_some() {
+                    if out.attestation.is_some() {
                         (Action::Allow, Reason::Attested)
                     } else {
                         (Action::Deny, Reason::NotAttested)
@@ -317,41 +387,48 @@ impl Policy {
                     Action::Allow => (Action::Allow, Reason::UnknownAllowed),
                     Action::Deny => (Action::Deny, Reason::UnknownJurisdiction),
                 },
-                Class::Internal => self.internal_default(j, ip),
+                // Reached only when `internal_allowed` opened the space and no rule matched;
+                // a safety answer that is not internal space cannot get here (its opening rule
+                // matches).
+                Class::Internal if opened_for_all => (Action::Allow, Reason::InternalAllowed),
+                Class::Internal => (Action::Deny, safety_reason(j)),
             }
         };
         let denied = action == Action::Deny;
-        let reported = denied && mode == Mode::Report && !reason.always_enforced();
-        AddrDecision {
-            ip,
-            lookup: *lookup,
-            class,
-            decided_by,
-            verdict: if denied && !reported {
-                Verdict::Deny
-            } else {
-                Verdict::Allow
-            },
-            would_deny: reported,
-            reason,
-            rule: rule_id,
-            mode,
-            attestation,
-        }
-    }
-
-    fn internal_default(&self, j: Jurisdiction, ip: IpAddr) -> (Action, Reason) {
-        if j == Jurisdiction::METADATA {
-            (Action::Deny, Reason::Metadata)
-        } else if j == Jurisdiction::RESERVED {
-            (Action::Deny, Reason::Reserved)
-        } else if self.internal_allowed.iter().any(|n| n.contains(&ip)) {
-            (Action::Allow, Reason::InternalAllowed)
+        let reported = denied && out.mode == Mode::Report && !reason.always_enforced();
+        out.verdict = if denied && !reported {
+            Verdict::Deny
         } else {
-            (Action::Deny, Reason::Internal)
+            Verdict::Allow
+        };
+        out.would_deny = reported;
+        out.reason = reason;
+        out
+    }
+}
+
+/// The reason a closed safety jurisdiction gives.
+fn safety_reason(j: Jurisdiction) -> Reason {
+    match j {
+        Jurisdiction::METADATA => Reason::Metadata,
+        Jurisdiction::RESERVED => Reason::Reserved,
+        _ => Reason::Internal,
+    }
+}
+
+impl AddrDecision {
+    /// How bad the outcome is: an enforced deny (2), a report-mode pass (1), an allow (0).
+    fn severity(&self) -> u8 {
+        match (self.verdict, self.would_deny) {
+            (Verdict::Deny, _) => 2,
+            (Verdict::Allow, true) => 1,
+            (Verdict::Allow, false) => 0,
         }
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod safety_tests;

@@ -266,11 +266,25 @@ impl Profile {
         let mut best = (self.class_of(lookup.jurisdiction()), lookup.hit());
         if let Some(relay) = lookup.relay() {
             let c = self.class_of(relay.jurisdiction);
-            if c.strictness() > best.0.strictness() {
+            if Self::decides_over((c, &relay), (best.0, &best.1)) {
                 best = (c, relay);
             }
         }
         best
+    }
+
+    /// Of two answers for one address (6to4, Teredo), does `a` decide over `b`? A safety
+    /// jurisdiction (`metadata` over `reserved` over `internal`) always decides, ahead of
+    /// `not-adequate` or `unknown`: the safety layer must see it. Otherwise the stricter class.
+    pub fn decides_over(a: (Class, &Hit), b: (Class, &Hit)) -> bool {
+        let (ra, rb) = (
+            a.1.jurisdiction.safety_rank(),
+            b.1.jurisdiction.safety_rank(),
+        );
+        if ra != rb {
+            return ra > rb;
+        }
+        a.0.strictness() > b.0.strictness()
     }
 
     /// The entry for a jurisdiction, if the profile lists it.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::Class;
-use crate::jurisdiction::Jurisdiction;
+use crate::jurisdiction::{Hit, Jurisdiction};
 
 /// What a matching rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,7 +119,7 @@ pub struct Rule {
     pub mode: Option<Mode>,
 }
 
-/// Everything a rule can match on, for one resolved address.
+/// Everything a rule can match on, for one answer about one resolved address.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {
     /// Listener name.
@@ -130,8 +130,14 @@ pub struct Facts<'a> {
     pub host: &'a str,
     /// Destination port.
     pub port: u16,
-    /// Destination address.
+    /// The address the table classified: the resolved address, or the IPv4 address embedded
+    /// in it (IPv4-mapped, NAT64, IPv4-compatible, 6to4, Teredo), or a relay (the 6to4 address,
+    /// the Teredo server). Destination CIDRs are compared with this address, so an IPv4 rule
+    /// holds for every IPv6 spelling of it.
     pub ip: IpAddr,
+    /// The address as resolved (differs from `ip` for the IPv6 spellings above). A deny rule's
+    /// destination CIDRs also match it.
+    pub spelled: IpAddr,
     /// Its class.
     pub class: Class,
     /// Its jurisdiction.
@@ -144,19 +150,36 @@ impl Rule {
         fn any<T>(list: &[T], pred: impl Fn(&T) -> bool) -> bool {
             list.is_empty() || list.iter().any(pred)
         }
+        let deny = self.action == Action::Deny;
         any(&self.listeners, |l| l == f.listener)
             && any(&self.clients, |n| n.contains(&f.client))
             && any(&self.hosts, |h| h.matches(f.host))
             && any(&self.ports, |p| *p == f.port)
             && any(&self.classes, |c| *c == f.class)
             && any(&self.jurisdictions, |j| *j == f.jurisdiction)
-            && any(&self.destinations, |n| n.contains(&f.ip))
+            && any(&self.destinations, |n| {
+                n.contains(&f.ip) || (deny && n.contains(&f.spelled))
+            })
     }
 
-    /// Does this rule name `j` explicitly (by jurisdiction, or by a destination CIDR)? Metadata
-    /// endpoints are only reachable through a rule that names them.
-    pub fn names(&self, j: Jurisdiction, ip: IpAddr) -> bool {
-        self.jurisdictions.contains(&j) || self.destinations.iter().any(|n| n.contains(&ip))
+    /// Does this allow rule open the safety space of `hit` (a `metadata`, `reserved` or
+    /// `internal` answer)? Only configuration that names the address space does: a destination
+    /// CIDR that covers the address and lies inside the special range the table matched (so
+    /// `10.0.0.0/8` opens private space but `0.0.0.0/0` does not, and `169.254.0.0/16` opens
+    /// link-local space but not the metadata endpoint inside it), or, for `metadata` and
+    /// `reserved`, the jurisdiction by name. A host pattern, port, class or client alone never
+    /// opens it.
+    pub fn opens(&self, hit: &Hit) -> bool {
+        if self.action != Action::Allow {
+            return false;
+        }
+        let by_cidr = self
+            .destinations
+            .iter()
+            .any(|n| n.contains(&hit.addr) && n.prefix_len() >= hit.prefix.prefix_len());
+        let by_name = hit.jurisdiction != Jurisdiction::INTERNAL
+            && self.jurisdictions.contains(&hit.jurisdiction);
+        by_cidr || by_name
     }
 }
 

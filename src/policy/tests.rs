@@ -190,6 +190,7 @@ fn rule_matchers_each_narrow_the_match() {
         host: "api.example.org",
         port: 443,
         ip,
+        spelled: ip,
         class: Class::Conditional,
         jurisdiction: l.jurisdiction(),
     };
@@ -283,7 +284,11 @@ fn metadata_needs_a_rule_that_names_it() {
         "a class-wide allow does not open metadata"
     );
     let d = decide(&p, "x", Mode::Enforce, &["10.0.0.1"]);
-    assert_eq!(d.reason, Reason::RuleAllow);
+    assert_eq!(
+        (d.verdict, d.reason),
+        (Verdict::Deny, Reason::Internal),
+        "nor does it open internal space: only a CIDR does"
+    );
     let mut named = rule("allow-metadata", Action::Allow);
     named.jurisdictions = vec![Jurisdiction::METADATA];
     let p = Policy {
