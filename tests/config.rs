@@ -126,7 +126,7 @@ action = "allow"
 mode = "report"
 listeners = ["egress", "shadow_2"]
 clients = ["10.1.0.0/16"]
-hosts = ["*.nhs.uk", "API.Example.org."]
+hosts = ["*.nhs.uk", "API.Example.org.", "*.Bücher.Example"]
 ports = [443, 8443]
 classes = ["conditional", "not-adequate"]
 jurisdictions = ["US", "metadata", "gr"]
@@ -205,7 +205,8 @@ fn a_full_file_compiles_to_the_expected_values() {
         r.hosts,
         vec![
             HostPattern::Suffix("nhs.uk".into()),
-            HostPattern::Exact("api.example.org".into())
+            HostPattern::Exact("api.example.org".into()),
+            HostPattern::Suffix("xn--bcher-kva.example".into())
         ]
     );
     assert_eq!(r.ports, vec![443, 8443]);
@@ -416,6 +417,63 @@ fn bad_files() -> Vec<(String, usize, Vec<&'static str>)> {
             l("[[policy.rule]]\nid = \"a\"\naction = \"deny\"\nhosts = [\"*\"]\n"),
             7,
             vec!["policy.rule[0].hosts[0]: invalid host pattern", "('*')"],
+        ),
+        // Host patterns are names, normalised like request hosts; addresses go in destinations.
+        (
+            l("[[policy.rule]]\nid = \"a\"\naction = \"allow\"\nhosts = [\"10.0.0.5\"]\n"),
+            7,
+            vec![
+                "policy.rule[0].hosts[0]: 10.0.0.5 is an IP address, not a host name",
+                "destinations = [\"10.0.0.5/32\"]",
+                "('10.0.0.5')",
+            ],
+        ),
+        (
+            l(
+                "[[policy.rule]]\nid = \"a\"\naction = \"allow\"\nhosts = [\"api.example.org\", \"[::1]\"]\n",
+            ),
+            7,
+            vec!["policy.rule[0].hosts[1]: ::1 is an IP address", "/128"],
+        ),
+        (
+            l("[[policy.rule]]\nid = \"a\"\naction = \"allow\"\nhosts = [\"*.10.0.0.5\"]\n"),
+            7,
+            vec!["policy.rule[0].hosts[0]: 10.0.0.5 is an IP address"],
+        ),
+        (
+            l("[[policy.rule]]\nid = \"a\"\naction = \"allow\"\nhosts = [\"bad_name!.example\"]\n"),
+            7,
+            vec![
+                "policy.rule[0].hosts[0]: invalid host pattern",
+                "('bad_name!.example')",
+            ],
+        ),
+        (
+            l("[[policy.rule]]\nid = \"a\"\naction = \"allow\"\nhosts = [\"0x7f.1\"]\n"),
+            7,
+            vec![
+                "policy.rule[0].hosts[0]: invalid host pattern",
+                "('0x7f.1')",
+            ],
+        ),
+        (
+            l("[[policy.attestation]]\nhost = \"8.8.8.8\"\norganisation = \"o\"\nbasis = \"b\"\n"),
+            5,
+            vec!["policy.attestation[0].host: 8.8.8.8 is an IP address"],
+        ),
+        // Networks that cover a whole family between them make an open proxy too.
+        (
+            l("allowed_clients = [\"0.0.0.0/1\", \"128.0.0.0/1\"]\n"),
+            4,
+            vec![
+                "test.toml:4: listener[0].allowed_clients: these networks together cover all of IPv4",
+                "open proxy",
+            ],
+        ),
+        (
+            l("allowed_clients = [\"127.0.0.0/8\",\n  \"::/1\", \"8000::/2\", \"c000::/2\"]\n"),
+            4,
+            vec!["listener[0].allowed_clients: these networks together cover all of IPv6"],
         ),
         (
             l("[[policy.rule]]\nid = \"a\"\naction = \"deny\"\nhosts = []\n"),

@@ -20,6 +20,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{AuditConfig, AuditOutput, Config, ConfigError, Limits, ListenerConfig, ListenerKind};
+use crate::destination::{Host, normalize_host};
 use crate::jurisdiction::Jurisdiction;
 use crate::jurisdiction::load::TableSources;
 use crate::jurisdiction::sources::{line_of, parse_cidr};
@@ -382,14 +383,44 @@ impl Compiler<'_> {
         parse_cidr(v.get_ref()).map_err(|r| self.bad(v, key, r))
     }
 
+    /// A host pattern (`name` or `*.suffix`), normalised as request hosts are (IDNA to
+    /// punycode, lower case, one trailing dot dropped), so a pattern matches exactly the hosts
+    /// a request can carry. An IP literal is refused: addresses are matched by `destinations`.
     pub(super) fn host(&self, v: &Spanned<String>, key: &str) -> Res<HostPattern> {
-        HostPattern::parse(v.get_ref()).ok_or_else(|| {
+        let raw = v.get_ref().trim();
+        let (wild, name) = match raw.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, raw),
+        };
+        let invalid = |why: String| {
             self.bad(
                 v,
                 key,
-                "invalid host pattern (expected a name such as api.example.org, or *.example.org for any name below it)",
+                format!(
+                    "invalid host pattern ({why}; expected a name such as api.example.org, or *.example.org for any name below it)"
+                ),
             )
-        })
+        };
+        match normalize_host(name) {
+            Ok(Host::Name(n)) => {
+                let text = if wild { format!("*.{n}") } else { n };
+                HostPattern::parse(&text).ok_or_else(|| invalid("not a name".into()))
+            }
+            Ok(Host::Ip(ip)) => {
+                let cidr = match ip {
+                    std::net::IpAddr::V4(_) => format!("{ip}/32"),
+                    std::net::IpAddr::V6(_) => format!("{ip}/128"),
+                };
+                Err(self.bad(
+                    v,
+                    key,
+                    format!(
+                        "{ip} is an IP address, not a host name: match addresses with destinations = [\"{cidr}\"]"
+                    ),
+                ))
+            }
+            Err(e) => Err(invalid(e.to_string())),
+        }
     }
 
     pub(super) fn non_empty(&self, v: &Spanned<String>, key: &str, what: &str) -> Res<String> {
@@ -580,6 +611,23 @@ impl Compiler<'_> {
                 ));
             }
             out.push(net);
+        }
+        // Several networks can cover everything between them (0.0.0.0/1 + 128.0.0.0/1).
+        let everything = [
+            ("IPv4", IpNet::V4(ipnet::Ipv4Net::default())),
+            ("IPv6", IpNet::V6(ipnet::Ipv6Net::default())),
+        ];
+        for (family, all) in everything {
+            if IpNet::aggregate(&out).contains(&all) {
+                return Err(self.fail(
+                    raw.span(),
+                    format!("listener[{i}].allowed_clients"),
+                    None,
+                    format!(
+                        "these networks together cover all of {family}: that would make an open proxy (list the client networks instead)"
+                    ),
+                ));
+            }
         }
         Ok(out)
     }
