@@ -212,7 +212,7 @@ pub fn cmd_explain(args: &ExplainArgs) -> Result<ExitCode, String> {
         port: dest.port,
     };
     // The same vet stage as the live path.
-    let vetted = runtime.block_on(vet::forward(
+    let vetted = runtime.block_on(vet::request(
         resolver.as_ref(),
         &table,
         &config,

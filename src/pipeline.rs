@@ -74,7 +74,7 @@ pub async fn handle(
         host: &host,
         port: dest.port,
     };
-    let vetted = vet::forward(
+    let vetted = vet::request(
         shared.deps.resolver.as_ref(),
         &snap.table,
         cfg,

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, ListenerKind};
 use crate::destination::{self, Host, ResolveError, Resolver};
 use crate::jurisdiction::{JurisdictionTable, Lookup};
 use crate::policy::{Decision, Reason, Subject};
@@ -22,13 +22,14 @@ pub enum Vetted {
     Unresolved(ResolveError),
 }
 
-/// The forward listener's own checks, before any lookup: the client must be in
-/// `allowed_clients` (never an open proxy) and the port in `allowed_ports`.
+/// The listener's own checks, before any lookup: the client must be in `allowed_clients`
+/// (never an open proxy) and, on a forward listener, the port in `allowed_ports` (a reverse
+/// listener's destinations are its pool members, whose ports the configuration names).
 pub fn gate(listener: &ListenerConfig, client: IpAddr, port: u16) -> Option<Reason> {
     if !listener.allowed_clients.iter().any(|n| n.contains(&client)) {
         return Some(Reason::ClientNotAllowed);
     }
-    if !listener.allowed_ports.contains(&port) {
+    if listener.kind == ListenerKind::Forward && !listener.allowed_ports.contains(&port) {
         return Some(Reason::PortNotAllowed);
     }
     None
@@ -59,9 +60,10 @@ pub async fn resolve_and_decide(
     }
 }
 
-/// A forward or CONNECT request: the listener gate, then resolve and decide. `subject.host`
+/// A request on `listener` (forward, CONNECT, or a reverse listener's member as `explain` asks
+/// it): the listener gate, then resolve and decide. `subject.host`
 /// is the normalised text of `host`.
-pub async fn forward(
+pub async fn request(
     resolver: &dyn Resolver,
     table: &JurisdictionTable,
     config: &Config,

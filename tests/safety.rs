@@ -229,3 +229,44 @@ fn check_refuses_ip_literal_hosts_and_client_lists_that_cover_everything() {
         );
     }
 }
+
+#[test]
+fn the_gateway_vpc_example_opens_the_private_vpc_for_inbound_only() {
+    let out = bin()
+        .args(["check", "config/gateway-vpc.toml"])
+        .output()
+        .expect("check runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = |listener: &str, target: &str| {
+        let out = bin()
+            .args(["explain", target, "--config", "config/gateway-vpc.toml"])
+            .args(["--listener", listener, "--client", "10.0.1.5"])
+            .output()
+            .expect("explain runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let inbound = run("inbound", "10.0.5.10:8080");
+    assert!(
+        inbound.contains("verdict      allow (rule-allow, mode enforce, rule inbound-pool); would dial 10.0.5.10:8080"),
+        "{inbound}"
+    );
+    let egress = run("egress", "10.0.5.10:443");
+    assert!(
+        egress.contains("verdict      deny (internal-not-allowed, mode enforce)"),
+        "{egress}"
+    );
+    let metadata = run("inbound", "169.254.169.254:80");
+    assert!(
+        metadata.contains("verdict      deny (metadata"),
+        "{metadata}"
+    );
+}
