@@ -13,6 +13,7 @@ use super::ConfigError;
 use super::file::{Compiler, FileListener, Res};
 use super::{ListenerConfig, ListenerKind};
 use crate::destination::{Host, parse_authority};
+use crate::forwarded::ForwardedHeader;
 use crate::policy::HostPattern;
 use crate::proxy_protocol::Accept;
 use crate::tls::{self, CertSpec};
@@ -28,8 +29,11 @@ pub struct ReverseListener {
     pub redirect_https_port: Option<u16>,
     /// PROXY protocol versions accepted before anything else on a connection.
     pub proxy_protocol: Option<Accept>,
-    /// Peers whose forwarding headers (X-Forwarded-For, Forwarded) are believed.
+    /// Peers whose forwarding header is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The one forwarding header believed from trusted proxies and written upstream; the
+    /// other is removed.
+    pub forwarded_header: ForwardedHeader,
     /// Pool for requests no route matches; `None` answers 404.
     pub default_pool: Option<String>,
     /// Offer HTTP/2 by ALPN.
@@ -174,6 +178,7 @@ impl Compiler<'_> {
                     ("redirect_https_port", l.redirect_https_port.is_some()),
                     ("proxy_protocol", l.proxy_protocol.is_some()),
                     ("trusted_proxies", l.trusted_proxies.is_some()),
+                    ("forwarded_header", l.forwarded_header.is_some()),
                     ("default_pool", l.default_pool.is_some()),
                 ];
                 if let Some((k, _)) = reverse_only.iter().find(|(_, set)| *set) {
@@ -240,6 +245,16 @@ impl Compiler<'_> {
             .enumerate()
             .map(|(j, c)| self.cidr(c, &format!("listener[{i}].trusted_proxies[{j}]")))
             .collect::<Res<Vec<_>>>()?;
+        let forwarded_header = match &l.forwarded_header {
+            None => ForwardedHeader::default(),
+            Some(h) => ForwardedHeader::parse(h.get_ref()).ok_or_else(|| {
+                self.bad(
+                    h,
+                    key("forwarded_header"),
+                    "expected x-forwarded-for or forwarded",
+                )
+            })?,
+        };
         let default_pool = l.default_pool.as_ref().map(|p| p.get_ref().clone());
         let redirect_https_port = l
             .redirect_https_port
@@ -267,6 +282,7 @@ impl Compiler<'_> {
             redirect_https_port,
             proxy_protocol,
             trusted_proxies,
+            forwarded_header,
             default_pool,
             h2,
         })

@@ -110,8 +110,13 @@ pub async fn handle(
             "error",
         );
     };
-    // Client identity: the PROXY-protocol or socket peer, then trusted forwarding headers.
-    let client_ip = forwarded::client_addr(conn.client.ip(), req.headers(), &rl.trusted_proxies);
+    // Client identity: the PROXY-protocol or socket peer, then the trusted forwarding header.
+    let client_ip = forwarded::client_addr(
+        conn.client.ip(),
+        req.headers(),
+        &rl.trusted_proxies,
+        rl.forwarded_header,
+    );
     let client = if client_ip == conn.client.ip() {
         conn.client
     } else {
@@ -284,14 +289,11 @@ async fn forward_to_pool(
         rec.rec().dialed_ip = Some(addr.addr().ip());
         let in_flight = pool.begin(i);
         rec.hold(in_flight);
-        let upstream_req = match rewrite(
-            req,
-            host,
-            conn.client.ip(),
-            tls,
-            rl.map_or(&[][..], |r| &r.trusted_proxies),
-            &rec,
-        ) {
+        let (trusted, believed) = rl.map_or((&[][..], Default::default()), |r| {
+            (&r.trusted_proxies[..], r.forwarded_header)
+        });
+        let upstream_req = match rewrite(req, host, conn.client.ip(), tls, trusted, believed, &rec)
+        {
             Ok(r) => r,
             Err(e) => return failure(rec, e, decision.reason.as_str()),
         };
@@ -353,14 +355,15 @@ async fn forward_to_pool(
 }
 
 /// The request as the upstream sees it: HTTP/1.1, origin-form, hop-by-hop headers removed,
-/// `Host` set to the authority the request was routed by, forwarding headers applied, `Via`
-/// added, body counted.
+/// `Host` set to the authority the request was routed by, the listener's forwarding header
+/// applied (the other removed), `Via` added, body counted.
 fn rewrite(
     req: Request<Incoming>,
     host: &str,
     peer: IpAddr,
     tls: bool,
     trusted: &[ipnet::IpNet],
+    believed: forwarded::ForwardedHeader,
     rec: &Recorder,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
@@ -385,6 +388,7 @@ fn rewrite(
         if tls { "https" } else { "http" },
         Some(&original_host),
         trusted,
+        believed,
     );
     parts.headers.insert(
         header::HOST,
