@@ -1710,3 +1710,174 @@ fn a_bad_forwarded_header_is_refused_at_config_time_with_its_line() {
     assert!(msg.contains("listener[0].forwarded_header"), "{msg}");
     assert!(msg.contains("only reverse listeners"), "{msg}");
 }
+
+// ---- health checks and member choice decided as the listener decides ---------------------------
+
+/// A pool section with an active health check every 50 ms.
+fn checked_pool(name: &str, members: &[&str]) -> String {
+    pool(
+        name,
+        members,
+        "health_check = \"/healthz\"\nhealth_interval = \"50ms\"\nhealth_timeout = \"2s\"",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_mode_listener_s_not_adequate_member_is_probed_and_stays_healthy() {
+    let cn = HttpOrigin::start().await;
+    let connector = Arc::new(RecordingConnector::default());
+    connector.register(sa(CN_IP, 80), Route::Origin(cn.addr));
+    let text = config_text(
+        &(listener("web", "mode = \"report\"")
+            + &checked_pool("cn", &["cn.test:80"])
+            + &route("app.test", "/", "cn")),
+    );
+    let p = spawn_proxy_on(&text, connector).await;
+
+    // A second check means the first one's result is in.
+    wait_health_checks(&cn, 2).await;
+    let r = get(p.listener_addr("web"), "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.origin(), Some(cn.addr));
+    let recs = p.audit.wait_records(1).await;
+    let rec = record_for(&recs, "cn.test");
+    assert!(rec.would_deny, "{rec:#?}");
+    assert_eq!(rec.dialed_ip, Some(CN_IP));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_allowed_only_by_a_listener_scoped_rule_is_probed_and_stays_healthy() {
+    let cn = HttpOrigin::start().await;
+    let connector = Arc::new(RecordingConnector::default());
+    connector.register(sa(CN_IP, 80), Route::Origin(cn.addr));
+    // `web` may reach the CN member by a rule; `other` shares the pool and may not.
+    let text = config_text(
+        &(listener("web", "")
+            + &listener("other", "")
+            + &checked_pool("cn", &["cn.test:80"])
+            + &route("app.test", "/", "cn")
+            + "\n[[policy.rule]]\nid = \"web-cn\"\naction = \"allow\"\nlisteners = [\"web\"]\nhosts = [\"cn.test\"]\n"),
+    );
+    let p = spawn_proxy_on(&text, connector).await;
+
+    wait_health_checks(&cn, 2).await;
+    let r = get(p.listener_addr("web"), "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.origin(), Some(cn.addr));
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(recs[0].reason, "rule-allow");
+    assert_eq!(recs[0].rule.as_deref(), Some("web-cn"));
+
+    // At request time the request's own listener decides.
+    let r = get(p.listener_addr("other"), "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    let recs = p.audit.wait_records(2).await;
+    let rec = &of_listener(&recs, "other")[0];
+    assert_eq!(rec.reason, "not-adequate");
+    assert_eq!(rec.status, Some(403));
+    assert_eq!(cn.requests(), 1, "only web's request reached the member");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_member_is_skipped_for_the_next_and_the_request_is_served() {
+    let text = listener("web", "")
+        + &pool("app", &["cn.test:80", "uk.test:81"], "")
+        + &route("app.test", "/", "app");
+    let p = proxy(&text).await;
+    let uk = p.http_origin(GB_IP, 81).await;
+    let web = p.listener_addr("web");
+
+    // Round-robin starts at each member in turn: every request is served by the UK member.
+    for i in 0..4 {
+        let r = get(web, "app.test", &format!("/{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+        assert_eq!(r.origin(), Some(uk.addr), "request {i}");
+    }
+    assert!(
+        p.dials().iter().all(|d| *d == sa(GB_IP, 81)),
+        "the CN member is never dialled: {:?}",
+        p.dials()
+    );
+    let recs = p.audit_barrier().await;
+    let web_recs = of_listener(&recs, "web");
+    assert_eq!(web_recs.len(), 4, "{web_recs:#?}");
+    for r in web_recs {
+        assert_eq!(r.decision, "allow");
+        assert_eq!(r.reason, "home");
+        assert_eq!(r.status, Some(200));
+        assert_eq!(r.dest_host.as_deref(), Some("uk.test"));
+        assert_eq!(r.dialed_ip, Some(GB_IP));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_member_is_denied_the_answer_is_403_with_one_record_naming_the_deny() {
+    let text = listener("web", "")
+        + &pool("app", &["cn.test:80", "127.0.0.4:8080"], "")
+        + &route("app.test", "/", "app");
+    let p = proxy(&text).await;
+    let web = p.listener_addr("web");
+
+    for i in 0..2 {
+        let r = get(web, "app.test", &format!("/{i}")).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+        let decision = r.header("x-residency-decision").unwrap_or("");
+        assert!(
+            decision.contains("reason=not-adequate") && decision.contains("jurisdiction=CN"),
+            "{decision}"
+        );
+    }
+    assert!(p.dials().is_empty(), "{:?}", p.dials());
+    let recs = p.audit_barrier().await;
+    let web_recs = of_listener(&recs, "web");
+    assert_eq!(web_recs.len(), 2, "one record per request: {web_recs:#?}");
+    let mut hosts = Vec::new();
+    for r in web_recs {
+        assert_eq!(r.decision, "deny");
+        assert_eq!(r.reason, "not-adequate");
+        assert_eq!(r.status, Some(403));
+        assert_eq!(r.dest_addrs.len(), 1);
+        assert_eq!(r.dest_addrs[0].ip, CN_IP);
+        let port = if r.dest_host.as_deref() == Some("cn.test") {
+            80
+        } else {
+            8080
+        };
+        assert_eq!(r.dest_port, Some(port), "{r:#?}");
+        hosts.extend(r.dest_host.clone());
+    }
+    hosts.sort();
+    assert_eq!(
+        hosts,
+        ["127.0.0.4", "cn.test"],
+        "each record names the member the request tried first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_checked_pool_never_dials_a_denied_member_and_serves_from_the_next() {
+    let uk = HttpOrigin::start().await;
+    let connector = Arc::new(RecordingConnector::default());
+    connector.register(sa(GB_IP, 81), Route::Origin(uk.addr));
+    let text = config_text(
+        &(listener("web", "")
+            + &checked_pool("app", &["cn.test:80", "uk.test:81"])
+            + &route("app.test", "/", "app")),
+    );
+    let p = spawn_proxy_on(&text, connector).await;
+
+    // The checker goes through the members in order: the UK member's second check means the
+    // CN member has been through the checker at least once.
+    wait_health_checks(&uk, 2).await;
+    for i in 0..4 {
+        let r = get(p.listener_addr("web"), "app.test", &format!("/{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+        assert_eq!(r.origin(), Some(uk.addr));
+    }
+    assert!(
+        p.dials().iter().all(|d| *d == sa(GB_IP, 81)),
+        "the CN member is never dialled, by checks or requests: {:?}",
+        p.dials()
+    );
+    p.assert_no_violations();
+}

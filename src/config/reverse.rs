@@ -53,6 +53,28 @@ pub struct RouteConfig {
     pub pool: String,
 }
 
+/// The reverse listeners that can send requests to pool `pool`, in configuration order: those
+/// whose `default_pool` it is, and those a route naming it applies to (a route without
+/// `listeners` applies to every reverse listener).
+pub fn pool_users<'a>(
+    listeners: &'a [ListenerConfig],
+    routes: &[RouteConfig],
+    pool: &str,
+) -> Vec<&'a ListenerConfig> {
+    listeners
+        .iter()
+        .filter(|l| {
+            let Some(rl) = l.reverse.as_ref() else {
+                return false;
+            };
+            rl.default_pool.as_deref() == Some(pool)
+                || routes.iter().any(|r| {
+                    r.pool == pool && (r.listeners.is_empty() || r.listeners.contains(&l.name))
+                })
+        })
+        .collect()
+}
+
 /// How a pool picks a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
@@ -504,5 +526,78 @@ impl Compiler<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::pool_users;
+    use crate::config::Config;
+
+    #[test]
+    fn pool_users_are_the_listeners_whose_routes_or_default_pool_reach_the_pool() {
+        let text = r#"
+[[listener]]
+name = "egress"
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "a"
+kind = "reverse"
+bind = "127.0.0.1:0"
+default_pool = "p"
+
+[[listener]]
+name = "b"
+kind = "reverse"
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "c"
+kind = "reverse"
+bind = "127.0.0.1:0"
+
+[[route]]
+host = "q.test"
+pool = "q"
+listeners = ["b"]
+
+[[route]]
+host = "all.test"
+pool = "r"
+
+[[pool]]
+name = "p"
+members = ["uk.test:80"]
+
+[[pool]]
+name = "q"
+members = ["uk.test:80"]
+
+[[pool]]
+name = "r"
+members = ["uk.test:80"]
+
+[[pool]]
+name = "unused"
+members = ["uk.test:80"]
+"#;
+        let c = Config::parse(text, "test.toml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        let users = |pool: &str| -> Vec<String> {
+            pool_users(&c.listeners, &c.routes, pool)
+                .iter()
+                .map(|l| l.name.clone())
+                .collect()
+        };
+        assert_eq!(users("p"), ["a"], "default_pool");
+        assert_eq!(users("q"), ["b"], "a route scoped to one listener");
+        assert_eq!(
+            users("r"),
+            ["a", "b", "c"],
+            "a route for every reverse listener"
+        );
+        assert!(users("unused").is_empty());
     }
 }
