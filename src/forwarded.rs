@@ -1,22 +1,28 @@
 //! Client identity through trusted proxies: `X-Forwarded-For`, `X-Forwarded-Proto`,
 //! `X-Forwarded-Host` and `Forwarded` (RFC 7239).
 //!
+//! # One header per listener: [`ForwardedHeader`]
+//!
+//! Each reverse listener names the one forwarding header it believes from trusted proxies
+//! (`forwarded_header`, default `x-forwarded-for`). The two lists are never mixed: a client
+//! can put either header in its request, and a trusted proxy that maintains only one of them
+//! passes the other through unchallenged, so believing "whichever is present" would let a
+//! client choose its own identity. The header not chosen is neither read nor passed on.
+//!
+//! - `x-forwarded-for`: `X-Forwarded-For` is walked; `X-Forwarded-Proto` and
+//!   `X-Forwarded-Host` are kept from a trusted peer. `Forwarded` is removed.
+//! - `forwarded`: `Forwarded` `for=` is walked. `X-Forwarded-For`, `X-Forwarded-Proto` and
+//!   `X-Forwarded-Host` are removed (`Forwarded` carries `proto` and `host` itself).
+//!
 //! # Reading: [`client_addr`]
 //!
 //! The starting point is the connection's peer (the PROXY protocol source when the listener
-//! uses it, else the socket peer). Forwarding headers are believed only when that peer is a
-//! trusted proxy; then the list of hops is walked right to left (each proxy appends the address
+//! uses it, else the socket peer). The believed header is read only when that peer is a
+//! trusted proxy; then its list of hops is walked right to left (each proxy appends the address
 //! it received the request from), skipping trusted hops, and the first untrusted address is the
 //! client. Anything the walk cannot use (a malformed entry, `unknown`, an obfuscated
 //! identifier, a `Forwarded` element without `for=`) stops it at the last trusted hop seen:
 //! entries to the left of such a hop were written by someone we cannot vouch for.
-//!
-//! When a request carries any `Forwarded` field it is used and `X-Forwarded-For` is ignored:
-//! `Forwarded` is the standard, unambiguous form, and mixing the two lists would count hops
-//! twice. Consequently every trusted proxy in front of us must maintain `Forwarded` whenever a
-//! client may send one (a trusted proxy that only appends `X-Forwarded-For` would let a
-//! client's own `Forwarded` field through unchallenged). [`apply`] keeps both lists in step for
-//! whoever sits behind us.
 //!
 //! Addresses are compared with the trusted CIDRs both as written and in canonical form (an
 //! IPv4-mapped IPv6 address such as `::ffff:10.0.0.1`, which a dual-stack socket reports for
@@ -24,8 +30,8 @@
 //!
 //! # Writing: [`apply`]
 //!
-//! Headers from an untrusted peer are removed before ours are added, so the upstream never
-//! receives a spoofed chain.
+//! The header not believed is removed; the believed one is removed too when the peer is not
+//! trusted; then our hop is appended, so the upstream only ever receives a chain we vetted.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -39,6 +45,36 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`: the `Host` the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The forwarding header a reverse listener believes from trusted proxies and writes for its
+/// upstreams (`forwarded_header`); the other one is removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (with `X-Forwarded-Proto` and `X-Forwarded-Host`).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The configuration spelling: `x-forwarded-for` or `forwarded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
+
+    /// Parse the configuration spelling (exact, lower case).
+    pub fn parse(text: &str) -> Option<ForwardedHeader> {
+        match text {
+            "x-forwarded-for" => Some(ForwardedHeader::XForwardedFor),
+            "forwarded" => Some(ForwardedHeader::Forwarded),
+            _ => None,
+        }
+    }
+}
 
 /// What one hop of a forwarding list says about who sent the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,23 +92,26 @@ enum Node {
 }
 
 /// Work out the real client: start from the socket peer (or the PROXY-protocol source); if
-/// that peer is in `trusted` (CIDRs), walk the X-Forwarded-For (or Forwarded `for=`) list right
-/// to left, skipping trusted hops, and take the first untrusted address; never believe the
-/// headers when the peer is not trusted. Malformed entries stop the walk (use the last
-/// trusted-hop address seen). Forwarded takes precedence over X-Forwarded-For when both are
-/// present: any `Forwarded` field makes `X-Forwarded-For` ignored entirely.
+/// that peer is in `trusted` (CIDRs), walk the `believed` header's list (X-Forwarded-For, or
+/// Forwarded `for=`) right to left, skipping trusted hops, and take the first untrusted
+/// address; never believe the headers when the peer is not trusted. The other header is
+/// ignored entirely. Malformed entries stop the walk (use the last trusted-hop address seen).
 ///
 /// If every hop is trusted, the left-most one is returned. `unknown`, obfuscated identifiers
 /// and `Forwarded` elements without `for=` stop the walk like malformed entries do. Ports in
 /// entries (`203.0.113.7:4711`, `"[2001:db8::7]:443"`) are accepted and dropped.
-pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub fn client_addr(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    believed: ForwardedHeader,
+) -> IpAddr {
     if !is_trusted(peer, trusted) {
         return peer;
     }
-    let hops = if headers.contains_key(FORWARDED) {
-        forwarded_hops(headers)
-    } else {
-        xff_hops(headers)
+    let hops = match believed {
+        ForwardedHeader::Forwarded => forwarded_hops(headers),
+        ForwardedHeader::XForwardedFor => xff_hops(headers),
     };
     let mut client = peer;
     for hop in hops.iter().rev() {
@@ -87,92 +126,79 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
     client
 }
 
-/// Rewrite the request headers for the upstream: if the peer is NOT trusted, remove any
-/// incoming X-Forwarded-For/-Proto/-Host and Forwarded (they are not believed); then append the
-/// peer to X-Forwarded-For (comma-joined onto the existing list when trusted), set
-/// X-Forwarded-Proto to `proto` ("https"/"http") unless trusted and already present, set
-/// X-Forwarded-Host to the original Host unless trusted and present, and append a
+/// Rewrite the request headers for the upstream, in the `believed` vocabulary only.
+///
+/// The other header is removed (for `forwarded`, the whole `X-Forwarded-*` family). If the
+/// peer is NOT trusted, the believed header (and for `x-forwarded-for`, X-Forwarded-Proto and
+/// -Host) is removed as well. Then, for `x-forwarded-for`: append the peer to X-Forwarded-For
+/// (comma-joined onto the existing list when trusted), set X-Forwarded-Proto to `proto`
+/// ("https"/"http") unless trusted and already present, and set X-Forwarded-Host to the
+/// original Host unless trusted and present. For `forwarded`: append a
 /// `Forwarded: for=...;proto=...;host=...` element (RFC 7239 §4, IPv6 quoted and bracketed:
 /// `for="[2001:db8::1]"`).
 ///
-/// Each list leaves as a single field (several incoming fields are joined in order). When a
-/// trusted peer sent only one of the two lists, the other is first rebuilt from it (addresses
-/// kept, anything else written as `unknown`), so an upstream that prefers `Forwarded` and one
-/// that reads `X-Forwarded-For` see the same chain. `proto` and `host` values that cannot be
-/// carried in a header (control or non-ASCII characters) are left out. An incoming `Forwarded`
-/// field with an unterminated quoted-string, which would swallow our element, is passed on as
-/// `for=unknown` (a walk stops there either way).
+/// The list leaves as a single field (several incoming fields are joined in order). `proto`
+/// and `host` values that cannot be carried in a header (control or non-ASCII characters) are
+/// left out. An incoming `Forwarded` field with an unterminated quoted-string, which would
+/// swallow our element, is passed on as `for=unknown` (a walk stops there either way).
 pub fn apply(
     headers: &mut HeaderMap,
     peer: IpAddr,
     proto: &str,
     host: Option<&str>,
     trusted: &[IpNet],
+    believed: ForwardedHeader,
 ) {
     let trusted_peer = is_trusted(peer, trusted);
-    if !trusted_peer {
-        for name in [
-            &X_FORWARDED_FOR,
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-            &FORWARDED,
-        ] {
-            headers.remove(name);
+    match believed {
+        ForwardedHeader::XForwardedFor => {
+            headers.remove(FORWARDED);
+            if !trusted_peer {
+                for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+                    headers.remove(name);
+                }
+            }
+            let xff = joined_list(headers, &X_FORWARDED_FOR, |v| v);
+            set_list(headers, X_FORWARDED_FOR, xff, peer.to_string().as_bytes());
+            if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO))
+                && let Ok(value) = HeaderValue::from_str(proto)
+            {
+                headers.insert(X_FORWARDED_PROTO, value);
+            }
+            if !(trusted_peer && headers.contains_key(&X_FORWARDED_HOST))
+                && let Some(Ok(value)) = host.map(HeaderValue::from_str)
+            {
+                headers.insert(X_FORWARDED_HOST, value);
+            }
         }
-    }
-
-    let xff = joined_list(headers, &X_FORWARDED_FOR, |v| v);
-    // A field with an unterminated quoted-string would swallow every element appended after
-    // it; `for=unknown` stops a walk exactly where that malformed field did.
-    let fwd = joined_list(headers, &FORWARDED, |v| {
-        if quotes_balanced(v) {
-            v
-        } else {
-            b"for=unknown"
-        }
-    });
-    let (xff, fwd) = match (xff, fwd) {
-        (Some(xff), None) => {
-            let rebuilt = rebuild(&xff_hops(headers), |n| match n {
-                Node::Addr(ip) => format!("for={}", node_text(ip)),
-                _ => "for=unknown".to_owned(),
+        ForwardedHeader::Forwarded => {
+            for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+                headers.remove(name);
+            }
+            if !trusted_peer {
+                headers.remove(FORWARDED);
+            }
+            // A field with an unterminated quoted-string would swallow every element appended
+            // after it; `for=unknown` stops a walk exactly where that malformed field did.
+            let fwd = joined_list(headers, &FORWARDED, |v| {
+                if quotes_balanced(v) {
+                    v
+                } else {
+                    b"for=unknown"
+                }
             });
-            (Some(xff), rebuilt)
+            let mut element = format!("for={}", node_text(peer));
+            if let Some(proto) = param_value(proto) {
+                element.push_str(";proto=");
+                element.push_str(&proto);
+            }
+            if let Some(host) = host.and_then(param_value) {
+                element.push_str(";host=");
+                element.push_str(&host);
+            }
+            set_list(headers, FORWARDED, fwd, element.as_bytes());
         }
-        (None, Some(fwd)) => {
-            let rebuilt = rebuild(&forwarded_hops(headers), |n| match n {
-                Node::Addr(ip) => ip.to_string(),
-                _ => "unknown".to_owned(),
-            });
-            (rebuilt, Some(fwd))
-        }
-        both_or_neither => both_or_neither,
-    };
-
-    let peer_text = peer.to_string();
-    set_list(headers, X_FORWARDED_FOR, xff, peer_text.as_bytes());
-
-    if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO))
-        && let Ok(value) = HeaderValue::from_str(proto)
-    {
-        headers.insert(X_FORWARDED_PROTO, value);
     }
-    if !(trusted_peer && headers.contains_key(&X_FORWARDED_HOST))
-        && let Some(Ok(value)) = host.map(HeaderValue::from_str)
-    {
-        headers.insert(X_FORWARDED_HOST, value);
-    }
-
-    let mut element = format!("for={}", node_text(peer));
-    if let Some(proto) = param_value(proto) {
-        element.push_str(";proto=");
-        element.push_str(&proto);
-    }
-    if let Some(host) = host.and_then(param_value) {
-        element.push_str(";host=");
-        element.push_str(&host);
-    }
-    set_list(headers, FORWARDED, fwd, element.as_bytes());
 }
 
 /// Whether `ip` is inside a trusted CIDR, as written or in canonical form.
@@ -206,15 +232,6 @@ fn joined_list(
         }
     }
     out
-}
-
-/// A list rebuilt from the other kind of list's hops; None when there are no hops.
-fn rebuild(hops: &[Node], render: impl Fn(Node) -> String) -> Option<Vec<u8>> {
-    if hops.is_empty() {
-        return None;
-    }
-    let items: Vec<String> = hops.iter().map(|n| render(*n)).collect();
-    Some(items.join(", ").into_bytes())
 }
 
 /// Replace `name` with `prior` (if any) plus `last`, as one comma-joined field.
@@ -695,12 +712,6 @@ mod tests {
                 "203.0.113.7",
             ),
             (
-                "Forwarded takes precedence over X-Forwarded-For",
-                LB,
-                vec![(XFF, "192.0.2.66"), (FWD, "for=203.0.113.7")],
-                "203.0.113.7",
-            ),
-            (
                 "Forwarded quoted IPv6 with port",
                 LB,
                 vec![(FWD, "for=\"[2001:db8:cafe::17]:4711\"")],
@@ -826,12 +837,84 @@ mod tests {
         ]
     }
 
+    /// Which header a case's list is in (cases use one kind each).
+    fn believed_by(pairs: &[(&str, &str)]) -> Option<ForwardedHeader> {
+        pairs.first().map(|(name, _)| {
+            if *name == FWD {
+                ForwardedHeader::Forwarded
+            } else {
+                ForwardedHeader::XForwardedFor
+            }
+        })
+    }
+
+    /// The other header.
+    fn other(h: ForwardedHeader) -> ForwardedHeader {
+        match h {
+            ForwardedHeader::XForwardedFor => ForwardedHeader::Forwarded,
+            ForwardedHeader::Forwarded => ForwardedHeader::XForwardedFor,
+        }
+    }
+
+    const BOTH: [ForwardedHeader; 2] = [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded];
+
     #[test]
-    fn client_addr_walks_trusted_hops() {
+    fn client_addr_walks_trusted_hops_of_the_believed_header_only() {
         let trusted = trusted();
         for (reason, peer, pairs, want) in client_cases() {
-            let got = client_addr(ip(peer), &headers(&pairs), &trusted);
-            assert_eq!(got, ip(want), "{reason}");
+            let map = headers(&pairs);
+            let Some(h) = believed_by(&pairs) else {
+                for h in BOTH {
+                    assert_eq!(
+                        client_addr(ip(peer), &map, &trusted, h),
+                        ip(want),
+                        "{reason}"
+                    );
+                }
+                continue;
+            };
+            assert_eq!(
+                client_addr(ip(peer), &map, &trusted, h),
+                ip(want),
+                "{reason} ({h:?})"
+            );
+            assert_eq!(
+                client_addr(ip(peer), &map, &trusted, other(h)),
+                ip(peer),
+                "{reason}: ignored when {:?} is believed",
+                other(h)
+            );
+        }
+    }
+
+    #[test]
+    fn with_both_headers_only_the_believed_one_names_the_client() {
+        let map = headers(&[(XFF, "192.0.2.66"), (FWD, "for=203.0.113.7")]);
+        let got = |h| client_addr(ip(LB), &map, &trusted(), h);
+        assert_eq!(got(ForwardedHeader::XForwardedFor), ip("192.0.2.66"));
+        assert_eq!(got(ForwardedHeader::Forwarded), ip("203.0.113.7"));
+        // A client's own Forwarded behind a proxy that only maintains X-Forwarded-For is not
+        // believed, and the other way round.
+        let map = headers(&[(FWD, "for=192.0.2.1"), (XFF, "203.0.113.7")]);
+        assert_eq!(
+            client_addr(ip(LB), &map, &trusted(), ForwardedHeader::XForwardedFor),
+            ip("203.0.113.7")
+        );
+        let map = headers(&[(XFF, "192.0.2.1"), (FWD, "for=203.0.113.7")]);
+        assert_eq!(
+            client_addr(ip(LB), &map, &trusted(), ForwardedHeader::Forwarded),
+            ip("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn forwarded_header_spellings() {
+        for h in BOTH {
+            assert_eq!(ForwardedHeader::parse(h.as_str()), Some(h));
+        }
+        assert_eq!(ForwardedHeader::default(), ForwardedHeader::XForwardedFor);
+        for bad in ["X-Forwarded-For", "xff", "x-real-ip", "", "forwarded "] {
+            assert_eq!(ForwardedHeader::parse(bad), None, "{bad:?}");
         }
     }
 
@@ -843,20 +926,24 @@ mod tests {
             X_FORWARDED_FOR,
             HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
         );
-        assert_eq!(client_addr(ip(LB), &map, &trusted()), ip(LB));
+        let xff = ForwardedHeader::XForwardedFor;
+        assert_eq!(client_addr(ip(LB), &map, &trusted(), xff), ip(LB));
         let mut map = HeaderMap::new();
         map.append(
             FORWARDED,
             HeaderValue::from_bytes(b"for=\"_\xff\"").unwrap(),
         );
         map.append(FORWARDED, HeaderValue::from_static("for=10.2.2.2"));
-        assert_eq!(client_addr(ip(LB), &map, &trusted()), ip("10.2.2.2"));
+        let fwd = ForwardedHeader::Forwarded;
+        assert_eq!(client_addr(ip(LB), &map, &trusted(), fwd), ip("10.2.2.2"));
     }
 
     #[test]
     fn no_trusted_proxies_means_never_believe() {
         let map = headers(&[(XFF, "203.0.113.7"), (FWD, "for=203.0.113.8")]);
-        assert_eq!(client_addr(ip(LB), &map, &[]), ip(LB));
+        for h in BOTH {
+            assert_eq!(client_addr(ip(LB), &map, &[], h), ip(LB), "{h:?}");
+        }
     }
 
     #[test]
@@ -907,43 +994,113 @@ mod tests {
         }
     }
 
-    #[test]
-    fn apply_strips_and_replaces_an_untrusted_peers_headers() {
-        let mut map = headers(&[
+    const X: ForwardedHeader = ForwardedHeader::XForwardedFor;
+    const F: ForwardedHeader = ForwardedHeader::Forwarded;
+
+    /// Every forwarding header a client or proxy could send.
+    fn all_forwarding_headers() -> HeaderMap {
+        headers(&[
             (XFF, "1.1.1.1"),
             (XFF, "2.2.2.2"),
             ("x-forwarded-proto", "http"),
             ("x-forwarded-host", "evil.example"),
             (FWD, "for=1.1.1.1;proto=http"),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn apply_strips_and_replaces_an_untrusted_peers_headers() {
+        let mut map = all_forwarding_headers();
+        let peer = ip("198.51.100.23");
         apply(
             &mut map,
-            ip("198.51.100.23"),
+            peer,
             "https",
             Some("api.example.eu"),
             &trusted(),
+            X,
         );
         assert_eq!(all(&map, XFF), ["198.51.100.23"]);
         assert_eq!(all(&map, "x-forwarded-proto"), ["https"]);
         assert_eq!(all(&map, "x-forwarded-host"), ["api.example.eu"]);
+        assert!(all(&map, FWD).is_empty(), "Forwarded is not written");
+
+        let mut map = all_forwarding_headers();
+        apply(
+            &mut map,
+            peer,
+            "https",
+            Some("api.example.eu"),
+            &trusted(),
+            F,
+        );
         assert_eq!(
             all(&map, FWD),
             ["for=198.51.100.23;proto=https;host=api.example.eu"]
         );
+        for name in [XFF, "x-forwarded-proto", "x-forwarded-host"] {
+            assert!(all(&map, name).is_empty(), "{name} is not written");
+        }
+    }
+
+    #[test]
+    fn apply_removes_a_trusted_peers_header_that_is_not_believed() {
+        let mut map = all_forwarding_headers();
+        apply(
+            &mut map,
+            ip(LB),
+            "https",
+            Some("api.example.eu"),
+            &trusted(),
+            X,
+        );
+        assert_eq!(all(&map, XFF), ["1.1.1.1, 2.2.2.2, 10.0.0.5"]);
+        assert_eq!(all(&map, "x-forwarded-proto"), ["http"]);
+        assert_eq!(all(&map, "x-forwarded-host"), ["evil.example"]);
+        assert!(all(&map, FWD).is_empty(), "{map:?}");
+
+        let mut map = all_forwarding_headers();
+        apply(
+            &mut map,
+            ip(LB),
+            "https",
+            Some("api.example.eu"),
+            &trusted(),
+            F,
+        );
+        assert_eq!(
+            all(&map, FWD),
+            ["for=1.1.1.1;proto=http, for=10.0.0.5;proto=https;host=api.example.eu"]
+        );
+        for name in [XFF, "x-forwarded-proto", "x-forwarded-host"] {
+            assert!(all(&map, name).is_empty(), "{name}: {map:?}");
+        }
     }
 
     #[test]
     fn apply_quotes_and_brackets_an_ipv6_peer_and_quotes_a_host_with_port() {
+        let peer = ip("2001:db8::23");
         let mut map = headers(&[(XFF, "1.1.1.1")]);
         apply(
             &mut map,
-            ip("2001:db8::23"),
+            peer,
             "https",
             Some("api.example.eu:8443"),
             &trusted(),
+            X,
         );
         assert_eq!(all(&map, XFF), ["2001:db8::23"]);
         assert_eq!(all(&map, "x-forwarded-host"), ["api.example.eu:8443"]);
+
+        let mut map = headers(&[(FWD, "for=1.1.1.1")]);
+        apply(
+            &mut map,
+            peer,
+            "https",
+            Some("api.example.eu:8443"),
+            &trusted(),
+            F,
+        );
         assert_eq!(
             all(&map, FWD),
             ["for=\"[2001:db8::23]\";proto=https;host=\"api.example.eu:8443\""]
@@ -952,30 +1109,19 @@ mod tests {
 
     #[test]
     fn apply_without_host_or_with_an_unsendable_host() {
-        let mut map = HeaderMap::new();
-        apply(&mut map, ip("198.51.100.23"), "http", None, &trusted());
-        assert_eq!(all(&map, FWD), ["for=198.51.100.23;proto=http"]);
-        assert!(map.get(&X_FORWARDED_HOST).is_none());
+        let peer = ip("198.51.100.23");
+        for host in [None, Some("bad\nhost")] {
+            let mut map = HeaderMap::new();
+            apply(&mut map, peer, "http", host, &trusted(), F);
+            assert_eq!(all(&map, FWD), ["for=198.51.100.23;proto=http"], "{host:?}");
+            let mut map = HeaderMap::new();
+            apply(&mut map, peer, "http", host, &trusted(), X);
+            assert!(map.get(&X_FORWARDED_HOST).is_none(), "{host:?}");
+            assert_eq!(all(&map, "x-forwarded-proto"), ["http"]);
+        }
 
         let mut map = HeaderMap::new();
-        apply(
-            &mut map,
-            ip("198.51.100.23"),
-            "http",
-            Some("bad\nhost"),
-            &trusted(),
-        );
-        assert_eq!(all(&map, FWD), ["for=198.51.100.23;proto=http"]);
-        assert!(map.get(&X_FORWARDED_HOST).is_none());
-
-        let mut map = HeaderMap::new();
-        apply(
-            &mut map,
-            ip("198.51.100.23"),
-            "http",
-            Some("we\"ird\\"),
-            &trusted(),
-        );
+        apply(&mut map, peer, "http", Some("we\"ird\\"), &trusted(), F);
         assert_eq!(
             all(&map, FWD),
             ["for=198.51.100.23;proto=http;host=\"we\\\"ird\\\\\""]
@@ -983,14 +1129,12 @@ mod tests {
     }
 
     #[test]
-    fn apply_appends_to_a_trusted_peers_chains() {
+    fn apply_appends_to_a_trusted_peers_chain() {
         let mut map = headers(&[
             (XFF, "203.0.113.7"),
             (XFF, "10.1.1.1"),
             ("x-forwarded-proto", "http"),
             ("x-forwarded-host", "front.example.eu"),
-            (FWD, "for=203.0.113.7;proto=http"),
-            (FWD, "for=10.1.1.1"),
         ]);
         apply(
             &mut map,
@@ -998,11 +1142,22 @@ mod tests {
             "https",
             Some("api.example.eu"),
             &trusted(),
+            X,
         );
         assert_eq!(all(&map, XFF), ["203.0.113.7, 10.1.1.1, 10.0.0.5"]);
         // Kept: the first proxy saw the client's scheme and host.
         assert_eq!(all(&map, "x-forwarded-proto"), ["http"]);
         assert_eq!(all(&map, "x-forwarded-host"), ["front.example.eu"]);
+
+        let mut map = headers(&[(FWD, "for=203.0.113.7;proto=http"), (FWD, "for=10.1.1.1")]);
+        apply(
+            &mut map,
+            ip(LB),
+            "https",
+            Some("api.example.eu"),
+            &trusted(),
+            F,
+        );
         assert_eq!(
             all(&map, FWD),
             [
@@ -1013,42 +1168,32 @@ mod tests {
 
     #[test]
     fn apply_sets_proto_and_host_for_a_trusted_peer_that_sent_none() {
+        let peer = ip("2001:db8:ffff::2");
         let mut map = HeaderMap::new();
         apply(
             &mut map,
-            ip("2001:db8:ffff::2"),
+            peer,
             "https",
             Some("api.example.eu"),
             &trusted(),
+            X,
         );
         assert_eq!(all(&map, XFF), ["2001:db8:ffff::2"]);
         assert_eq!(all(&map, "x-forwarded-proto"), ["https"]);
         assert_eq!(all(&map, "x-forwarded-host"), ["api.example.eu"]);
+
+        let mut map = HeaderMap::new();
+        apply(
+            &mut map,
+            peer,
+            "https",
+            Some("api.example.eu"),
+            &trusted(),
+            F,
+        );
         assert_eq!(
             all(&map, FWD),
             ["for=\"[2001:db8:ffff::2]\";proto=https;host=api.example.eu"]
-        );
-    }
-
-    #[test]
-    fn apply_rebuilds_the_missing_list_from_the_other() {
-        let mut map = headers(&[(XFF, "192.0.2.66, junk, [2001:db8::7]:443")]);
-        apply(&mut map, ip(LB), "https", None, &trusted());
-        assert_eq!(
-            all(&map, XFF),
-            ["192.0.2.66, junk, [2001:db8::7]:443, 10.0.0.5"]
-        );
-        assert_eq!(
-            all(&map, FWD),
-            ["for=192.0.2.66, for=unknown, for=\"[2001:db8::7]\", for=10.0.0.5;proto=https"]
-        );
-
-        let mut map = headers(&[(FWD, "for=\"[2001:db8::7]:443\", for=_hidden;proto=http")]);
-        apply(&mut map, ip(LB), "https", None, &trusted());
-        assert_eq!(all(&map, XFF), ["2001:db8::7, unknown, 10.0.0.5"]);
-        assert_eq!(
-            all(&map, FWD),
-            ["for=\"[2001:db8::7]:443\", for=_hidden;proto=http, for=10.0.0.5;proto=https"]
         );
     }
 
@@ -1058,7 +1203,7 @@ mod tests {
             (FWD, "for=192.0.2.66, for=\"[2001:db8::1]"),
             (FWD, "for=203.0.113.7;ext=\"a\\\"b\""),
         ]);
-        apply(&mut map, ip(LB), "https", None, &trusted());
+        apply(&mut map, ip(LB), "https", None, &trusted(), F);
         assert_eq!(
             all(&map, FWD),
             ["for=unknown, for=203.0.113.7;ext=\"a\\\"b\", for=10.0.0.5;proto=https"]
@@ -1075,31 +1220,41 @@ mod tests {
         );
     }
 
-    /// An upstream that trusts us (and our trusted proxies) and reads our output with either
-    /// header must reach the client we reached. (When a trusted peer sends both lists and they
-    /// disagree, both are passed on as received, so only the `Forwarded` reader is checked.)
+    /// An upstream that trusts us (and our trusted proxies) and reads the header we believe
+    /// must reach the client we reached, whichever headers came in.
     #[test]
     fn apply_output_yields_the_same_client_downstream() {
         let ours = trusted();
         let mut theirs = ours.clone();
         theirs.extend(nets(&["192.168.50.1/32"]));
         let us = ip("192.168.50.1");
-        for (reason, peer, pairs, want) in client_cases() {
-            let mut map = headers(&pairs);
-            apply(&mut map, ip(peer), "https", Some("api.example.eu"), &ours);
-            assert_eq!(client_addr(us, &map, &theirs), ip(want), "{reason}");
-            let sent_both =
-                pairs.iter().any(|(n, _)| *n == XFF) && pairs.iter().any(|(n, _)| *n == FWD);
-            if sent_both {
-                continue;
+        let mut cases = client_cases();
+        cases.push((
+            "both headers",
+            LB,
+            vec![(XFF, "192.0.2.66"), (FWD, "for=203.0.113.7")],
+            "-",
+        ));
+        for (reason, peer, pairs, _) in cases {
+            for h in BOTH {
+                let want = client_addr(ip(peer), &headers(&pairs), &ours, h);
+                let mut map = headers(&pairs);
+                apply(
+                    &mut map,
+                    ip(peer),
+                    "https",
+                    Some("api.example.eu"),
+                    &ours,
+                    h,
+                );
+                assert_eq!(client_addr(us, &map, &theirs, h), want, "{reason} ({h:?})");
+                assert_eq!(
+                    client_addr(us, &map, &theirs, other(h)),
+                    us,
+                    "{reason}: nothing of {:?} left ({h:?})",
+                    other(h)
+                );
             }
-            let mut xff_only = map.clone();
-            xff_only.remove(FORWARDED);
-            assert_eq!(
-                client_addr(us, &xff_only, &theirs),
-                ip(want),
-                "{reason} (X-Forwarded-For only)"
-            );
         }
     }
 }

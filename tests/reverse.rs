@@ -1189,9 +1189,9 @@ async fn forwarding_headers_are_replaced_for_an_untrusted_peer() {
     assert_eq!(seen.all("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(seen.all("x-forwarded-proto"), vec!["https"]);
     assert_eq!(seen.all("x-forwarded-host"), vec!["app.test"]);
-    assert_eq!(
-        seen.all("forwarded"),
-        vec!["for=127.0.0.1;proto=https;host=app.test"]
+    assert!(
+        seen.all("forwarded").is_empty(),
+        "Forwarded is not the listener's header (forwarded_header = \"x-forwarded-for\")"
     );
 
     let recs = p.audit.wait_records(1).await;
@@ -1226,10 +1226,7 @@ async fn a_trusted_proxy_s_x_forwarded_for_names_the_client_in_the_audit_record(
         vec!["https"],
         "a trusted proxy's proto is kept"
     );
-    assert_eq!(
-        seen.all("forwarded"),
-        vec!["for=203.0.113.7, for=127.0.0.1;proto=http;host=app.test"]
-    );
+    assert!(seen.all("forwarded").is_empty());
 
     let recs = p.audit.wait_records(1).await;
     let r = record_for(&recs, "uk.test");
@@ -1293,10 +1290,7 @@ async fn proxy_protocol_v2_before_tls_gives_the_audit_record_the_proxy_source() 
     assert_eq!(r.status, StatusCode::OK);
     let seen = &origin.seen()[0];
     assert_eq!(seen.all("x-forwarded-for"), vec!["2001:db8::7"]);
-    assert_eq!(
-        seen.header("forwarded"),
-        Some("for=\"[2001:db8::7]\";proto=https;host=app.test")
-    );
+    assert_eq!(seen.header("forwarded"), None);
 
     let recs = p.audit.wait_records(1).await;
     assert_eq!(record_for(&recs, "uk.test").client_addr, Some(src));
@@ -1543,4 +1537,347 @@ fn a_key_that_does_not_match_its_certificate_is_refused_at_config_time() {
         .to_string();
     assert!(err.contains("listener[0].cert[0]"), "{err}");
     assert!(err.contains("does not match"), "{err}");
+}
+
+// ---- one forwarding header per listener -------------------------------------------------------
+
+/// `GET /` for `app.test` on a fresh plain connection with extra `headers`; the response and
+/// the client's own address.
+async fn get_with(addr: SocketAddr, headers: &[(&str, &str)]) -> (Resp, SocketAddr) {
+    let stream = tcp(addr).await;
+    let me = stream.local_addr().expect("client address");
+    let mut c = Client::h1(stream, "http").await;
+    let mut req = Request::get("/").header("host", "app.test");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    (c.send(req.body(empty()).unwrap()).await, me)
+}
+
+fn ip_port(ip: &str) -> Option<SocketAddr> {
+    Some(SocketAddr::new(ip.parse().expect("test address"), 0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_trusted_proxy_s_forwarded_is_ignored_and_removed_upstream() {
+    let text = listener("web", "trusted_proxies = [\"127.0.0.0/8\"]")
+        + &pool("app", &["uk.test:80"], "")
+        + &route("app.test", "/", "app");
+    let p = proxy(&text).await;
+    let origin = p.http_origin(GB_IP, 80).await;
+    let web = p.listener_addr("web");
+
+    // Both headers: X-Forwarded-For names the client, Forwarded is not passed on.
+    let (r, _) = get_with(
+        web,
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("forwarded", "for=198.51.100.9;proto=https"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(recs[0].client_addr, ip_port("203.0.113.7"));
+    let seen = &origin.seen()[0];
+    assert_eq!(seen.all("x-forwarded-for"), vec!["203.0.113.7, 127.0.0.1"]);
+    assert!(seen.all("forwarded").is_empty(), "{:?}", seen.headers);
+
+    // Forwarded alone says nothing: the client is the peer.
+    let (r, me) = get_with(web, &[("forwarded", "for=198.51.100.9")]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let recs = p.audit.wait_records(2).await;
+    assert_eq!(recs[1].client_addr, Some(me), "Forwarded is not believed");
+    let seen = &origin.seen()[1];
+    assert_eq!(seen.all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(seen.all("x-forwarded-proto"), vec!["http"]);
+    assert!(seen.all("forwarded").is_empty(), "{:?}", seen.headers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_header_forwarded_believes_forwarded_and_removes_the_x_forwarded_family() {
+    let text = listener(
+        "web",
+        "trusted_proxies = [\"127.0.0.0/8\"]\nforwarded_header = \"forwarded\"",
+    ) + &pool("app", &["uk.test:80"], "")
+        + &route("app.test", "/", "app");
+    let p = proxy(&text).await;
+    let origin = p.http_origin(GB_IP, 80).await;
+    let web = p.listener_addr("web");
+
+    let (r, _) = get_with(
+        web,
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-host", "evil.test"),
+            ("forwarded", "for=198.51.100.9;proto=https"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(recs[0].client_addr, ip_port("198.51.100.9"));
+    let seen = &origin.seen()[0];
+    assert_eq!(
+        seen.all("forwarded"),
+        vec!["for=198.51.100.9;proto=https, for=127.0.0.1;proto=http;host=app.test"]
+    );
+    for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
+        assert!(seen.all(name).is_empty(), "{name}: {:?}", seen.headers);
+    }
+
+    // X-Forwarded-For alone says nothing: the client is the peer.
+    let (r, me) = get_with(web, &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let recs = p.audit.wait_records(2).await;
+    assert_eq!(
+        recs[1].client_addr,
+        Some(me),
+        "X-Forwarded-For is not believed"
+    );
+    let seen = &origin.seen()[1];
+    assert_eq!(
+        seen.all("forwarded"),
+        vec!["for=127.0.0.1;proto=http;host=app.test"]
+    );
+    assert!(seen.all("x-forwarded-for").is_empty(), "{:?}", seen.headers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_peer_s_forwarded_is_not_believed_by_a_forwarded_listener() {
+    let text = listener(
+        "web",
+        "trusted_proxies = [\"192.0.2.0/24\"]\nforwarded_header = \"forwarded\"",
+    ) + &pool("app", &["uk.test:80"], "")
+        + &route("app.test", "/", "app");
+    let p = proxy(&text).await;
+    let origin = p.http_origin(GB_IP, 80).await;
+
+    let (r, me) = get_with(
+        p.listener_addr("web"),
+        &[
+            ("forwarded", "for=6.6.6.6;proto=gopher"),
+            ("x-forwarded-for", "7.7.7.7"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(
+        recs[0].client_addr,
+        Some(me),
+        "the spoofed chain is not believed"
+    );
+    let seen = &origin.seen()[0];
+    assert_eq!(
+        seen.all("forwarded"),
+        vec!["for=127.0.0.1;proto=http;host=app.test"]
+    );
+    assert!(seen.all("x-forwarded-for").is_empty(), "{:?}", seen.headers);
+}
+
+#[test]
+fn a_bad_forwarded_header_is_refused_at_config_time_with_its_line() {
+    for (keys, want) in [
+        (
+            "forwarded_header = \"x-real-ip\"",
+            "expected x-forwarded-for or forwarded",
+        ),
+        ("forwarded_header = \"X-Forwarded-For\"", "expected"),
+    ] {
+        let text = config_text(&(listener("web", keys) + &pool("app", &["uk.test:80"], "")));
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("forwarded_header"))
+            .map(|i| i + 1);
+        let err = Config::parse(&text, "test.toml", Path::new("/"))
+            .expect_err("a bad forwarded_header is refused");
+        assert_eq!(err.line, line, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("listener[1].forwarded_header"), "{msg}");
+        assert!(msg.contains(want), "{msg}");
+        assert!(
+            msg.contains(&format!("test.toml:{}", line.unwrap_or(0))),
+            "{msg}"
+        );
+    }
+    // A forward listener has no forwarding header to believe.
+    let text = config_text("forwarded_header = \"forwarded\"");
+    let err = Config::parse(&text, "test.toml", Path::new("/"))
+        .expect_err("forwarded_header on a forward listener is refused");
+    let msg = err.to_string();
+    assert!(msg.contains("listener[0].forwarded_header"), "{msg}");
+    assert!(msg.contains("only reverse listeners"), "{msg}");
+}
+
+// ---- health checks and member choice decided as the listener decides ---------------------------
+
+/// A pool section with an active health check every 50 ms.
+fn checked_pool(name: &str, members: &[&str]) -> String {
+    pool(
+        name,
+        members,
+        "health_check = \"/healthz\"\nhealth_interval = \"50ms\"\nhealth_timeout = \"2s\"",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_mode_listener_s_not_adequate_member_is_probed_and_stays_healthy() {
+    let cn = HttpOrigin::start().await;
+    let connector = Arc::new(RecordingConnector::default());
+    connector.register(sa(CN_IP, 80), Route::Origin(cn.addr));
+    let text = config_text(
+        &(listener("web", "mode = \"report\"")
+            + &checked_pool("cn", &["cn.test:80"])
+            + &route("app.test", "/", "cn")),
+    );
+    let p = spawn_proxy_on(&text, connector).await;
+
+    // A second check means the first one's result is in.
+    wait_health_checks(&cn, 2).await;
+    let r = get(p.listener_addr("web"), "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.origin(), Some(cn.addr));
+    let recs = p.audit.wait_records(1).await;
+    let rec = record_for(&recs, "cn.test");
+    assert!(rec.would_deny, "{rec:#?}");
+    assert_eq!(rec.dialed_ip, Some(CN_IP));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_allowed_only_by_a_listener_scoped_rule_is_probed_and_stays_healthy() {
+    let cn = HttpOrigin::start().await;
+    let connector = Arc::new(RecordingConnector::default());
+    connector.register(sa(CN_IP, 80), Route::Origin(cn.addr));
+    // `web` may reach the CN member by a rule; `other` shares the pool and may not.
+    let text = config_text(
+        &(listener("web", "")
+            + &listener("other", "")
+            + &checked_pool("cn", &["cn.test:80"])
+            + &route("app.test", "/", "cn")
+            + "\n[[policy.rule]]\nid = \"web-cn\"\naction = \"allow\"\nlisteners = [\"web\"]\nhosts = [\"cn.test\"]\n"),
+    );
+    let p = spawn_proxy_on(&text, connector).await;
+
+    wait_health_checks(&cn, 2).await;
+    let r = get(p.listener_addr("web"), "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.origin(), Some(cn.addr));
+    let recs = p.audit.wait_records(1).await;
+    assert_eq!(recs[0].reason, "rule-allow");
+    assert_eq!(recs[0].rule.as_deref(), Some("web-cn"));
+
+    // At request time the request's own listener decides.
+    let r = get(p.listener_addr("other"), "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    let recs = p.audit.wait_records(2).await;
+    let rec = &of_listener(&recs, "other")[0];
+    assert_eq!(rec.reason, "not-adequate");
+    assert_eq!(rec.status, Some(403));
+    assert_eq!(cn.requests(), 1, "only web's request reached the member");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_member_is_skipped_for_the_next_and_the_request_is_served() {
+    let text = listener("web", "")
+        + &pool("app", &["cn.test:80", "uk.test:81"], "")
+        + &route("app.test", "/", "app");
+    let p = proxy(&text).await;
+    let uk = p.http_origin(GB_IP, 81).await;
+    let web = p.listener_addr("web");
+
+    // Round-robin starts at each member in turn: every request is served by the UK member.
+    for i in 0..4 {
+        let r = get(web, "app.test", &format!("/{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+        assert_eq!(r.origin(), Some(uk.addr), "request {i}");
+    }
+    assert!(
+        p.dials().iter().all(|d| *d == sa(GB_IP, 81)),
+        "the CN member is never dialled: {:?}",
+        p.dials()
+    );
+    let recs = p.audit_barrier().await;
+    let web_recs = of_listener(&recs, "web");
+    assert_eq!(web_recs.len(), 4, "{web_recs:#?}");
+    for r in web_recs {
+        assert_eq!(r.decision, "allow");
+        assert_eq!(r.reason, "home");
+        assert_eq!(r.status, Some(200));
+        assert_eq!(r.dest_host.as_deref(), Some("uk.test"));
+        assert_eq!(r.dialed_ip, Some(GB_IP));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_member_is_denied_the_answer_is_403_with_one_record_naming_the_deny() {
+    let text = listener("web", "")
+        + &pool("app", &["cn.test:80", "127.0.0.4:8080"], "")
+        + &route("app.test", "/", "app");
+    let p = proxy(&text).await;
+    let web = p.listener_addr("web");
+
+    for i in 0..2 {
+        let r = get(web, "app.test", &format!("/{i}")).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+        let decision = r.header("x-residency-decision").unwrap_or("");
+        assert!(
+            decision.contains("reason=not-adequate") && decision.contains("jurisdiction=CN"),
+            "{decision}"
+        );
+    }
+    assert!(p.dials().is_empty(), "{:?}", p.dials());
+    let recs = p.audit_barrier().await;
+    let web_recs = of_listener(&recs, "web");
+    assert_eq!(web_recs.len(), 2, "one record per request: {web_recs:#?}");
+    let mut hosts = Vec::new();
+    for r in web_recs {
+        assert_eq!(r.decision, "deny");
+        assert_eq!(r.reason, "not-adequate");
+        assert_eq!(r.status, Some(403));
+        assert_eq!(r.dest_addrs.len(), 1);
+        assert_eq!(r.dest_addrs[0].ip, CN_IP);
+        let port = if r.dest_host.as_deref() == Some("cn.test") {
+            80
+        } else {
+            8080
+        };
+        assert_eq!(r.dest_port, Some(port), "{r:#?}");
+        hosts.extend(r.dest_host.clone());
+    }
+    hosts.sort();
+    assert_eq!(
+        hosts,
+        ["127.0.0.4", "cn.test"],
+        "each record names the member the request tried first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_checked_pool_never_dials_a_denied_member_and_serves_from_the_next() {
+    let uk = HttpOrigin::start().await;
+    let connector = Arc::new(RecordingConnector::default());
+    connector.register(sa(GB_IP, 81), Route::Origin(uk.addr));
+    let text = config_text(
+        &(listener("web", "")
+            + &checked_pool("app", &["cn.test:80", "uk.test:81"])
+            + &route("app.test", "/", "app")),
+    );
+    let p = spawn_proxy_on(&text, connector).await;
+
+    // The checker goes through the members in order: the UK member's second check means the
+    // CN member has been through the checker at least once.
+    wait_health_checks(&uk, 2).await;
+    for i in 0..4 {
+        let r = get(p.listener_addr("web"), "app.test", &format!("/{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+        assert_eq!(r.origin(), Some(uk.addr));
+    }
+    assert!(
+        p.dials().iter().all(|d| *d == sa(GB_IP, 81)),
+        "the CN member is never dialled, by checks or requests: {:?}",
+        p.dials()
+    );
+    p.assert_no_violations();
 }

@@ -170,6 +170,8 @@ pub struct FileListener {
     pub proxy_protocol: Option<Spanned<String>>,
     /// Reverse listeners: peers whose forwarding headers are believed.
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// Reverse listeners: `x-forwarded-for` or `forwarded`, the header believed from them.
+    pub forwarded_header: Option<Spanned<String>>,
     /// Reverse listeners: pool for requests no route matches (else 404).
     pub default_pool: Option<Spanned<String>>,
 }

@@ -13,6 +13,7 @@ use super::ConfigError;
 use super::file::{Compiler, FileListener, Res};
 use super::{ListenerConfig, ListenerKind};
 use crate::destination::{Host, parse_authority};
+use crate::forwarded::ForwardedHeader;
 use crate::policy::HostPattern;
 use crate::proxy_protocol::Accept;
 use crate::tls::{self, CertSpec};
@@ -28,8 +29,11 @@ pub struct ReverseListener {
     pub redirect_https_port: Option<u16>,
     /// PROXY protocol versions accepted before anything else on a connection.
     pub proxy_protocol: Option<Accept>,
-    /// Peers whose forwarding headers (X-Forwarded-For, Forwarded) are believed.
+    /// Peers whose forwarding header is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The one forwarding header believed from trusted proxies and written upstream; the
+    /// other is removed.
+    pub forwarded_header: ForwardedHeader,
     /// Pool for requests no route matches; `None` answers 404.
     pub default_pool: Option<String>,
     /// Offer HTTP/2 by ALPN.
@@ -47,6 +51,28 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Pool name.
     pub pool: String,
+}
+
+/// The reverse listeners that can send requests to pool `pool`, in configuration order: those
+/// whose `default_pool` it is, and those a route naming it applies to (a route without
+/// `listeners` applies to every reverse listener).
+pub fn pool_users<'a>(
+    listeners: &'a [ListenerConfig],
+    routes: &[RouteConfig],
+    pool: &str,
+) -> Vec<&'a ListenerConfig> {
+    listeners
+        .iter()
+        .filter(|l| {
+            let Some(rl) = l.reverse.as_ref() else {
+                return false;
+            };
+            rl.default_pool.as_deref() == Some(pool)
+                || routes.iter().any(|r| {
+                    r.pool == pool && (r.listeners.is_empty() || r.listeners.contains(&l.name))
+                })
+        })
+        .collect()
 }
 
 /// How a pool picks a member.
@@ -174,6 +200,7 @@ impl Compiler<'_> {
                     ("redirect_https_port", l.redirect_https_port.is_some()),
                     ("proxy_protocol", l.proxy_protocol.is_some()),
                     ("trusted_proxies", l.trusted_proxies.is_some()),
+                    ("forwarded_header", l.forwarded_header.is_some()),
                     ("default_pool", l.default_pool.is_some()),
                 ];
                 if let Some((k, _)) = reverse_only.iter().find(|(_, set)| *set) {
@@ -240,6 +267,16 @@ impl Compiler<'_> {
             .enumerate()
             .map(|(j, c)| self.cidr(c, &format!("listener[{i}].trusted_proxies[{j}]")))
             .collect::<Res<Vec<_>>>()?;
+        let forwarded_header = match &l.forwarded_header {
+            None => ForwardedHeader::default(),
+            Some(h) => ForwardedHeader::parse(h.get_ref()).ok_or_else(|| {
+                self.bad(
+                    h,
+                    key("forwarded_header"),
+                    "expected x-forwarded-for or forwarded",
+                )
+            })?,
+        };
         let default_pool = l.default_pool.as_ref().map(|p| p.get_ref().clone());
         let redirect_https_port = l
             .redirect_https_port
@@ -267,6 +304,7 @@ impl Compiler<'_> {
             redirect_https_port,
             proxy_protocol,
             trusted_proxies,
+            forwarded_header,
             default_pool,
             h2,
         })
@@ -488,5 +526,78 @@ impl Compiler<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::pool_users;
+    use crate::config::Config;
+
+    #[test]
+    fn pool_users_are_the_listeners_whose_routes_or_default_pool_reach_the_pool() {
+        let text = r#"
+[[listener]]
+name = "egress"
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "a"
+kind = "reverse"
+bind = "127.0.0.1:0"
+default_pool = "p"
+
+[[listener]]
+name = "b"
+kind = "reverse"
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "c"
+kind = "reverse"
+bind = "127.0.0.1:0"
+
+[[route]]
+host = "q.test"
+pool = "q"
+listeners = ["b"]
+
+[[route]]
+host = "all.test"
+pool = "r"
+
+[[pool]]
+name = "p"
+members = ["uk.test:80"]
+
+[[pool]]
+name = "q"
+members = ["uk.test:80"]
+
+[[pool]]
+name = "r"
+members = ["uk.test:80"]
+
+[[pool]]
+name = "unused"
+members = ["uk.test:80"]
+"#;
+        let c = Config::parse(text, "test.toml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        let users = |pool: &str| -> Vec<String> {
+            pool_users(&c.listeners, &c.routes, pool)
+                .iter()
+                .map(|l| l.name.clone())
+                .collect()
+        };
+        assert_eq!(users("p"), ["a"], "default_pool");
+        assert_eq!(users("q"), ["b"], "a route scoped to one listener");
+        assert_eq!(
+            users("r"),
+            ["a", "b", "c"],
+            "a route for every reverse listener"
+        );
+        assert!(users("unused").is_empty());
     }
 }

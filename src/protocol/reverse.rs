@@ -110,8 +110,13 @@ pub async fn handle(
             "error",
         );
     };
-    // Client identity: the PROXY-protocol or socket peer, then trusted forwarding headers.
-    let client_ip = forwarded::client_addr(conn.client.ip(), req.headers(), &rl.trusted_proxies);
+    // Client identity: the PROXY-protocol or socket peer, then the trusted forwarding header.
+    let client_ip = forwarded::client_addr(
+        conn.client.ip(),
+        req.headers(),
+        &rl.trusted_proxies,
+        rl.forwarded_header,
+    );
     let client = if client_ip == conn.client.ip() {
         conn.client
     } else {
@@ -209,6 +214,13 @@ pub async fn handle(
     .await
 }
 
+/// Serve the request from a member of `pool`.
+///
+/// Members are tried in the pool's order, starting with the one the balancer picks. A member
+/// the policy denies for this request is skipped for the next available one (nothing is
+/// dialled or sent to it, and it is not counted as a failure); a member that cannot be resolved
+/// or connected to is reported to passive health and the request moves on once more. Only when
+/// every available member is denied is the answer 403, recorded with the first deny.
 #[allow(clippy::too_many_arguments)]
 async fn forward_to_pool(
     shared: Arc<Shared>,
@@ -221,15 +233,26 @@ async fn forward_to_pool(
     host: &str,
     tls: bool,
 ) -> Response<ProxyBody> {
+    /// Resolution or connection failures after which the request gives up (nothing was sent).
+    const MAX_FAILURES: usize = 2;
     let cfg = &snap.config;
     let listener = &conn.listener;
     let rl = listener.reverse.as_ref();
-    // Try a second member only when the first could not be connected to (nothing was sent).
-    let mut tried = None;
+    let mut tried = vec![false; pool.len()];
+    let mut prev = None;
+    let mut failures = 0;
     let mut last_err = None;
-    for _attempt in 0..2 {
-        let Some(i) = pool.pick(tried) else { break };
-        tried = Some(i);
+    let mut denied: Option<(Member, Decision)> = None;
+    while failures < MAX_FAILURES {
+        let next = match prev {
+            None => pool.pick(None),
+            Some(p) => next_member(&pool, p, &tried),
+        };
+        let Some(i) = next else { break };
+        prev = Some(i);
+        if let Some(t) = tried.get_mut(i) {
+            *t = true;
+        }
         let Some(member) = pool.cfg.members.get(i).cloned() else {
             break;
         };
@@ -252,13 +275,23 @@ async fn forward_to_pool(
                 pool.report(i, false);
                 rec.rec().reason = Reason::ResolveFailed.as_str().into();
                 last_err = Some(e);
+                failures += 1;
                 continue;
             }
         };
-        rec.decision(&decision, &cfg.profile);
         if decision.verdict == Verdict::Deny {
-            return refusal(rec, decision, &cfg.profile, &member_host, member.port);
+            tracing::debug!(
+                pool = %pool.cfg.name,
+                member = i,
+                reason = decision.reason.as_str(),
+                "Pool member denied for this request; trying the next"
+            );
+            if denied.is_none() {
+                denied = Some((member, decision));
+            }
+            continue;
         }
+        rec.decision(&decision, &cfg.profile);
         let target = format!("{}:{}", member_host, member.port);
         let pooled = pool.checkout(&decision.vetted);
         let (sender, addr) = match pooled {
@@ -277,6 +310,7 @@ async fn forward_to_pool(
                 Err(e) => {
                     pool.report(i, false);
                     last_err = Some(e);
+                    failures += 1;
                     continue;
                 }
             },
@@ -284,14 +318,11 @@ async fn forward_to_pool(
         rec.rec().dialed_ip = Some(addr.addr().ip());
         let in_flight = pool.begin(i);
         rec.hold(in_flight);
-        let upstream_req = match rewrite(
-            req,
-            host,
-            conn.client.ip(),
-            tls,
-            rl.map_or(&[][..], |r| &r.trusted_proxies),
-            &rec,
-        ) {
+        let (trusted, believed) = rl.map_or((&[][..], Default::default()), |r| {
+            (&r.trusted_proxies[..], r.forwarded_header)
+        });
+        let upstream_req = match rewrite(req, host, conn.client.ip(), tls, trusted, believed, &rec)
+        {
             Ok(r) => r,
             Err(e) => return failure(rec, e, decision.reason.as_str()),
         };
@@ -332,9 +363,18 @@ async fn forward_to_pool(
         let body = Counted::new(body, bytes, Direction::Down, Some(rec));
         return Response::from_parts(parts, body.boxed());
     }
-    match last_err {
-        Some(e) => failure(rec, e, "upstream-unavailable"),
-        None => {
+    match (last_err, denied) {
+        (Some(e), _) => failure(rec, e, "upstream-unavailable"),
+        (None, Some((member, decision))) => {
+            let member_host = member.host.to_string();
+            {
+                let r = rec.rec();
+                r.dest_host = Some(member_host.clone());
+                r.dest_port = Some(member.port);
+            }
+            refusal(rec, decision, &cfg.profile, &member_host, member.port)
+        }
+        (None, None) => {
             let r = rec.rec();
             r.reason = "no-healthy-member".into();
             r.status = Some(503);
@@ -352,15 +392,31 @@ async fn forward_to_pool(
     }
 }
 
+/// The member to try after `prev`: the balancer's next pick if it has not been tried, else the
+/// next untried member in service after `prev` in pool order. `None` when none is left.
+fn next_member(pool: &PoolState, prev: usize, tried: &[bool]) -> Option<usize> {
+    let untried = |i: usize| tried.get(i).is_some_and(|t| !t);
+    if let Some(i) = pool.pick(Some(prev))
+        && untried(i)
+    {
+        return Some(i);
+    }
+    let n = tried.len();
+    (1..n)
+        .map(|k| (prev + k) % n)
+        .find(|&i| untried(i) && pool.available(i))
+}
+
 /// The request as the upstream sees it: HTTP/1.1, origin-form, hop-by-hop headers removed,
-/// `Host` set to the authority the request was routed by, forwarding headers applied, `Via`
-/// added, body counted.
+/// `Host` set to the authority the request was routed by, the listener's forwarding header
+/// applied (the other removed), `Via` added, body counted.
 fn rewrite(
     req: Request<Incoming>,
     host: &str,
     peer: IpAddr,
     tls: bool,
     trusted: &[ipnet::IpNet],
+    believed: forwarded::ForwardedHeader,
     rec: &Recorder,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
@@ -385,6 +441,7 @@ fn rewrite(
         if tls { "https" } else { "http" },
         Some(&original_host),
         trusted,
+        believed,
     );
     parts.headers.insert(
         header::HOST,
