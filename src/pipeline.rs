@@ -10,7 +10,6 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use crate::audit::{self, AuditRecord};
-use crate::destination::ResolveError;
 use crate::error::ProxyError;
 use crate::listener::ConnInfo;
 use crate::policy::{Decision, Reason, Subject, Verdict};
@@ -20,7 +19,7 @@ use crate::protocol::{self, Intent};
 use crate::record::Recorder;
 use crate::server::Shared;
 use crate::upstream::connect_first;
-use crate::vet::{self, Vetted};
+use crate::vet;
 
 /// Header naming the proxy's decision on refusals.
 pub const DECISION_HEADER: &str = "x-residency-decision";
@@ -83,18 +82,11 @@ pub async fn handle(
         &dest.host,
     )
     .await;
-    let decision = match vetted {
-        Vetted::Decided(d) => d,
-        Vetted::Unresolved(e) => {
+    let decision = match vetted.into_result(&host) {
+        Ok(d) => d,
+        Err(e) => {
             rec.rec().reason = Reason::ResolveFailed.as_str().into();
-            let err = match e {
-                ResolveError::Timeout(h) => ProxyError::ResolveTimeout(h),
-                other => ProxyError::Resolve {
-                    host: host.clone(),
-                    reason: other.to_string(),
-                },
-            };
-            return failure(rec, err, Reason::ResolveFailed.as_str());
+            return failure(rec, e, Reason::ResolveFailed.as_str());
         }
     };
 

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use crate::config::{Config, ListenerConfig, ListenerKind};
 use crate::destination::{self, Host, ResolveError, Resolver};
+use crate::error::ProxyError;
 use crate::jurisdiction::{JurisdictionTable, Lookup};
 use crate::policy::{Decision, Reason, Subject};
 
@@ -20,6 +21,20 @@ pub enum Vetted {
     Decided(Decision),
     /// The destination name did not resolve: nothing to decide on, nothing is dialled.
     Unresolved(ResolveError),
+}
+
+impl Vetted {
+    /// The decision, or the resolution failure as the error the request answers with.
+    pub fn into_result(self, host: &str) -> Result<Decision, ProxyError> {
+        match self {
+            Vetted::Decided(d) => Ok(d),
+            Vetted::Unresolved(ResolveError::Timeout(h)) => Err(ProxyError::ResolveTimeout(h)),
+            Vetted::Unresolved(other) => Err(ProxyError::Resolve {
+                host: host.to_string(),
+                reason: other.to_string(),
+            }),
+        }
+    }
 }
 
 /// The listener's own checks, before any lookup: the client must be in `allowed_clients`

@@ -2,8 +2,9 @@
 //!
 //! From the IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890 and the RFCs each
 //! entry cites) plus the cloud instance-metadata endpoints. An address in one of these ranges is
-//! never geolocated: policy decides on `internal`, `metadata` and `reserved` directly (by default
-//! `internal` only for configured CIDRs, `metadata` only when a rule names it, `reserved` never).
+//! never geolocated: policy's safety layer decides on `internal`, `metadata` and `reserved`
+//! before any rule, and denies them unless configuration names the address space by CIDR (or,
+//! for `metadata` and `reserved`, by jurisdiction).
 //!
 //! Globally reachable anycast entries of the registries (AS112, AMT, PCP/TURN anycast) are left
 //! to the other sources. Ranges that embed an IPv4 address (`::ffff:0:0/96`, `64:ff9b::/96`,

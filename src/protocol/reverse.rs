@@ -12,10 +12,8 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 
 use crate::audit::{self, AuditRecord};
 use crate::config::reverse::{Member, RouteConfig};
-use crate::destination::{self, ResolveError};
 use crate::error::ProxyError;
 use crate::forwarded;
-use crate::jurisdiction::Lookup;
 use crate::listener::ConnInfo;
 use crate::pipeline::{failure, refusal, text_response};
 use crate::policy::{Decision, Reason, Subject, Verdict};
@@ -23,6 +21,7 @@ use crate::protocol::forward::{ProxyBody, VIA, strip_hop_by_hop};
 use crate::record::{Counted, Direction, Recorder};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::pool::{Checkin, PoolState};
+use crate::vet;
 
 /// The host a request is for: `:authority` (HTTP/2, absolute-form) or `Host`, without port,
 /// lower-cased, one trailing dot removed.
@@ -66,30 +65,22 @@ pub fn route<'a>(
     })
 }
 
-/// Resolve a member and decide on its addresses, exactly as egress does.
+/// Resolve a member and decide on its addresses: the vet stage egress and `explain` use.
 pub async fn vet_member(
     shared: &Shared,
     snap: &Snapshot,
     subject: &Subject<'_>,
     member: &Member,
 ) -> Result<Decision, ProxyError> {
-    let addrs = destination::resolve(shared.deps.resolver.as_ref(), &member.host)
-        .await
-        .map_err(|e| match e {
-            ResolveError::Timeout(h) => ProxyError::ResolveTimeout(h),
-            other => ProxyError::Resolve {
-                host: member.host.to_string(),
-                reason: other.to_string(),
-            },
-        })?;
-    let lookups: Vec<(IpAddr, Lookup)> = addrs
-        .iter()
-        .map(|ip| (*ip, snap.table.lookup(*ip)))
-        .collect();
-    Ok(snap
-        .config
-        .policy
-        .decide(&snap.config.profile, subject, &lookups))
+    vet::resolve_and_decide(
+        shared.deps.resolver.as_ref(),
+        &snap.table,
+        &snap.config,
+        subject,
+        &member.host,
+    )
+    .await
+    .into_result(&member.host.to_string())
 }
 
 /// Handle one request on a reverse listener. Exactly one audit record.
