@@ -8,6 +8,8 @@
 //! Used by `mod support;` from test files; not every file uses every helper.
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
