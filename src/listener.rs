@@ -1,5 +1,6 @@
-//! Stage 1 of the pipeline: accept connections, enforce connection limits and client timeouts,
-//! serve HTTP/1.1 with keep-alive and upgrades, and shut down gracefully.
+//! Stage 1 of the pipeline: accept connections, enforce connection limits (a CONNECT tunnel
+//! keeps its connection's slot until it closes) and client timeouts, serve HTTP/1.1 with
+//! keep-alive and upgrades, and shut down gracefully.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -102,9 +103,11 @@ impl Drop for BodyGuard {
     }
 }
 
-/// A client socket with the two client-side read deadlines: the header-read timeout (from the
-/// first byte of a request, or from accept, until a request is being handled) and the
-/// keep-alive idle timeout (from the end of the last response while no byte arrives).
+/// A client socket with the client-side read deadlines: the header-read timeout (from the
+/// first byte of a request, or from accept, until a request is being handled), the
+/// keep-alive idle timeout (from the end of the last response while no byte arrives) and,
+/// while a request body is being relayed, the body idle timeout (from the start of each wait
+/// for its next byte).
 pub(crate) struct TimedIo {
     inner: TcpStream,
     act: Arc<Activity>,
