@@ -1,5 +1,6 @@
-//! Stage 1 of the pipeline: accept connections, enforce connection limits and client timeouts,
-//! serve HTTP/1.1 with keep-alive and upgrades, and shut down gracefully.
+//! Stage 1 of the pipeline: accept connections, enforce connection limits (a CONNECT tunnel
+//! keeps its connection's slot until it closes) and client timeouts, serve HTTP/1.1 with
+//! keep-alive and upgrades, and shut down gracefully.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,9 +17,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::audit::{self, AuditRecord};
@@ -37,16 +38,38 @@ pub struct Activity {
     idle_since_ms: AtomicU64,
     /// Requests completed.
     completed: AtomicU64,
+    /// Request bodies being relayed (read from the client) right now.
+    bodies: AtomicUsize,
+    /// A read waiting this long for the next byte of a relayed request body fails.
+    body_idle: Duration,
+    /// The listener's connection slot: held for as long as anything of the connection lives
+    /// (its socket, a CONNECT tunnel over it, a response still streaming), so a tunnel counts
+    /// against `max_connections` until it closes.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Activity {
     pub(crate) fn new() -> Arc<Activity> {
+        Self::build(None, Duration::MAX)
+    }
+
+    fn build(permit: Option<OwnedSemaphorePermit>, body_idle: Duration) -> Arc<Activity> {
         Arc::new(Activity {
             start: Instant::now(),
             busy: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            bodies: AtomicUsize::new(0),
+            body_idle,
+            _permit: permit,
         })
+    }
+
+    /// Mark a request body as being relayed until the returned guard is dropped: meanwhile a
+    /// client read that waits `body_idle` for its next byte fails.
+    pub fn body(self: &Arc<Self>) -> BodyGuard {
+        self.bodies.fetch_add(1, Ordering::AcqRel);
+        BodyGuard(self.clone())
     }
 
     /// Mark a request in flight until the returned guard is dropped.
@@ -70,9 +93,21 @@ impl Drop for BusyGuard {
     }
 }
 
-/// A client socket with the two client-side read deadlines: the header-read timeout (from the
-/// first byte of a request, or from accept, until a request is being handled) and the
-/// keep-alive idle timeout (from the end of the last response while no byte arrives).
+/// Held while a request body is being relayed.
+#[derive(Debug)]
+pub struct BodyGuard(Arc<Activity>);
+
+impl Drop for BodyGuard {
+    fn drop(&mut self) {
+        self.0.bodies.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client socket with the client-side read deadlines: the header-read timeout (from the
+/// first byte of a request, or from accept, until a request is being handled), the
+/// keep-alive idle timeout (from the end of the last response while no byte arrives) and,
+/// while a request body is being relayed, the body idle timeout (from the start of each wait
+/// for its next byte).
 pub(crate) struct TimedIo {
     inner: TcpStream,
     act: Arc<Activity>,
@@ -82,6 +117,9 @@ pub(crate) struct TimedIo {
     /// requests completed at that moment: once that request has been handled the deadline is
     /// stale (a request answered within one poll never lets a read observe it busy).
     header_deadline: Option<(Instant, u64)>,
+    /// When the current wait for request-body bytes began (a relayed body is open and the
+    /// last read found nothing).
+    body_wait: Option<Instant>,
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
 }
@@ -99,6 +137,7 @@ impl TimedIo {
             header_read,
             keepalive_idle: idle,
             header_deadline: None,
+            body_wait: None,
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: None,
         }
@@ -107,8 +146,14 @@ impl TimedIo {
     fn deadline(&mut self) -> Option<Instant> {
         if self.act.busy.load(Ordering::Acquire) > 0 {
             self.header_deadline = None;
+            if self.act.bodies.load(Ordering::Acquire) > 0 {
+                let since = *self.body_wait.get_or_insert_with(Instant::now);
+                return since.checked_add(self.act.body_idle);
+            }
+            self.body_wait = None;
             return None;
         }
+        self.body_wait = None;
         let completed = self.act.completed.load(Ordering::Acquire);
         match self.header_deadline {
             Some((d, at)) if at == completed => return Some(d),
@@ -133,6 +178,9 @@ impl AsyncRead for TimedIo {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.body_wait = None;
+                }
                 let idle = this.act.busy.load(Ordering::Acquire) == 0;
                 if buf.filled().len() > before && idle {
                     let completed = this.act.completed.load(Ordering::Acquire);
@@ -155,7 +203,11 @@ impl AsyncRead for TimedIo {
         match this.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "client read timeout",
+                if this.body_wait.is_some() {
+                    "client request body idle timeout"
+                } else {
+                    "client read timeout"
+                },
             ))),
             Poll::Pending => Poll::Pending,
         }
@@ -242,21 +294,87 @@ pub async fn accept_with<F, Fut>(
     }
 }
 
-/// Accept loop of a forward listener.
+/// Connections over the limit being answered 503 at once; past this many they are closed
+/// without an answer.
+const MAX_REFUSING: usize = 64;
+
+/// How long a refused connection is given to take its 503 before it is closed.
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
+
+/// The answer to a connection over `max_connections`.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+x-residency-decision: error; reason=over-capacity\r\n\
+connection: close\r\n\
+content-length: 57\r\n\
+\r\n\
+residency-proxy: too many connections, try again shortly\n";
+
+/// Accept loop of a forward listener. `max_connections` counts client connections alive at
+/// once, a CONNECT tunnel being its client connection until the tunnel closes (the slot lives
+/// in the connection's [`Activity`], which the tunnel holds). A connection over the limit is
+/// accepted, answered 503 and closed, so clients see a refusal rather than a stall.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
-    accept_with(
-        shared,
-        listener,
-        cfg,
-        |shared, cfg, stream, peer| async move {
-            let conn = Arc::new(ConnInfo {
-                listener: cfg,
-                client: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
-                activity: Activity::new(),
-            });
-            serve(shared, conn, stream).await;
-        },
-    )
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, listener = %cfg.name, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    last_warn = Some(Instant::now());
+                    tracing::warn!(
+                        listener = %cfg.name,
+                        max_connections = cfg.max_connections,
+                        client.addr = %peer,
+                        "Connection limit reached: refusing with 503"
+                    );
+                }
+                if let Ok(slot) = refusing.clone().try_acquire_owned() {
+                    shared.tracker.spawn(async move {
+                        refuse(stream).await;
+                        drop(slot);
+                    });
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let body_idle = shared.state.load().config.limits.body_idle_timeout;
+        let conn = Arc::new(ConnInfo {
+            listener: cfg.clone(),
+            client: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+            activity: Activity::build(Some(permit), body_idle),
+        });
+        shared.tracker.spawn(serve(shared.clone(), conn, stream));
+    }
+}
+
+/// Answer 503 to a connection over the limit, then close it once the client has read it (or
+/// after [`REFUSE_LINGER`]): closing with its request unread would reset the connection
+/// before the answer arrives.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(REFUSE_LINGER, async {
+        stream.write_all(OVER_CAPACITY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
     .await;
 }
 

@@ -14,11 +14,12 @@ use crate::error::ProxyError;
 use crate::listener::ConnInfo;
 use crate::policy::{Decision, Reason, Subject, Verdict};
 use crate::protocol::forward::ProxyBody;
-use crate::protocol::forward::Upstream;
+use crate::protocol::forward::{RelayCtx, Upstream};
 use crate::protocol::{self, Intent};
 use crate::record::Recorder;
 use crate::server::Shared;
 use crate::upstream::connect_first;
+use crate::upstream::tunnel::TunnelLimits;
 use crate::vet;
 
 /// Header naming the proxy's decision on refusals.
@@ -99,7 +100,10 @@ pub async fn handle(
     // 7. connect: only vetted addresses, in order (absolute-form requests may reuse an idle
     // connection to an address this decision vetted)
     let pooled = match intent {
-        Intent::Forward(_) => shared.egress_idle.checkout(&decision.vetted),
+        Intent::Forward(_) => {
+            shared.egress_idle.configure(&cfg.limits);
+            shared.egress_idle.checkout(&decision.vetted, None)
+        }
         Intent::Connect(_) => None,
     };
     let upstream = match pooled {
@@ -122,11 +126,17 @@ pub async fn handle(
             let r = rec.rec();
             r.dialed_ip = Some(dialled.addr().ip());
             r.status = Some(200);
-            let idle = cfg.limits.tunnel_idle_timeout;
+            let limits = TunnelLimits {
+                idle: cfg.limits.tunnel_idle_timeout,
+                lifetime: cfg.limits.max_tunnel_lifetime,
+            };
             let hard = shared.hard.clone();
+            // The tunnel keeps its client connection's slot of `max_connections` until it
+            // closes: the upgraded socket (and the recorder's busy guard) hold the connection's
+            // activity, which holds the slot.
             shared.tracker.spawn(async move {
                 tokio::select! {
-                    _ = protocol::connect::run(req, stream, idle, rec) => {}
+                    _ = protocol::connect::run(req, stream, limits, rec) => {}
                     _ = hard.cancelled() => {}
                 }
             });
@@ -135,19 +145,14 @@ pub async fn handle(
             resp
         }
         (_, upstream) => {
-            rec.rec().dialed_ip = Some(match &upstream {
-                Upstream::Pooled(_, a) | Upstream::Fresh(_, a) => a.addr().ip(),
-            });
-            match protocol::forward::relay(
-                req,
-                &dest,
-                upstream,
-                &shared.egress_idle,
-                cfg.limits.upstream_response_timeout,
-                rec,
-            )
-            .await
-            {
+            let ctx = RelayCtx {
+                idle: &shared.egress_idle,
+                connector: &shared.deps.connector,
+                vetted: &decision.vetted,
+                limits: &cfg.limits,
+                activity: &conn.activity,
+            };
+            match protocol::forward::relay(req, &dest, upstream, ctx, rec).await {
                 Ok(resp) => resp,
                 Err((e, rec)) => failure(rec, e, decision.reason.as_str()),
             }

@@ -14,6 +14,7 @@ use residency_proxy::audit::AuditRecord;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use support::scripted::{Script, ScriptedOrigin};
 use support::*;
 
 /// `(ip, jurisdiction)` of every address in a record.
@@ -1272,4 +1273,247 @@ async fn sequential_requests_reuse_one_upstream_connection_to_the_vetted_address
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(fr.requests(), 1);
     assert_eq!(p.dials(), vec![sa(GB_IP, 80), sa(FR_IP, 80)]);
+}
+
+// ---- bounded resources ---------------------------------------------------------------------
+
+/// Read until the proxy closes the connection (EOF or reset), within [`WAIT`]; what arrived.
+async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the proxy closes the connection");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_count_against_max_connections_until_they_close() {
+    const MAX: usize = 3;
+    let p = spawn_proxy(&format!("max_connections = {MAX}\n")).await;
+    let echo = p.tcp_origin(GB_IP, 443).await;
+
+    let mut tunnels = Vec::new();
+    for i in 0..MAX {
+        let (resp, mut t) = p.connect("uk.test:443").await;
+        assert_eq!(resp.status, StatusCode::OK, "tunnel {i}");
+        t.write_all(b"x").await.expect("write");
+        assert_eq!(read_exactly(&mut t, 1).await, b"x", "tunnel {i} is live");
+        tunnels.push(t);
+    }
+
+    // The open tunnels hold every slot: the next ten are refused, not tunnelled.
+    for i in 0..10 {
+        let Ok(mut s) = TcpStream::connect(p.addr).await else {
+            continue; // connection refused
+        };
+        let _ = s
+            .write_all(b"CONNECT uk.test:443 HTTP/1.1\r\nHost: uk.test:443\r\n\r\n")
+            .await;
+        let got = String::from_utf8_lossy(&read_until_closed(&mut s).await).to_string();
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 503 "),
+            "connection {} over the limit got {got:?}",
+            MAX + i
+        );
+    }
+    assert_eq!(echo.connections(), MAX, "no tunnel past the limit");
+    assert_eq!(p.dials().len(), MAX);
+    assert!(
+        p.audit.records().iter().all(|r| r.intent != "connect"),
+        "the open tunnels have no record yet"
+    );
+
+    // The open ones still work, and closing one frees its slot.
+    let mut first = tunnels.remove(0);
+    first.write_all(b"y").await.expect("write");
+    assert_eq!(read_exactly(&mut first, 1).await, b"y");
+    first.shutdown().await.expect("half-close");
+    read_to_eof(&mut first).await;
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (resp, _t) = p.connect("uk.test:443").await;
+        if resp.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed tunnel's slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tunnel_lifetime_cuts_an_open_tunnel_and_the_record_says_so() {
+    let p = spawn_proxy(
+        r#"
+[limits]
+max_tunnel_lifetime = "300ms"
+tunnel_idle_timeout = "5m"
+"#,
+    )
+    .await;
+    let _echo = p.tcp_origin(GB_IP, 443).await;
+    let (resp, mut t) = p.connect("uk.test:443").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    t.write_all(b"abc").await.expect("write");
+    assert_eq!(read_exactly(&mut t, 3).await, b"abc");
+
+    // Idle for far less than the five-minute idle timeout: only the lifetime can close it.
+    read_until_closed(&mut t).await;
+
+    let recs = p
+        .audit
+        .wait_until(
+            |r| r.iter().any(|x| x.intent == "connect"),
+            "the cut tunnel's record",
+        )
+        .await;
+    let r = record_for(&recs, "uk.test");
+    assert_eq!(
+        r.error.as_deref(),
+        Some("tunnel lifetime exceeded"),
+        "{r:#?}"
+    );
+    assert_eq!(r.bytes_up, 3);
+    assert_eq!(r.status, Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_pooled_connection_is_retried_once_on_a_fresh_dial() {
+    let p = spawn_proxy("").await;
+    let origin = ScriptedOrigin::start(vec![
+        Script::AnswerOneThenCut { body_bytes: 0 },
+        Script::Answer,
+    ])
+    .await;
+    p.route(GB_IP, 80, origin.addr);
+
+    let first = p.get("http://uk.test/one").await;
+    assert_eq!(first.status, StatusCode::OK);
+    // Goes over the kept-alive connection, which the origin closes under it unanswered.
+    let second = p.get("http://uk.test/two").await;
+    assert_eq!(second.status, StatusCode::OK, "{second:?}");
+    assert_eq!(second.text(), "ok");
+
+    assert_eq!(
+        p.dials(),
+        vec![sa(GB_IP, 80), sa(GB_IP, 80)],
+        "one extra dial"
+    );
+    assert_eq!(origin.connections(), 2);
+    assert_eq!(
+        origin.requests(),
+        vec![
+            "GET /one HTTP/1.1",
+            "GET /two HTTP/1.1",
+            "GET /two HTTP/1.1"
+        ],
+        "the second request reached the stale connection, then the fresh one"
+    );
+    let recs = p.audit_barrier().await;
+    assert_eq!(
+        recs.len(),
+        2,
+        "one record per request, retry or not: {recs:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_partly_written_to_a_stale_connection_is_not_retried() {
+    let p = spawn_proxy("").await;
+    let origin = ScriptedOrigin::start(vec![
+        Script::AnswerOneThenCut { body_bytes: 5 },
+        Script::Answer,
+    ])
+    .await;
+    p.route(GB_IP, 80, origin.addr);
+    assert_eq!(p.get("http://uk.test/one").await.status, StatusCode::OK);
+
+    // Head and half the body go out on the kept-alive connection; the origin takes them and
+    // closes.
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(
+        b"POST http://uk.test/submit HTTP/1.1\r\nHost: uk.test\r\nContent-Length: 10\r\n\r\nhello",
+    )
+    .await
+    .expect("write");
+    let resp = read_response(&mut s).await;
+
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{resp:?}");
+    assert_eq!(p.dials(), vec![sa(GB_IP, 80)], "never dialled again");
+    assert_eq!(origin.connections(), 1);
+    assert_eq!(
+        origin.requests(),
+        vec!["GET /one HTTP/1.1", "POST /submit HTTP/1.1"],
+        "the POST reached the origin once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_stalls_is_cut_after_body_idle_timeout() {
+    let p = spawn_proxy(
+        r#"
+[limits]
+body_idle_timeout = "200ms"
+"#,
+    )
+    .await;
+    let origin = ScriptedOrigin::start(vec![Script::StallMidBody {
+        announced: 100,
+        sent: 10,
+    }])
+    .await;
+    p.route(GB_IP, 80, origin.addr);
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(&raw_get("http://uk.test/slow", "uk.test"))
+        .await
+        .expect("write");
+    let got = read_until_closed(&mut s).await;
+    let text = String::from_utf8_lossy(&got);
+
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert_eq!(body, "x".repeat(10), "the ten bytes sent, then the cut");
+    let recs = p.audit_barrier().await;
+    assert_eq!(record_for(&recs, "uk.test").bytes_down, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_stalls_is_cut_after_body_idle_timeout() {
+    let p = spawn_proxy(
+        r#"
+[limits]
+body_idle_timeout = "200ms"
+"#,
+    )
+    .await;
+    let origin = ScriptedOrigin::start(vec![Script::Answer]).await;
+    p.route(GB_IP, 80, origin.addr);
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(
+        b"POST http://uk.test/upload HTTP/1.1\r\nHost: uk.test\r\nContent-Length: 100\r\n\r\nhello",
+    )
+    .await
+    .expect("write");
+    // Then nothing more: the proxy gives up on the body and closes the client connection.
+    let got = read_until_closed(&mut s).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert_eq!(origin.requests(), vec!["POST /upload HTTP/1.1"]);
+    let recs = p.audit_barrier().await;
+    assert_eq!(record_for(&recs, "uk.test").bytes_up, 5);
 }

@@ -59,6 +59,14 @@ const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_KEEPALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `body_idle_timeout`.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `upstream_idle_timeout`.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default `upstream_idle_max`.
+pub const DEFAULT_UPSTREAM_IDLE_MAX: usize = 256;
+/// Largest accepted `upstream_idle_max`.
+pub const MAX_UPSTREAM_IDLE_MAX: usize = 100_000;
 const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -130,6 +138,14 @@ pub struct FileLimits {
     pub connect_timeout: Option<Spanned<String>>,
     /// Idle tunnel timeout.
     pub tunnel_idle_timeout: Option<Spanned<String>>,
+    /// Longest a tunnel may stay open (duration or `"off"`).
+    pub max_tunnel_lifetime: Option<Spanned<String>>,
+    /// Idle timeout of relayed request and response bodies.
+    pub body_idle_timeout: Option<Spanned<String>>,
+    /// Idle upstream connections kept, in all.
+    pub upstream_idle_max: Option<Spanned<i64>>,
+    /// Idle upstream connection expiry.
+    pub upstream_idle_timeout: Option<Spanned<String>>,
     /// Upstream response header timeout.
     pub upstream_response_timeout: Option<Spanned<String>>,
     /// Largest request header section in bytes.
@@ -835,6 +851,30 @@ impl Compiler<'_> {
                 &raw.tunnel_idle_timeout,
                 "tunnel_idle_timeout",
                 DEFAULT_TUNNEL_IDLE_TIMEOUT,
+            )?,
+            max_tunnel_lifetime: match &raw.max_tunnel_lifetime {
+                None => None,
+                Some(v) if v.get_ref() == "off" => None,
+                Some(v) => Some(parse_duration(v.get_ref()).map_err(|r| {
+                    self.bad(v, "limits.max_tunnel_lifetime", format!("{r}, or \"off\""))
+                })?),
+            },
+            body_idle_timeout: d(
+                &raw.body_idle_timeout,
+                "body_idle_timeout",
+                DEFAULT_BODY_IDLE_TIMEOUT,
+            )?,
+            upstream_idle_max: self.int(
+                raw.upstream_idle_max.as_ref(),
+                "limits.upstream_idle_max",
+                DEFAULT_UPSTREAM_IDLE_MAX,
+                0,
+                MAX_UPSTREAM_IDLE_MAX,
+            )?,
+            upstream_idle_timeout: d(
+                &raw.upstream_idle_timeout,
+                "upstream_idle_timeout",
+                DEFAULT_UPSTREAM_IDLE_TIMEOUT,
             )?,
             upstream_response_timeout: d(
                 &raw.upstream_response_timeout,

@@ -64,6 +64,15 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// A tunnel with no bytes either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// A tunnel open this long is closed, busy or not (`None`: no limit).
+    pub max_tunnel_lifetime: Option<Duration>,
+    /// A relayed request or response body with no byte for this long is cut.
+    pub body_idle_timeout: Duration,
+    /// Idle keep-alive upstream connections kept, in all (per idle set: the egress one and
+    /// each reverse pool's).
+    pub upstream_idle_max: usize,
+    /// An idle keep-alive upstream connection unused for this long is closed.
+    pub upstream_idle_timeout: Duration,
     /// Time to wait for an upstream's response header section.
     pub upstream_response_timeout: Duration,
     /// Largest request header section accepted (bytes, at least 8192); larger gets 431.

@@ -1,24 +1,29 @@
 //! CONNECT: 200, then upgrade, then copy bytes both ways (hyper's upgrade mechanics).
 
-use std::time::Duration;
-
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::record::Recorder;
-use crate::upstream::tunnel::tunnel;
+use crate::upstream::tunnel::{TunnelLimits, tunnel};
 
 /// Run the tunnel once the client connection is upgraded; the recorder is finished (and the
 /// audit record emitted) when the tunnel ends.
-pub async fn run(req: Request<Incoming>, upstream: TcpStream, idle: Duration, mut rec: Recorder) {
+pub async fn run(
+    req: Request<Incoming>,
+    upstream: TcpStream,
+    limits: TunnelLimits,
+    mut rec: Recorder,
+) {
     match hyper::upgrade::on(req).await {
         Ok(upgraded) => {
             let counters = rec.bytes.clone();
-            let stats = tunnel(TokioIo::new(upgraded), upstream, idle, &counters).await;
+            let stats = tunnel(TokioIo::new(upgraded), upstream, limits, &counters).await;
             if stats.idle_timeout {
                 rec.rec().error = Some("tunnel idle timeout".into());
+            } else if stats.lifetime_exceeded {
+                rec.rec().error = Some("tunnel lifetime exceeded".into());
             }
         }
         Err(e) => {

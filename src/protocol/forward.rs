@@ -1,26 +1,29 @@
 //! Absolute-form HTTP: relay one request to the vetted upstream connection, bodies streamed
 //! both ways, hop-by-hop headers removed (RFC 9110 §7.6.1), `Via` added.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, Uri};
 use tokio::net::TcpStream;
 
-use std::sync::Arc;
-
-use hyper::client::conn::http1::SendRequest;
-
+use crate::config::Limits;
 use crate::destination::Destination;
 use crate::error::ProxyError;
+use crate::listener::{Activity, BodyGuard};
+use crate::pipeline::never;
 use crate::policy::VettedAddr;
 use crate::record::{Counted, Direction, Recorder};
-use crate::upstream::pool::{Checkin, IdleConns};
+use crate::upstream::pool::{Checkin, IdleConns, UpstreamConn};
+use crate::upstream::watch::Watched;
+use crate::upstream::{Connector, connect_first};
 
 /// The `Via` value this proxy adds (RFC 9110 §7.6.3).
 pub const VIA: &str = "1.1 residency-proxy";
@@ -64,19 +67,94 @@ fn add_via(headers: &mut HeaderMap) {
 /// address, or a freshly dialled one.
 pub enum Upstream {
     /// Reused from the idle set.
-    Pooled(SendRequest<ProxyBody>, VettedAddr),
+    Pooled(UpstreamConn, VettedAddr),
     /// Newly connected.
     Fresh(TcpStream, VettedAddr),
 }
 
+impl Upstream {
+    /// The vetted address it goes to.
+    pub fn addr(&self) -> VettedAddr {
+        match self {
+            Upstream::Pooled(_, a) | Upstream::Fresh(_, a) => *a,
+        }
+    }
+}
+
+/// What a relay needs besides the request: where connections come from and go back to, and
+/// the limits that apply.
+pub struct RelayCtx<'a> {
+    /// The idle set connections are taken from and returned to.
+    pub idle: &'a Arc<IdleConns>,
+    /// For the one fresh dial that retries a request a stale pooled connection failed.
+    pub connector: &'a Arc<dyn Connector>,
+    /// The addresses the decision vetted, in order.
+    pub vetted: &'a [VettedAddr],
+    /// The snapshot's limits.
+    pub limits: &'a Limits,
+    /// The client connection (its request body idle timeout).
+    pub activity: &'a Arc<Activity>,
+}
+
+/// RFC 9110 §9.2.2.
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// A request body relayed from the client: while it is open, the client connection's reads
+/// are held to `body_idle_timeout` (see `listener::TimedIo`).
+struct ClientBody {
+    inner: Incoming,
+    guard: Option<BodyGuard>,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.guard = None,
+            Poll::Ready(None | Some(Err(_))) => this.guard = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn open(stream: TcpStream, body_idle: Duration) -> hyper::Result<UpstreamConn> {
+    let (io, watch) = Watched::new(stream, body_idle);
+    UpstreamConn::handshake(io, None, watch).await
+}
+
 /// Send `req` to `dest` over `conn` and return the response with its body counted; the
 /// recorder rides in the response body and emits the audit record when it ends.
+///
+/// A pooled connection can turn out stale (the origin closed it as it was taken). When such a
+/// connection fails before any response byte, the request is sent once more on a fresh dial
+/// of the vetted addresses if none of it was written (hyper hands it back), or if it is
+/// idempotent and has no body (so it can be rebuilt whole). Nothing else is ever replayed.
 pub async fn relay(
     req: Request<Incoming>,
     dest: &Destination,
     conn: Upstream,
-    idle: &Arc<IdleConns>,
-    response_timeout: Duration,
+    ctx: RelayCtx<'_>,
     mut rec: Recorder,
 ) -> Result<Response<ProxyBody>, (ProxyError, Recorder)> {
     let target = dest.authority();
@@ -114,33 +192,83 @@ pub async fn relay(
         Ok(u) => u,
         Err(e) => return Err((ProxyError::BadRequest(e.to_string()), rec)),
     };
+    // An idempotent request without a body can be rebuilt whole if a stale pooled connection
+    // fails it.
+    let pooled = matches!(conn, Upstream::Pooled(..));
+    let rebuild = (pooled && idempotent(&parts.method) && body.is_end_stream()).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        )
+    });
+    let guard = (!body.is_end_stream()).then(|| ctx.activity.body());
+    let body = ClientBody { inner: body, guard };
     let up_body = Counted::new(body, rec.bytes.clone(), Direction::Up, None).boxed();
-    let req = Request::from_parts(parts, up_body);
-    let (mut sender, addr) = match conn {
-        Upstream::Pooled(sender, addr) => (sender, addr),
-        Upstream::Fresh(stream, addr) => {
-            let (sender, conn) = match hyper::client::conn::http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await
-            {
-                Ok(x) => x,
+    let mut req = Request::from_parts(parts, up_body);
+    let body_idle = ctx.limits.body_idle_timeout;
+    let mut conn = conn;
+    let mut retried = false;
+    let (resp, sender, addr) = loop {
+        let addr = conn.addr();
+        rec.rec().dialed_ip = Some(addr.addr().ip());
+        let (mut sender, pooled) = match conn {
+            Upstream::Pooled(sender, _) => (sender, true),
+            Upstream::Fresh(stream, _) => match open(stream, body_idle).await {
+                Ok(s) => (s, false),
                 Err(e) => return Err((upstream_err(e.to_string()), rec)),
-            };
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "Upstream connection ended with an error");
-                }
-            });
-            (sender, addr)
+            },
+        };
+        let sent = tokio::time::timeout(
+            ctx.limits.upstream_response_timeout,
+            sender.try_send_request(req),
+        )
+        .await;
+        let mut e = match sent {
+            Ok(Ok(r)) => break (r, sender, addr),
+            Ok(Err(e)) => e,
+            Err(_) => return Err((ProxyError::UpstreamTimeout(target.clone()), rec)),
+        };
+        let again = match e.take_message() {
+            Some(unsent) => Some(unsent),
+            None => rebuild.as_ref().map(|(method, uri, version, headers)| {
+                let mut r = Request::new(Empty::<Bytes>::new().map_err(never).boxed());
+                *r.method_mut() = method.clone();
+                *r.uri_mut() = uri.clone();
+                *r.version_mut() = *version;
+                *r.headers_mut() = headers.clone();
+                r
+            }),
+        };
+        let stale = pooled && !retried && !sender.response_started();
+        match again {
+            Some(r) if stale => {
+                tracing::debug!(
+                    error = %e.error(),
+                    upstream = %addr.addr(),
+                    "Pooled upstream connection failed before answering: retrying on a fresh dial"
+                );
+                retried = true;
+                req = r;
+                let (stream, fresh) = match connect_first(
+                    ctx.connector,
+                    ctx.vetted,
+                    ctx.limits.connect_timeout,
+                    &target,
+                )
+                .await
+                {
+                    Ok(x) => x,
+                    Err(e) => return Err((e, rec)),
+                };
+                conn = Upstream::Fresh(stream, fresh);
+            }
+            _ => return Err((upstream_err(e.error().to_string()), rec)),
         }
     };
-    let resp = match tokio::time::timeout(response_timeout, sender.send_request(req)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err((upstream_err(e.to_string()), rec)),
-        Err(_) => return Err((ProxyError::UpstreamTimeout(target.clone()), rec)),
-    };
     // The connection goes back to the idle set when the response body is finished.
-    rec.hold(Checkin::new(idle.clone(), addr, sender));
+    rec.hold(Checkin::new(ctx.idle.clone(), addr, sender));
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);

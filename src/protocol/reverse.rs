@@ -284,7 +284,7 @@ async fn forward_to_pool(
         }
         rec.decision(&decision, &cfg.profile);
         let target = format!("{}:{}", member_host, member.port);
-        let pooled = pool.checkout(&decision.vetted);
+        let pooled = pool.checkout(&member.host, &decision.vetted, &cfg.limits);
         let (sender, addr) = match pooled {
             Some(x) => x,
             None => match pool

@@ -3,5 +3,6 @@
 pub mod connect;
 pub mod pool;
 pub mod tunnel;
+pub mod watch;
 
 pub use connect::{Connector, TcpConnector, connect_first};

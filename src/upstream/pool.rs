@@ -1,9 +1,10 @@
 //! Upstream pools of reverse routes: member choice (round-robin or least-connections),
 //! passive health (eject after N consecutive failures for T), active health state, and
-//! keep-alive connection reuse keyed by the vetted address. Connections are only ever made to
-//! [`VettedAddr`]s.
+//! keep-alive connection reuse keyed by the vetted address and TLS server name. Connections
+//! are only ever made to [`VettedAddr`]s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -13,16 +14,19 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant as TokioInstant;
 
+use super::watch::{Watch, Watched};
 use super::{Connector, connect_first};
+use crate::config::Limits;
+use crate::config::file::{
+    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_MAX, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+};
 use crate::config::reverse::{Balance, PoolConfig};
 use crate::destination::Host;
 use crate::error::ProxyError;
 use crate::policy::VettedAddr;
 use crate::protocol::forward::ProxyBody;
-
-/// Idle connections kept per upstream address.
-const MAX_IDLE_PER_ADDR: usize = 64;
 
 /// Runtime state of one member.
 #[derive(Debug, Default)]
@@ -46,45 +50,293 @@ pub struct PoolState {
     idle: Arc<IdleConns>,
 }
 
-/// Idle keep-alive HTTP/1.1 connections, keyed by the vetted address they were opened to. A
-/// connection is only ever reused for a request whose decision vetted that same address.
-#[derive(Debug, Default)]
+/// Idle keep-alive connections kept per key (address and TLS name), within the global cap.
+const MAX_IDLE_PER_KEY: usize = 64;
+
+/// An HTTP/1.1 upstream connection: its request sender, the TLS server name it was opened
+/// with (none for plain TCP) and the watch of its socket (response body idle timeout).
+pub struct UpstreamConn {
+    sender: SendRequest<ProxyBody>,
+    server_name: Option<Arc<str>>,
+    watch: Arc<Watch>,
+}
+
+impl UpstreamConn {
+    /// Speak HTTP/1.1 over `io`, which carries `watch`; the connection task is spawned.
+    pub async fn handshake<T>(
+        io: T,
+        server_name: Option<Arc<str>>,
+        watch: Arc<Watch>,
+    ) -> hyper::Result<UpstreamConn>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "Upstream connection ended with an error");
+            }
+        });
+        Ok(UpstreamConn {
+            sender,
+            server_name,
+            watch,
+        })
+    }
+
+    /// Has any byte of the current response arrived on this connection?
+    pub fn response_started(&self) -> bool {
+        self.watch.started()
+    }
+}
+
+impl std::ops::Deref for UpstreamConn {
+    type Target = SendRequest<ProxyBody>;
+    fn deref(&self) -> &Self::Target {
+        &self.sender
+    }
+}
+
+impl std::ops::DerefMut for UpstreamConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.sender
+    }
+}
+
+/// Where an idle connection may be reused: the vetted address it was opened to and the TLS
+/// server name it verified. Never the address alone: two names on one address are two
+/// identities.
+type IdleKey = (SocketAddr, Option<Arc<str>>);
+
+struct IdleEntry {
+    conn: UpstreamConn,
+    since: TokioInstant,
+}
+
+#[derive(Default)]
+struct IdleMap {
+    map: HashMap<IdleKey, VecDeque<IdleEntry>>,
+    total: usize,
+}
+
+impl IdleMap {
+    /// Drop entries idle for `timeout` or closed; remove emptied keys. Returns the earliest
+    /// expiry left.
+    fn expire(&mut self, now: TokioInstant, timeout: Duration) -> Option<TokioInstant> {
+        let mut next: Option<TokioInstant> = None;
+        self.map.retain(|_, list| {
+            list.retain(|e| now.duration_since(e.since) < timeout && !e.conn.is_closed());
+            if let Some(first) = list.front() {
+                let at = first.since + timeout;
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+            !list.is_empty()
+        });
+        self.total = self.map.values().map(VecDeque::len).sum();
+        next
+    }
+
+    /// Drop the connection idle the longest, to make room.
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .map
+            .iter()
+            .filter_map(|(k, list)| list.front().map(|e| (e.since, k.clone())))
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, k)| k);
+        if let Some(k) = oldest
+            && let Some(list) = self.map.get_mut(&k)
+        {
+            list.pop_front();
+            self.total -= 1;
+            if list.is_empty() {
+                self.map.remove(&k);
+            }
+        }
+    }
+}
+
+/// Idle keep-alive HTTP/1.1 connections, keyed by the vetted address they were opened to and
+/// the TLS server name they verified. A connection is only ever reused for a request whose
+/// decision vetted that same address, with the same server name. At most `upstream_idle_max`
+/// are kept in all (the longest idle goes first), each for at most `upstream_idle_timeout`;
+/// keys left empty are removed.
 pub struct IdleConns {
-    map: Mutex<HashMap<std::net::SocketAddr, Vec<SendRequest<ProxyBody>>>>,
+    inner: Mutex<IdleMap>,
+    max: AtomicUsize,
+    timeout_ms: AtomicU64,
+    body_idle_ms: AtomicU64,
+    reaper: AtomicBool,
+}
+
+impl std::fmt::Debug for IdleConns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleConns")
+            .field("idle", &self.len())
+            .field("max", &self.max.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for IdleConns {
+    fn default() -> Self {
+        IdleConns {
+            inner: Mutex::new(IdleMap::default()),
+            max: AtomicUsize::new(DEFAULT_UPSTREAM_IDLE_MAX),
+            timeout_ms: AtomicU64::new(ms(DEFAULT_UPSTREAM_IDLE_TIMEOUT)),
+            body_idle_ms: AtomicU64::new(ms(DEFAULT_BODY_IDLE_TIMEOUT)),
+            reaper: AtomicBool::new(false),
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl IdleConns {
-    /// An empty set.
+    /// An empty set with the default limits.
     pub fn new() -> Arc<IdleConns> {
         Arc::new(IdleConns::default())
     }
 
-    /// A ready idle connection to one of the vetted addresses, in their order.
-    pub fn checkout(&self, vetted: &[VettedAddr]) -> Option<(SendRequest<ProxyBody>, VettedAddr)> {
-        let mut idle = self.map.lock().ok()?;
-        for v in vetted {
-            if let Some(list) = idle.get_mut(&v.addr()) {
-                while let Some(s) = list.pop() {
-                    if s.is_ready() {
-                        return Some((s, *v));
-                    }
-                }
-            }
-        }
-        None
+    /// Apply the limits of the current configuration (cheap; called on every checkout so a
+    /// reload takes effect).
+    pub fn configure(&self, limits: &Limits) {
+        self.max.store(limits.upstream_idle_max, Ordering::Relaxed);
+        self.timeout_ms
+            .store(ms(limits.upstream_idle_timeout), Ordering::Relaxed);
+        self.body_idle_ms
+            .store(ms(limits.body_idle_timeout), Ordering::Relaxed);
     }
 
-    /// Return a connection for reuse (dropped if it is closed or the idle list is full).
-    pub fn checkin(&self, addr: VettedAddr, sender: SendRequest<ProxyBody>) {
-        if sender.is_closed() {
+    /// Idle time after which a kept connection is closed.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// The response body idle timeout of connections opened now.
+    pub fn body_idle(&self) -> Duration {
+        Duration::from_millis(self.body_idle_ms.load(Ordering::Relaxed))
+    }
+
+    /// Connections idle now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |m| m.total)
+    }
+
+    /// Whether no connection is idle.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keys with idle connections now (an emptied key is removed).
+    pub fn keys(&self) -> usize {
+        self.inner.lock().map_or(0, |m| m.map.len())
+    }
+
+    /// A ready idle connection to one of the vetted addresses, in their order, opened with
+    /// `server_name` (`None`: plain TCP).
+    pub fn checkout(
+        &self,
+        vetted: &[VettedAddr],
+        server_name: Option<&str>,
+    ) -> Option<(UpstreamConn, VettedAddr)> {
+        vetted
+            .iter()
+            .find_map(|v| self.take(v.addr(), server_name).map(|c| (c, *v)))
+    }
+
+    fn take(&self, addr: SocketAddr, server_name: Option<&str>) -> Option<UpstreamConn> {
+        let timeout = self.timeout();
+        let key: IdleKey = (addr, server_name.map(Arc::from));
+        let mut m = self.inner.lock().ok()?;
+        let now = TokioInstant::now();
+        let list = m.map.get_mut(&key)?;
+        let mut found = None;
+        let mut dropped = 0;
+        while let Some(e) = list.pop_back() {
+            if e.conn.is_ready() && now.duration_since(e.since) < timeout {
+                found = Some(e.conn);
+                break;
+            }
+            dropped += 1;
+        }
+        let empty = list.is_empty();
+        m.total -= dropped + usize::from(found.is_some());
+        if empty {
+            m.map.remove(&key);
+        }
+        let conn = found?;
+        conn.watch.begin();
+        Some(conn)
+    }
+
+    /// Return a connection for reuse (dropped if it is closed or the cap is 0; the longest
+    /// idle one makes room when the set is full).
+    pub fn checkin(self: &Arc<Self>, addr: SocketAddr, conn: UpstreamConn) {
+        conn.watch.end();
+        if conn.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.map.lock() {
-            let list = idle.entry(addr.addr()).or_default();
-            if list.len() < MAX_IDLE_PER_ADDR {
-                list.push(sender);
-            }
+        let max = self.max.load(Ordering::Relaxed);
+        if max == 0 {
+            return;
         }
+        let timeout = self.timeout();
+        let Ok(mut m) = self.inner.lock() else {
+            return;
+        };
+        let key: IdleKey = (addr, conn.server_name.clone());
+        if m.map.get(&key).is_some_and(|l| l.len() >= MAX_IDLE_PER_KEY) {
+            return;
+        }
+        if m.total >= max {
+            m.expire(TokioInstant::now(), timeout);
+        }
+        while m.total >= max {
+            m.evict_oldest();
+        }
+        m.map.entry(key).or_default().push_back(IdleEntry {
+            conn,
+            since: TokioInstant::now(),
+        });
+        m.total += 1;
+        drop(m);
+        self.start_reaper();
+    }
+
+    /// Close connections idle past the timeout, now; returns the earliest expiry left.
+    pub fn expire(&self) -> Option<TokioInstant> {
+        let timeout = self.timeout();
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|mut m| m.expire(TokioInstant::now(), timeout))
+    }
+
+    /// One task per set closes expired connections as they expire; it ends with the set.
+    fn start_reaper(self: &Arc<Self>) {
+        if self.reaper.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.reaper.store(false, Ordering::Release);
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        rt.spawn(async move {
+            loop {
+                let wake = {
+                    let Some(idle) = weak.upgrade() else { return };
+                    let next = idle.expire();
+                    next.unwrap_or_else(|| TokioInstant::now() + idle.timeout())
+                };
+                tokio::time::sleep_until(wake).await;
+            }
+        });
     }
 }
 
@@ -206,9 +458,28 @@ impl PoolState {
         self.members.is_empty()
     }
 
-    /// A pooled idle connection to one of the vetted addresses, if any is ready.
-    pub fn checkout(&self, vetted: &[VettedAddr]) -> Option<(SendRequest<ProxyBody>, VettedAddr)> {
-        self.idle.checkout(vetted)
+    /// The TLS server name connections to `member_host` verify (`None` for plain HTTP):
+    /// `server_name`, else the member host.
+    pub fn server_name(&self, member_host: &Host) -> Option<String> {
+        self.cfg.tls.as_ref().map(|tls| {
+            tls.server_name
+                .clone()
+                .unwrap_or_else(|| member_host.to_string())
+        })
+    }
+
+    /// A pooled idle connection to one of the vetted addresses of `member_host`, opened with
+    /// the server name that member gets, if any is ready. `limits` (the current snapshot's)
+    /// apply to the pool's idle set from now on.
+    pub fn checkout(
+        &self,
+        member_host: &Host,
+        vetted: &[VettedAddr],
+        limits: &Limits,
+    ) -> Option<(UpstreamConn, VettedAddr)> {
+        self.idle.configure(limits);
+        let name = self.server_name(member_host);
+        self.idle.checkout(vetted, name.as_deref())
     }
 
     /// The pool's idle connections.
@@ -225,15 +496,12 @@ impl PoolState {
         connector: &Arc<dyn Connector>,
         timeout: Duration,
         target: &str,
-    ) -> Result<(SendRequest<ProxyBody>, VettedAddr), ProxyError> {
+    ) -> Result<(UpstreamConn, VettedAddr), ProxyError> {
         let (stream, addr) = connect_first(connector, vetted, timeout, target).await?;
-        let io: Box<dyn Io> = match &self.cfg.tls {
-            None => Box::new(stream),
-            Some(tls) => {
-                let name = tls
-                    .server_name
-                    .clone()
-                    .unwrap_or_else(|| member_host.to_string());
+        let (stream, watch) = Watched::new(stream, self.idle.body_idle());
+        let name = self.server_name(member_host);
+        let io: Box<dyn Io> = match (&self.cfg.tls, &name) {
+            (Some(tls), Some(name)) => {
                 let server_name =
                     ServerName::try_from(name.clone()).map_err(|e| ProxyError::Upstream {
                         target: target.to_string(),
@@ -249,20 +517,15 @@ impl PoolState {
                     })?;
                 Box::new(s)
             }
+            _ => Box::new(stream),
         };
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(io))
+        let conn = UpstreamConn::handshake(io, name.map(Arc::from), watch)
             .await
             .map_err(|e| ProxyError::Upstream {
                 target: target.to_string(),
                 reason: e.to_string(),
             })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "Upstream connection ended with an error");
-            }
-        });
-        Ok((sender, addr))
+        Ok((conn, addr))
     }
 }
 
@@ -271,25 +534,232 @@ pub struct Checkin {
     idle: Arc<IdleConns>,
     addr: VettedAddr,
     // A Mutex makes the guard Sync, as response bodies must be.
-    sender: Mutex<Option<SendRequest<ProxyBody>>>,
+    conn: Mutex<Option<UpstreamConn>>,
 }
 
 impl Checkin {
-    /// Hold `sender` until dropped, then return it to `idle`.
-    pub fn new(idle: Arc<IdleConns>, addr: VettedAddr, sender: SendRequest<ProxyBody>) -> Self {
+    /// Hold `conn` until dropped, then return it to `idle` under its address and server name.
+    pub fn new(idle: Arc<IdleConns>, addr: VettedAddr, conn: UpstreamConn) -> Self {
         Checkin {
             idle,
             addr,
-            sender: Mutex::new(Some(sender)),
+            conn: Mutex::new(Some(conn)),
         }
     }
 }
 
 impl Drop for Checkin {
     fn drop(&mut self) {
-        let sender = self.sender.get_mut().ok().and_then(Option::take);
-        if let Some(s) = sender {
-            self.idle.checkin(self.addr, s);
+        let conn = self.conn.get_mut().ok().and_then(Option::take);
+        if let Some(c) = conn {
+            self.idle.checkin(self.addr.addr(), c);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A live HTTP/1.1 client connection over an in-memory pipe (the far end kept open).
+    async fn conn(server_name: Option<&str>) -> (UpstreamConn, tokio::io::DuplexStream) {
+        let (near, far) = tokio::io::duplex(1024);
+        let (io, watch) = Watched::new(near, Duration::from_secs(60));
+        let c = UpstreamConn::handshake(io, server_name.map(Arc::from), watch)
+            .await
+            .expect("handshake over a pipe");
+        // Ready once its connection task has run (as any connection is by the time its
+        // response is finished).
+        while !c.is_ready() {
+            tokio::task::yield_now().await;
+        }
+        (c, far)
+    }
+
+    fn limits(max: usize, timeout: Duration) -> Limits {
+        let mut l = crate::config::Config::example()
+            .expect("the example configuration")
+            .limits;
+        l.upstream_idle_max = max;
+        l.upstream_idle_timeout = timeout;
+        l
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_set_is_capped_in_all_and_the_longest_idle_goes_first() {
+        let idle = IdleConns::new();
+        idle.configure(&limits(2, Duration::from_secs(90)));
+        let mut far = Vec::new();
+        for port in [1, 2, 3] {
+            let (c, f) = conn(None).await;
+            far.push(f);
+            idle.checkin(addr(port), c);
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(idle.len(), 2, "capped in all, across keys");
+        assert_eq!(idle.keys(), 2, "the evicted connection's key is gone");
+        assert!(idle.take(addr(1), None).is_none(), "the longest idle went");
+        assert!(idle.take(addr(2), None).is_some());
+        assert!(idle.take(addr(3), None).is_some());
+        assert_eq!((idle.len(), idle.keys()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cap_of_zero_keeps_nothing() {
+        let idle = IdleConns::new();
+        idle.configure(&limits(0, Duration::from_secs(90)));
+        let (c, _far) = conn(None).await;
+        idle.checkin(addr(1), c);
+        assert_eq!((idle.len(), idle.keys()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_expire_and_their_keys_are_removed() {
+        let idle = IdleConns::new();
+        idle.configure(&limits(256, Duration::from_secs(90)));
+        let (c1, _f1) = conn(None).await;
+        idle.checkin(addr(1), c1);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let (c2, _f2) = conn(Some("a.test")).await;
+        idle.checkin(addr(2), c2);
+        assert_eq!((idle.len(), idle.keys()), (2, 2));
+
+        // 91 s after the first checkin: the reaper has closed the first, not the second.
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!((idle.len(), idle.keys()), (1, 1));
+        assert!(idle.take(addr(1), None).is_none());
+
+        // And the second 90 s after its own checkin, with nobody asking for it.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!((idle.len(), idle.keys()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_connection_is_never_handed_out() {
+        let idle = IdleConns::new();
+        idle.configure(&limits(256, Duration::from_secs(90)));
+        // No reaper: this is about checkout's own check.
+        idle.reaper.store(true, Ordering::Release);
+        let (c, _far) = conn(None).await;
+        idle.checkin(addr(1), c);
+        tokio::time::advance(Duration::from_secs(91)).await;
+        assert!(idle.take(addr(1), None).is_none());
+        assert_eq!((idle.len(), idle.keys()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checking_out_the_last_connection_of_a_key_removes_the_key() {
+        let idle = IdleConns::new();
+        let (c, _far) = conn(None).await;
+        idle.checkin(addr(1), c);
+        assert_eq!(idle.keys(), 1);
+        assert!(idle.take(addr(1), None).is_some());
+        assert_eq!((idle.len(), idle.keys()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_connection_is_dropped_not_kept() {
+        let idle = IdleConns::new();
+        let (c, far) = conn(None).await;
+        drop(far);
+        // Let the connection task see the pipe close.
+        while !c.is_closed() {
+            tokio::task::yield_now().await;
+        }
+        idle.checkin(addr(1), c);
+        assert_eq!((idle.len(), idle.keys()), (0, 0));
+    }
+
+    fn pool(tls: bool, server_name: Option<&str>) -> Arc<PoolState> {
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        PoolState::new(PoolConfig {
+            name: "p".into(),
+            members: vec![
+                crate::config::reverse::Member {
+                    host: Host::Name("a.test".into()),
+                    port: 443,
+                },
+                crate::config::reverse::Member {
+                    host: Host::Name("b.test".into()),
+                    port: 443,
+                },
+            ],
+            balance: Balance::RoundRobin,
+            eject_after: 5,
+            eject_for: Duration::from_secs(30),
+            tls: tls.then(|| crate::config::reverse::UpstreamTls {
+                client: Arc::new(client),
+                server_name: server_name.map(str::to_string),
+            }),
+            health_check: None,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_tls_members_on_one_address_never_share_a_connection() {
+        let p = pool(true, None);
+        let (a, b) = (&p.cfg.members[0].host, &p.cfg.members[1].host);
+        assert_eq!(p.server_name(a).as_deref(), Some("a.test"));
+        assert_eq!(p.server_name(b).as_deref(), Some("b.test"));
+        // a.test's connection, as `connect` opens it, back in the idle set after its response.
+        let name = p.server_name(a);
+        let (c, _far) = conn(name.as_deref()).await;
+        p.idle().checkin(addr(443), c);
+        // b.test resolves to the same address: it must dial its own (and verify b.test).
+        assert!(
+            p.idle()
+                .take(addr(443), p.server_name(b).as_deref())
+                .is_none()
+        );
+        assert!(
+            p.idle()
+                .take(addr(443), p.server_name(a).as_deref())
+                .is_some()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn members_sharing_a_configured_server_name_or_plain_http_may_share() {
+        for p in [pool(true, Some("upstream.test")), pool(false, None)] {
+            let (a, b) = (&p.cfg.members[0].host, &p.cfg.members[1].host);
+            assert_eq!(p.server_name(a), p.server_name(b));
+            let (c, _far) = conn(p.server_name(a).as_deref()).await;
+            p.idle().checkin(addr(443), c);
+            assert!(
+                p.idle()
+                    .take(addr(443), p.server_name(b).as_deref())
+                    .is_some()
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reuse_is_keyed_by_address_and_server_name() {
+        let idle = IdleConns::new();
+        let (a, _fa) = conn(Some("a.test")).await;
+        let (plain, _fp) = conn(None).await;
+        idle.checkin(addr(443), a);
+        idle.checkin(addr(443), plain);
+        assert_eq!(idle.keys(), 2, "one address, two identities");
+        assert!(
+            idle.take(addr(443), Some("b.test")).is_none(),
+            "another name on the same address never takes a.test's connection"
+        );
+        assert!(idle.take(addr(8443), Some("a.test")).is_none());
+        let got = idle.take(addr(443), Some("a.test")).expect("a.test's own");
+        assert_eq!(got.server_name.as_deref(), Some("a.test"));
+        let got = idle.take(addr(443), None).expect("the plain one");
+        assert_eq!(got.server_name, None);
+        assert_eq!((idle.len(), idle.keys()), (0, 0));
     }
 }

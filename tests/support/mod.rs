@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod custom;
+pub mod scripted;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

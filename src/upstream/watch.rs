@@ -1,0 +1,191 @@
+//! The idle timeout of relayed response bodies, on the upstream socket: while a connection is
+//! carrying a response (from its first byte until the connection is returned to its idle set
+//! or dropped), a read that waits `body_idle_timeout` for the next byte fails, which ends the
+//! response body with an error instead of leaving the client waiting for ever.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// What a connection is doing, shared by its socket wrapper and whoever hands it out.
+#[derive(Debug)]
+pub struct Watch {
+    /// Handed out for a request (not idle in a pool).
+    in_use: AtomicBool,
+    /// A response byte has arrived since it was handed out.
+    started: AtomicBool,
+    /// Longest wait for the next response byte once the response has started.
+    idle: Duration,
+}
+
+impl Watch {
+    /// A watch for a connection handed out at once.
+    pub fn new(idle: Duration) -> Arc<Watch> {
+        Arc::new(Watch {
+            in_use: AtomicBool::new(true),
+            started: AtomicBool::new(false),
+            idle,
+        })
+    }
+
+    /// The connection is handed out for a request.
+    pub fn begin(&self) {
+        self.started.store(false, Ordering::Release);
+        self.in_use.store(true, Ordering::Release);
+    }
+
+    /// The connection is idle again (its response is finished).
+    pub fn end(&self) {
+        self.in_use.store(false, Ordering::Release);
+        self.started.store(false, Ordering::Release);
+    }
+
+    /// Has any byte of the current response arrived?
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    fn armed(&self) -> bool {
+        self.in_use.load(Ordering::Acquire) && self.started.load(Ordering::Acquire)
+    }
+}
+
+/// An upstream socket under a [`Watch`].
+pub struct Watched<T> {
+    inner: T,
+    watch: Arc<Watch>,
+    /// When the current wait for response bytes began.
+    wait_since: Option<Instant>,
+    sleep: Pin<Box<Sleep>>,
+    armed_at: Option<Instant>,
+}
+
+impl<T> Watched<T> {
+    /// Wrap `inner`; the returned watch is in use (a fresh connection is dialled for a request).
+    pub fn new(inner: T, idle: Duration) -> (Watched<T>, Arc<Watch>) {
+        let watch = Watch::new(idle);
+        let w = Watched {
+            inner,
+            watch: watch.clone(),
+            wait_since: None,
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed_at: None,
+        };
+        (w, watch)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.wait_since = None;
+                    if this.watch.in_use.load(Ordering::Acquire) {
+                        this.watch.started.store(true, Ordering::Release);
+                    }
+                }
+                return Poll::Ready(r);
+            }
+            Poll::Pending => {}
+        }
+        if !this.watch.armed() {
+            this.wait_since = None;
+            return Poll::Pending;
+        }
+        let since = *this.wait_since.get_or_insert_with(Instant::now);
+        let Some(deadline) = since.checked_add(this.watch.idle) else {
+            return Poll::Pending;
+        };
+        if this.armed_at != Some(deadline) {
+            this.sleep.as_mut().reset(deadline);
+            this.armed_at = Some(deadline);
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "upstream response body idle timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_started_response_that_stalls_fails_after_the_idle_time() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let (mut w, watch) = Watched::new(near, Duration::from_secs(60));
+        far.write_all(b"head").await.expect("write");
+        let mut buf = [0u8; 4];
+        w.read_exact(&mut buf).await.expect("first bytes");
+        assert!(watch.started());
+        let t0 = Instant::now();
+        let e = w.read(&mut buf).await.expect_err("the stall is cut");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(t0.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_and_a_response_not_started_are_not_cut() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let (mut w, watch) = Watched::new(near, Duration::from_secs(1));
+        let mut buf = [0u8; 4];
+        // Waiting for the response head is the response timeout's business.
+        let r = tokio::time::timeout(Duration::from_secs(3600), w.read(&mut buf)).await;
+        assert!(r.is_err(), "no byte yet: not cut");
+        far.write_all(b"body").await.expect("write");
+        w.read_exact(&mut buf).await.expect("bytes");
+        // Back in the idle set: no body is being relayed.
+        watch.end();
+        let r = tokio::time::timeout(Duration::from_secs(3600), w.read(&mut buf)).await;
+        assert!(r.is_err(), "idle: not cut");
+    }
+}
