@@ -364,7 +364,8 @@ impl AuditSink {
 
     /// Wait until every tracked record has been queued or has taken the fallback: no
     /// [`RecordToken`] is left and no record is waiting for queue space. Records tracked
-    /// after this call are waited for too.
+    /// after this call are waited for too, and so are those of every proxy sharing this sink
+    /// (its clones share one count).
     pub async fn settled(&self) {
         self.in_flight.close();
         self.in_flight.wait().await;

@@ -84,9 +84,13 @@ async fn serve(
                     .await
                     .map_err(|e| Some(format!("TLS handshake failed: {e}")))
             };
-            let result = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                Ok(r) => r,
-                Err(_) => Err(Some("TLS handshake timed out".to_string())),
+            let result = tokio::select! {
+                r = tokio::time::timeout(limits.header_read_timeout, handshake) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(Some("TLS handshake timed out".to_string())),
+                },
+                // Cut at the drain deadline before any request: nothing to record.
+                _ = shared.hard.cancelled() => return,
             };
             match result {
                 Ok(s) => serve_http(shared, conn, TokioIo::new(s), true).await,
