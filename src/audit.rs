@@ -340,11 +340,27 @@ impl AuditSink {
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 match tokio::runtime::Handle::try_current() {
                     Ok(handle) => {
-                        let sink = self.clone();
+                        let mut handover = Handover {
+                            sink: self.clone(),
+                            msg: Some(msg),
+                        };
                         self.in_flight.spawn_on(
                             async move {
-                                if let Msg::Record(rec) = msg {
-                                    sink.record(*rec).await;
+                                let sink = handover.sink.clone();
+                                match tokio::time::timeout(sink.full_wait, sink.tx.reserve()).await
+                                {
+                                    Ok(Ok(permit)) => {
+                                        if let Some(msg) = handover.msg.take() {
+                                            permit.send(msg);
+                                        }
+                                    }
+                                    // The writer stopped: the handover's drop takes the fallback.
+                                    Ok(Err(_closed)) => {}
+                                    Err(_elapsed) => {
+                                        if let Some(msg) = handover.msg.take() {
+                                            sink.overflow(msg, Overflow::QueueFull);
+                                        }
+                                    }
                                 }
                             },
                             &handle,
@@ -425,6 +441,21 @@ impl AuditSink {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.shared.reopen_pending.store(true, Ordering::Release);
             }
+        }
+    }
+}
+
+/// A record on its way into a full queue. If it is dropped before it gets there (the writer
+/// stopped, or the task was dropped unrun by a runtime shutting down), it takes the fallback.
+struct Handover {
+    sink: AuditSink,
+    msg: Option<Msg>,
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(msg) = self.msg.take() {
+            self.sink.overflow(msg, Overflow::WriterStopped);
         }
     }
 }
@@ -1270,6 +1301,33 @@ mod tests {
         assert_eq!(sink.dropped(), 0);
         // Dropped unfinished before any shutdown cut: the client is blamed.
         assert_eq!(got[1].error_side.as_deref(), Some("downstream"));
+    }
+
+    #[test]
+    fn a_record_whose_handover_task_never_runs_takes_the_fallback() {
+        let (target, records) = memory();
+        let (gate, held) = std::sync::mpsc::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (sink, writer) = rt
+            .block_on(async { spawn_inner(target, 1, Duration::from_secs(3600), Some(held)) })
+            .unwrap();
+        rt.block_on(async {
+            sink.emit(rec(1)); // fills the queue
+            sink.emit(rec(2)); // handed to a task that never gets to run
+        });
+        assert_eq!(sink.in_flight(), 1);
+        drop(rt); // drops the unrun task
+        assert_eq!(sink.in_flight(), 0);
+        assert_eq!(sink.dropped(), 1, "counted and logged, not lost silently");
+        drop(gate);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(writer.shutdown()).unwrap();
+        assert_eq!(records.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
