@@ -14,18 +14,23 @@
 //!   full through `tracing` with target `audit_overflow`, so it still reaches some log.
 //! - [`AuditSink::reopen`] (wired to `SIGUSR1` by [`spawn_reopen_on_sigusr1`]) makes the
 //!   writer flush, close and reopen its file, for external log rotation.
+//! - Every record being built holds a [`RecordToken`] from [`AuditSink::track`] until it is
+//!   queued (or has taken the fallback); [`AuditSink::settled`] waits for all of them, so a
+//!   shutdown can know that every flow's record has reached the writer.
 //! - [`AuditWriter::shutdown`] closes the queue and waits until every queued record has
 //!   been written and flushed.
 //!
 //! The writer runs on its own OS thread because file and stdout writes are blocking; the
-//! async side only ever touches the queue. Lines are buffered and flushed whenever the
-//! queue is momentarily empty, so they appear promptly without a syscall per record
-//! under load. Write errors are logged, counted in [`AuditSink::write_errors`], and the
-//! affected record is emitted through the `audit_overflow` fallback; the writer never
-//! panics on I/O.
+//! async side only ever touches the queue. Lines are batched and written whenever the
+//! queue is momentarily empty (or the batch reaches 64 KiB), so they appear promptly
+//! without a syscall per record under load. The writer keeps each batched line until its
+//! write has succeeded: when a write or flush fails, every record of the batch not known
+//! to be written is emitted through the `audit_overflow` fallback and counted in
+//! [`AuditSink::unwritten`] (the error itself in [`AuditSink::write_errors`]); the writer
+//! never panics on I/O.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Stdout, Write};
+use std::io::{self, Stdout, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +39,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// The serialized key of every [`AuditRecord`] field, for reuse as tracing field names.
 pub mod keys {
@@ -258,8 +265,11 @@ enum Msg {
 struct Shared {
     dropped: AtomicU64,
     write_errors: AtomicU64,
+    unwritten: AtomicU64,
     /// Set when a reopen could not be queued in-band because the queue was full.
     reopen_pending: AtomicBool,
+    /// Set once a shutdown has cut the flows still open at its drain deadline.
+    drain_cut: AtomicBool,
 }
 
 /// Cloneable handle used by request tasks to queue audit records.
@@ -269,7 +279,15 @@ pub struct AuditSink {
     shared: Arc<Shared>,
     full_wait: Duration,
     reopenable: bool,
+    /// Records not yet handed to the writer: one token per record being built, one task per
+    /// record waiting for queue space.
+    in_flight: TaskTracker,
 }
+
+/// Held by a record that is being built; dropped once the record is queued or has taken the
+/// fallback. [`AuditSink::settled`] waits until none is left.
+#[derive(Debug)]
+pub struct RecordToken(#[allow(dead_code)] TaskTrackerToken);
 
 impl std::fmt::Debug for AuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -277,6 +295,8 @@ impl std::fmt::Debug for AuditSink {
             .field("full_wait", &self.full_wait)
             .field("dropped", &self.dropped())
             .field("write_errors", &self.write_errors())
+            .field("unwritten", &self.unwritten())
+            .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
@@ -306,6 +326,83 @@ impl AuditSink {
         }
     }
 
+    /// Queue a record without waiting (for synchronous callers such as a record emitted on
+    /// drop). If the queue is full, a task tracked by [`settled`](Self::settled) waits for
+    /// space as [`record`](Self::record) does; outside a Tokio runtime the record takes the
+    /// fallback at once.
+    pub fn emit(&self, rec: AuditRecord) {
+        let msg = Msg::Record(Box::new(rec));
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(msg)) => {
+                self.overflow(msg, Overflow::WriterStopped);
+            }
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        let mut handover = Handover {
+                            sink: self.clone(),
+                            msg: Some(msg),
+                        };
+                        self.in_flight.spawn_on(
+                            async move {
+                                let sink = handover.sink.clone();
+                                match tokio::time::timeout(sink.full_wait, sink.tx.reserve()).await
+                                {
+                                    Ok(Ok(permit)) => {
+                                        if let Some(msg) = handover.msg.take() {
+                                            permit.send(msg);
+                                        }
+                                    }
+                                    // The writer stopped: the handover's drop takes the fallback.
+                                    Ok(Err(_closed)) => {}
+                                    Err(_elapsed) => {
+                                        if let Some(msg) = handover.msg.take() {
+                                            sink.overflow(msg, Overflow::QueueFull);
+                                        }
+                                    }
+                                }
+                            },
+                            &handle,
+                        );
+                    }
+                    Err(_) => self.overflow(msg, Overflow::QueueFull),
+                }
+            }
+        }
+    }
+
+    /// A token for a record about to be built: [`settled`](Self::settled) waits until it is
+    /// dropped. Drop it after the record has been passed to [`emit`](Self::emit).
+    pub fn track(&self) -> RecordToken {
+        RecordToken(self.in_flight.token())
+    }
+
+    /// Wait until every tracked record has been queued or has taken the fallback: no
+    /// [`RecordToken`] is left and no record is waiting for queue space. Records tracked
+    /// after this call are waited for too, and so are those of every proxy sharing this sink
+    /// (its clones share one count).
+    pub async fn settled(&self) {
+        self.in_flight.close();
+        self.in_flight.wait().await;
+    }
+
+    /// Records tracked and not yet queued (being built, or waiting for queue space).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Note that a shutdown has cut the flows still open at its drain deadline: a record
+    /// dropped unfinished from now on says so instead of blaming the client.
+    pub fn note_drain_cut(&self) {
+        self.shared.drain_cut.store(true, Ordering::Release);
+    }
+
+    /// Whether [`note_drain_cut`](Self::note_drain_cut) was called.
+    pub fn drain_cut(&self) -> bool {
+        self.shared.drain_cut.load(Ordering::Acquire)
+    }
+
     fn overflow(&self, msg: Msg, why: Overflow) {
         self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         if let Msg::Record(rec) = msg {
@@ -322,6 +419,13 @@ impl AuditSink {
     /// Number of I/O errors the writer hit (write, flush, or reopen failures).
     pub fn write_errors(&self) -> u64 {
         self.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Number of records the writer took but could not write (a write, flush or open
+    /// failed before the record was known to be written). Each was emitted through the
+    /// `audit_overflow` tracing target.
+    pub fn unwritten(&self) -> u64 {
+        self.shared.unwritten.load(Ordering::Relaxed)
     }
 
     /// Ask the writer to reopen its file (log rotation, SIGUSR1). No-op for stdout/memory.
@@ -341,22 +445,46 @@ impl AuditSink {
     }
 }
 
+/// A record on its way into a full queue. If it is dropped before it gets there (the writer
+/// stopped, or the task was dropped unrun by a runtime shutting down), it takes the fallback.
+struct Handover {
+    sink: AuditSink,
+    msg: Option<Msg>,
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(msg) = self.msg.take() {
+            self.sink.overflow(msg, Overflow::WriterStopped);
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Overflow {
     QueueFull,
     WriterStopped,
+    WriteFailed,
 }
 
 /// Last-resort output for a record the writer could not take or could not write.
 fn emit_fallback(rec: &AuditRecord, why: Overflow) {
     let json =
         serde_json::to_string(rec).unwrap_or_else(|e| format!("{rec:?} (unserializable: {e})"));
+    emit_fallback_json(&json, why);
+}
+
+/// [`emit_fallback`] for a record already serialized.
+fn emit_fallback_json(json: &str, why: Overflow) {
     match why {
         Overflow::QueueFull => {
             tracing::error!(target: "audit_overflow", record = %json, "Audit queue full");
         }
         Overflow::WriterStopped => {
             tracing::error!(target: "audit_overflow", record = %json, "Audit writer stopped");
+        }
+        Overflow::WriteFailed => {
+            tracing::error!(target: "audit_overflow", record = %json, "Audit write failed");
         }
     }
 }
@@ -430,14 +558,20 @@ fn spawn_inner(
     let shared = Arc::new(Shared {
         dropped: AtomicU64::new(0),
         write_errors: AtomicU64::new(0),
+        unwritten: AtomicU64::new(0),
         reopen_pending: AtomicBool::new(false),
+        drain_cut: AtomicBool::new(false),
     });
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let (done_tx, done_rx) = oneshot::channel();
     let thread_shared = Arc::clone(&shared);
+    // The writer's own log lines (and the fallback of records it cannot write) go to the
+    // subscriber of whoever started it, not only to the global one.
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let thread = std::thread::Builder::new()
         .name("audit-writer".into())
         .spawn(move || {
+            let _log = tracing::dispatcher::set_default(&dispatch);
             if let Some(gate) = gate {
                 let _ = gate.recv();
             }
@@ -449,6 +583,7 @@ fn spawn_inner(
         shared,
         full_wait,
         reopenable,
+        in_flight: TaskTracker::new(),
     };
     Ok((
         sink,
@@ -460,64 +595,98 @@ fn spawn_inner(
     ))
 }
 
+/// A batch is written once it holds this many bytes, even if more records are queued.
+const BATCH_BYTES: usize = 64 * 1024;
+
 /// Runs on the writer thread until the queue is closed and drained.
 fn writer_loop(mut rx: mpsc::Receiver<Msg>, mut out: Output, shared: &Shared) -> io::Result<()> {
-    let mut line = Vec::with_capacity(1024);
+    let mut batch = Batch::default();
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Msg::Record(rec) => {
                 if shared.reopen_pending.swap(false, Ordering::AcqRel) {
+                    let _ = out.flush(&mut batch, shared);
                     out.reopen(shared);
                 }
-                out.write(&rec, &mut line, shared);
+                out.write(&rec, &mut batch, shared);
             }
             Msg::Reopen => {
                 shared.reopen_pending.store(false, Ordering::Release);
+                // Records queued before the reopen go to the old file.
+                let _ = out.flush(&mut batch, shared);
                 out.reopen(shared);
             }
             // Refuse new records; `blocking_recv` still yields everything already queued.
             Msg::Shutdown => rx.close(),
         }
-        if rx.is_empty() {
-            // Errors are logged and counted inside; keep going.
-            let _ = out.flush(shared);
+        if rx.is_empty() || batch.buf.len() >= BATCH_BYTES {
+            // Errors are logged, counted and the records sent to the fallback inside.
+            let _ = out.flush(&mut batch, shared);
         }
     }
-    out.flush(shared)
+    out.flush(&mut batch, shared)
+}
+
+/// Lines serialized but not yet written, each kept until its write has succeeded.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    /// End offset in `buf` of each line (after its newline).
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    /// The line ending at `ends[i]`, without its newline.
+    fn line(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i].saturating_sub(1)]
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+}
+
+/// Write all of `buf`, then flush. On failure, also returns how many bytes are known to
+/// have been written (none are known after a failed flush).
+fn write_flush<W: Write>(w: &mut W, buf: &[u8]) -> Result<(), (usize, io::Error)> {
+    let mut written = 0;
+    while written < buf.len() {
+        match w.write(&buf[written..]) {
+            Ok(0) => {
+                return Err((
+                    written,
+                    io::Error::new(io::ErrorKind::WriteZero, "the audit output took no bytes"),
+                ));
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
+    }
+    w.flush().map_err(|e| (0, e))
 }
 
 /// The writer's open output.
 enum Output {
-    Stdout(BufWriter<Stdout>),
+    Stdout(Stdout),
     File {
         path: PathBuf,
         /// `None` after a failed reopen; the next write retries the open.
-        file: Option<BufWriter<File>>,
+        file: Option<File>,
     },
     Memory(Arc<Mutex<Vec<AuditRecord>>>),
 }
 
-fn open_append(path: &Path) -> io::Result<BufWriter<File>> {
-    let file = OpenOptions::new().append(true).create(true).open(path)?;
-    Ok(BufWriter::with_capacity(64 * 1024, file))
-}
-
-/// Write one line to the audit file, first retrying the open if a reopen failed.
-fn write_file(path: &Path, file: &mut Option<BufWriter<File>>, line: &[u8]) -> io::Result<()> {
-    if file.is_none() {
-        *file = Some(open_append(path)?);
-        tracing::info!(path = %path.display(), "Audit file reopened");
-    }
-    match file {
-        Some(w) => w.write_all(line),
-        None => Ok(()),
-    }
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
 }
 
 impl Output {
     fn open(target: AuditTarget) -> io::Result<Self> {
         Ok(match target {
-            AuditTarget::Stdout => Output::Stdout(BufWriter::new(io::stdout())),
+            AuditTarget::Stdout => Output::Stdout(io::stdout()),
             AuditTarget::File(path) => {
                 let file = open_append(&path).map_err(|e| {
                     io::Error::new(
@@ -534,7 +703,8 @@ impl Output {
         })
     }
 
-    fn write(&mut self, rec: &AuditRecord, line: &mut Vec<u8>, shared: &Shared) {
+    /// Add one record to the batch (memory targets store it at once).
+    fn write(&mut self, rec: &AuditRecord, batch: &mut Batch, shared: &Shared) {
         if let Output::Memory(records) = self {
             records
                 .lock()
@@ -542,54 +712,82 @@ impl Output {
                 .push(rec.clone());
             return;
         }
-        line.clear();
-        if let Err(e) = serde_json::to_writer(&mut *line, rec) {
+        let start = batch.buf.len();
+        if let Err(e) = serde_json::to_writer(&mut batch.buf, rec) {
+            batch.buf.truncate(start);
             shared.write_errors.fetch_add(1, Ordering::Relaxed);
+            shared.unwritten.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "Audit record could not be serialized");
-            emit_fallback(rec, Overflow::WriterStopped);
+            emit_fallback(rec, Overflow::WriteFailed);
             return;
         }
-        line.push(b'\n');
+        batch.buf.push(b'\n');
+        batch.ends.push(batch.buf.len());
+    }
+
+    /// Write and flush the batch. Every record not known to be written (from the one the
+    /// failure hit, or all of them after a failed flush or open) is emitted through the
+    /// fallback and counted in `unwritten`; the batch is empty afterwards.
+    fn flush(&mut self, batch: &mut Batch, shared: &Shared) -> io::Result<()> {
+        if batch.ends.is_empty() {
+            return Ok(());
+        }
         let result = match self {
-            Output::Stdout(w) => w.write_all(line),
-            Output::File { path, file } => write_file(path, file, line),
+            Output::Stdout(w) => write_flush(&mut w.lock(), &batch.buf),
+            Output::File { path, file } => {
+                if file.is_none() {
+                    match open_append(path) {
+                        Ok(f) => {
+                            tracing::info!(path = %path.display(), "Audit file reopened");
+                            *file = Some(f);
+                        }
+                        Err(e) => {
+                            tracing::error!(
+                                path = %path.display(),
+                                error = %e,
+                                "Audit file could not be opened"
+                            );
+                        }
+                    }
+                }
+                match file {
+                    Some(f) => write_flush(f, &batch.buf),
+                    None => Err((0, io::Error::other("the audit file is not open"))),
+                }
+            }
             Output::Memory(_) => Ok(()),
         };
-        if let Err(e) = result {
-            shared.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "Audit write failed");
-            emit_fallback(rec, Overflow::WriterStopped);
-        }
-    }
-
-    fn flush(&mut self, shared: &Shared) -> io::Result<()> {
-        let result = match self {
-            Output::Stdout(w) => w.flush(),
-            Output::File { file: Some(w), .. } => w.flush(),
-            Output::File { file: None, .. } | Output::Memory(_) => Ok(()),
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err((written, e)) => {
+                let first_lost = batch.ends.partition_point(|&end| end <= written);
+                let lost = batch.ends.len() - first_lost;
+                shared.write_errors.fetch_add(1, Ordering::Relaxed);
+                shared.unwritten.fetch_add(lost as u64, Ordering::Relaxed);
+                tracing::error!(
+                    error = %e,
+                    records = lost,
+                    "Audit write failed: the records go to the audit_overflow log"
+                );
+                for i in first_lost..batch.ends.len() {
+                    emit_fallback_json(
+                        &String::from_utf8_lossy(batch.line(i)),
+                        Overflow::WriteFailed,
+                    );
+                }
+                Err(e)
+            }
         };
-        if let Err(e) = &result {
-            shared.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "Audit flush failed");
-        }
-        result
+        batch.clear();
+        outcome
     }
 
+    /// Close and reopen the file (the batch has been flushed by the caller).
     fn reopen(&mut self, shared: &Shared) {
         let Output::File { path, file } = self else {
             return;
         };
-        if let Some(mut old) = file.take()
-            && let Err(e) = old.flush()
-        {
-            shared.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                path = %path.display(),
-                error = %e,
-                lost_bytes = old.buffer().len(),
-                "Audit flush before reopen failed"
-            );
-        }
+        drop(file.take());
         match open_append(path) {
             Ok(f) => {
                 *file = Some(f);
@@ -978,6 +1176,177 @@ mod tests {
             serde_json::from_str(event["fields"]["record"].as_str().unwrap()).unwrap();
         assert_eq!(record[keys::LISTENER], "l7");
         assert_eq!(record[keys::BYTES_UP], 7);
+    }
+
+    /// Capture what the tracing subscriber set by the returned guard writes (JSON lines).
+    fn capture_log() -> (Capture, tracing::subscriber::DefaultGuard) {
+        let capture = Capture::default();
+        let writer_capture = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer_capture.clone())
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The `listener` of every record the fallback emitted, from a captured JSON log.
+    fn fallback_listeners(capture: &Capture) -> Vec<String> {
+        let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["target"] == "audit_overflow")
+            .map(|e| {
+                let rec: serde_json::Value =
+                    serde_json::from_str(e["fields"]["record"].as_str().unwrap()).unwrap();
+                rec[keys::LISTENER].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn records_that_cannot_be_written_go_to_the_fallback_and_are_counted() {
+        let (capture, _guard) = capture_log();
+        // Every write to /dev/full fails with ENOSPC.
+        let (sink, writer) = spawn(AuditTarget::File("/dev/full".into()), 64, WAIT).unwrap();
+        for n in 0..5 {
+            sink.record(rec(n)).await;
+        }
+        // The final flush may or may not be the one that failed; the counters tell.
+        let _ = writer.shutdown().await;
+        assert_eq!(sink.unwritten(), 5);
+        assert!(sink.write_errors() >= 1);
+        assert_eq!(sink.dropped(), 0);
+        let mut got = fallback_listeners(&capture);
+        got.sort();
+        assert_eq!(got, ["l0", "l1", "l2", "l3", "l4"], "each record once");
+    }
+
+    /// Takes `limit` bytes, then fails every write.
+    struct Limited {
+        taken: Vec<u8>,
+        limit: usize,
+    }
+
+    impl Write for Limited {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let room = self.limit - self.taken.len();
+            if room == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(room);
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_cut_mid_batch_loses_only_the_records_not_fully_written() {
+        let mut batch = Batch::default();
+        for line in [&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"] {
+            batch.buf.extend_from_slice(line);
+            batch.buf.push(b'\n');
+            batch.ends.push(batch.buf.len());
+        }
+        // The first line and half of the second get through.
+        let mut w = Limited {
+            taken: Vec::new(),
+            limit: 12,
+        };
+        let (written, _) = write_flush(&mut w, &batch.buf).unwrap_err();
+        assert_eq!(written, 12);
+        let first_lost = batch.ends.partition_point(|&end| end <= written);
+        assert_eq!(first_lost, 1);
+        assert_eq!(batch.line(1), b"{\"b\":2}");
+        assert_eq!(batch.line(2), b"{\"c\":3}");
+    }
+
+    /// Poll `fut` once: is it still pending?
+    async fn pending<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> bool {
+        let mut fut = fut;
+        std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_pending())).await
+    }
+
+    #[tokio::test]
+    async fn settled_waits_for_every_recorder_and_for_records_waiting_for_space() {
+        use crate::record::Recorder;
+        let (target, records) = memory();
+        let (gate, held) = std::sync::mpsc::channel();
+        // Queue of one, writer held, and a wait for space far longer than the test.
+        let (sink, writer) = spawn_inner(target, 1, Duration::from_secs(3600), Some(held)).unwrap();
+        let mut first = Recorder::new(sink.clone(), rec(1));
+        let second = Recorder::new(sink.clone(), rec(2));
+        assert_eq!(sink.in_flight(), 2);
+        first.finish(); // fills the queue
+        drop(second); // no space: handed to a tracked task
+        assert_eq!(sink.in_flight(), 1, "the second waits for queue space");
+        {
+            let settled = sink.settled();
+            tokio::pin!(settled);
+            assert!(
+                pending(settled.as_mut()).await,
+                "a record is not queued yet"
+            );
+            gate.send(()).unwrap(); // the writer takes the first; the second gets its place
+            settled.await;
+        }
+        assert_eq!(sink.in_flight(), 0);
+        writer.shutdown().await.unwrap();
+        let got = records.lock().unwrap().clone();
+        let names: Vec<&str> = got.iter().map(|r| r.listener.as_str()).collect();
+        assert_eq!(names, ["l1", "l2"]);
+        assert_eq!(sink.dropped(), 0);
+        // Dropped unfinished before any shutdown cut: the client is blamed.
+        assert_eq!(got[1].error_side.as_deref(), Some("downstream"));
+    }
+
+    #[test]
+    fn a_record_whose_handover_task_never_runs_takes_the_fallback() {
+        let (target, records) = memory();
+        let (gate, held) = std::sync::mpsc::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (sink, writer) = rt
+            .block_on(async { spawn_inner(target, 1, Duration::from_secs(3600), Some(held)) })
+            .unwrap();
+        rt.block_on(async {
+            sink.emit(rec(1)); // fills the queue
+            sink.emit(rec(2)); // handed to a task that never gets to run
+        });
+        assert_eq!(sink.in_flight(), 1);
+        drop(rt); // drops the unrun task
+        assert_eq!(sink.in_flight(), 0);
+        assert_eq!(sink.dropped(), 1, "counted and logged, not lost silently");
+        drop(gate);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(writer.shutdown()).unwrap();
+        assert_eq!(records.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_recorder_dropped_after_a_drain_cut_says_the_proxy_cut_it() {
+        use crate::record::Recorder;
+        let (target, records) = memory();
+        let (sink, writer) = spawn(target, 4, WAIT).unwrap();
+        let open = Recorder::new(sink.clone(), rec(1));
+        sink.note_drain_cut();
+        drop(open);
+        sink.settled().await;
+        writer.shutdown().await.unwrap();
+        let got = records.lock().unwrap().clone();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].error_side.as_deref(), Some("internal"));
+        assert!(
+            got[0].error.as_deref().unwrap().contains("drain time"),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]

@@ -100,7 +100,7 @@ async fn serve(config: Config, table: JurisdictionTable) -> Result<(), String> {
     let deps = Deps {
         resolver: Arc::new(resolver),
         connector: Arc::new(TcpConnector),
-        audit: sink,
+        audit: sink.clone(),
     };
     let handle = server::start(Snapshot::new(config, table), deps)
         .await
@@ -113,14 +113,22 @@ async fn serve(config: Config, table: JurisdictionTable) -> Result<(), String> {
         drain_s = drain.as_secs_f64(),
         "Shutting down: draining open work"
     );
+    // Returns once the record of every flow, cut ones included, is in the writer's queue.
     let drained = handle.shutdown(drain).await;
     if !drained {
         tracing::warn!("Drain time ran out: open requests and tunnels were cut");
     }
-    writer
-        .shutdown()
-        .await
-        .map_err(|e| format!("audit flush: {e}"))
+    // Writes and flushes every queued record before the process exits.
+    let flushed = writer.shutdown().await;
+    let (dropped, unwritten) = (sink.dropped(), sink.unwritten());
+    if dropped + unwritten > 0 {
+        tracing::error!(
+            dropped,
+            unwritten,
+            "Audit records went to the audit_overflow log instead of the audit output"
+        );
+    }
+    flushed.map_err(|e| format!("audit flush: {e}"))
 }
 
 async fn wait_for_signal() -> Result<(), String> {

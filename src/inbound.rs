@@ -11,16 +11,18 @@ use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::audit::{self, AuditRecord};
 use crate::config::ListenerConfig;
 use crate::listener::{Activity, ConnInfo, TimedIo, accept_with};
 use crate::protocol::reverse;
 use crate::proxy_protocol;
-use crate::record::Recorder;
+use crate::record::{Recorder, hyper_refusal};
 use crate::server::Shared;
 
 /// Accept loop of a reverse listener.
@@ -47,7 +49,8 @@ async fn serve(
                 }
             }
             Err(e) => {
-                audit_refused(&shared, &cfg, client, "bad-proxy-protocol", &e.to_string());
+                let e = e.to_string();
+                audit_refused(&shared, &cfg, client, "bad-proxy-protocol", None, &e);
                 return;
             }
         }
@@ -57,26 +60,58 @@ async fn serve(
         client,
         activity: Activity::new(),
     });
-    let io = TimedIo::new(
-        stream,
-        conn.activity.clone(),
-        limits.header_read_timeout,
-        limits.keepalive_idle_timeout,
-    );
     match rl.tls.clone() {
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await;
-            match handshake {
-                Ok(Ok(s)) => serve_http(shared, conn, TokioIo::new(s), true).await,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, client.addr = %client, "TLS handshake failed")
+            let handshake = async {
+                // A connection closed (or left silent) before its first byte attempted no
+                // handshake (a TCP health probe, say): nothing to audit. Anything else that
+                // does not end in a TLS session is audited once.
+                let mut first = [0u8; 1];
+                match stream.peek(&mut first).await {
+                    Ok(0) => return Err(None),
+                    Ok(_) => {}
+                    Err(e) => return Err(Some(format!("TLS handshake failed: {e}"))),
                 }
-                Err(_) => tracing::debug!(client.addr = %client, "TLS handshake timed out"),
+                let io = TimedIo::new(
+                    stream,
+                    conn.activity.clone(),
+                    limits.header_read_timeout,
+                    limits.keepalive_idle_timeout,
+                );
+                acceptor
+                    .accept(io)
+                    .await
+                    .map_err(|e| Some(format!("TLS handshake failed: {e}")))
+            };
+            let result = tokio::select! {
+                r = tokio::time::timeout(limits.header_read_timeout, handshake) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(Some("TLS handshake timed out".to_string())),
+                },
+                // Cut at the drain deadline before any request: nothing to record.
+                _ = shared.hard.cancelled() => return,
+            };
+            match result {
+                Ok(s) => serve_http(shared, conn, TokioIo::new(s), true).await,
+                Err(Some(e)) => {
+                    tracing::debug!(error = %e, client.addr = %client, "TLS handshake failed");
+                    audit_refused(&shared, &cfg, client, "tls-handshake-failed", None, &e);
+                }
+                Err(None) => {
+                    tracing::debug!(client.addr = %client, "Closed before a TLS handshake");
+                }
             }
         }
-        None => serve_http(shared, conn, TokioIo::new(io), false).await,
+        None => {
+            let io = TimedIo::new(
+                stream,
+                conn.activity.clone(),
+                limits.header_read_timeout,
+                limits.keepalive_idle_timeout,
+            );
+            serve_http(shared, conn, TokioIo::new(io), false).await;
+        }
     }
 }
 
@@ -105,7 +140,12 @@ where
         drive(&shared, &conn, c, |c| c.graceful_shutdown()).await;
         return;
     }
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/2 streams run in tasks of their own: tracked and cut like the connection, so a
+    // shutdown waits for (and cuts) them and their records with everything else.
+    let mut builder = auto::Builder::new(TrackedExecutor {
+        tracker: shared.tracker.clone(),
+        hard: shared.hard.clone(),
+    });
     builder
         .http1()
         .keep_alive(true)
@@ -121,15 +161,16 @@ where
 }
 
 /// Run a client connection to its end; on shutdown, finish it gracefully, and cut it when the
-/// drain time is up.
+/// drain time is up. A malformed request hyper refused itself (400, 431, 414) is audited here,
+/// with the status hyper sent.
 async fn drive<C, E>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &ConnInfo,
     c: C,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::pin!(c);
     let result = tokio::select! {
@@ -142,17 +183,54 @@ async fn drive<C, E>(
             }
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended");
+    let Err(e) = result else {
+        return;
+    };
+    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+    match e.downcast_ref::<hyper::Error>().and_then(hyper_refusal) {
+        Some(status) => audit_refused(
+            shared,
+            &conn.listener,
+            conn.client,
+            "malformed-request",
+            status.map(|s| s.as_u16()),
+            &e.to_string(),
+        ),
+        None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
     }
 }
 
-/// Audit a connection refused before any request (e.g. a malformed PROXY header).
+/// Spawns hyper's HTTP/2 stream tasks on the proxy's task tracker, cut at the drain deadline.
+#[derive(Clone)]
+struct TrackedExecutor {
+    tracker: TaskTracker,
+    hard: CancellationToken,
+}
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let hard = self.hard.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = fut => {}
+                _ = hard.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Audit a connection refused before any request reached a route: a malformed PROXY header,
+/// a failed TLS handshake, a request hyper refused (`status` is what it answered, if anything).
 fn audit_refused(
     shared: &Arc<Shared>,
     cfg: &ListenerConfig,
     client: SocketAddr,
     reason: &str,
+    status: Option<u16>,
     error: &str,
 ) {
     let snap = shared.state.load();
@@ -168,6 +246,7 @@ fn audit_refused(
             reason: reason.into(),
             profile: snap.config.profile.name.clone(),
             db_version: snap.db_version.clone(),
+            status,
             error_side: Some("downstream".into()),
             error: Some(error.into()),
             ..AuditRecord::default()

@@ -4,6 +4,10 @@
 //! body of a forwarded request, into the task of a tunnel. Whatever happens (a deny, an error,
 //! a client that hangs up mid-body), the record is emitted once, when the recorder is finished
 //! or dropped, with the byte counts and duration at that moment.
+//!
+//! Each recorder holds a [`RecordToken`] of its sink from creation until its record is queued,
+//! so a shutdown can wait for the record of every flow ([`AuditSink::settled`]), including
+//! flows cut at the drain deadline: those are dropped unfinished and say so.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::audit::{AuditAddr, AuditRecord, AuditSink};
+use crate::audit::{AuditAddr, AuditRecord, AuditSink, RecordToken};
 use crate::error::ProxyError;
 use crate::policy::{Decision, Profile};
 
@@ -36,6 +40,8 @@ pub struct Recorder {
     pub bytes: Arc<Bytes2>,
     /// Values released after the record is emitted (e.g. the connection's busy marker).
     held: Vec<Box<dyn std::any::Any + Send + Sync>>,
+    /// Keeps [`AuditSink::settled`] waiting until the record is queued.
+    token: Option<RecordToken>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -51,6 +57,7 @@ impl Recorder {
     pub fn new(sink: AuditSink, base: AuditRecord) -> Recorder {
         Recorder {
             rec: Some(base),
+            token: Some(sink.track()),
             sink,
             started: Instant::now(),
             bytes: Arc::new(Bytes2::default()),
@@ -107,17 +114,9 @@ impl Recorder {
         rec.bytes_up = self.bytes.up.load(Ordering::Relaxed);
         rec.bytes_down = self.bytes.down.load(Ordering::Relaxed);
         rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let sink = self.sink.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn(async move { sink.record(rec).await });
-            }
-            Err(_) => tracing::error!(
-                target: "audit_overflow",
-                record = %serde_json::to_string(&rec).unwrap_or_default(),
-                "Audit record emitted outside the runtime"
-            ),
-        }
+        // Queued now, or handed to a task the sink tracks: only then is the token released.
+        self.sink.emit(rec);
+        self.token = None;
     }
 }
 
@@ -125,14 +124,21 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         // Dropped without `finish`: the request or response was abandoned (usually the client
         // went away). Say so, so an aborted flow is never mistaken for a completed one.
+        let cut = self.sink.drain_cut();
         if let Some(r) = self.rec.as_mut()
             && r.error.is_none()
         {
-            r.error_side = Some("downstream".into());
-            r.error = Some(match r.status {
-                None => "client closed the connection before the response".into(),
-                Some(_) => "response not completed (client closed the connection)".into(),
-            });
+            if cut {
+                // Shutdown cut the flow at its drain deadline: the proxy ended it, not the client.
+                r.error_side = Some("internal".into());
+                r.error = Some("cut at shutdown: the drain time ran out".into());
+            } else {
+                r.error_side = Some("downstream".into());
+                r.error = Some(match r.status {
+                    None => "client closed the connection before the response".into(),
+                    Some(_) => "response not completed (client closed the connection)".into(),
+                });
+            }
         }
         self.finish();
     }
@@ -171,6 +177,7 @@ impl<B> Counted<B> {
 impl<B> Body for Counted<B>
 where
     B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -198,8 +205,21 @@ where
                     rec.finish();
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(None) => {
                 if let Some(mut rec) = this.recorder.take() {
+                    rec.finish();
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The body broke off: the record says where, never a clean finish.
+                if let Some(mut rec) = this.recorder.take() {
+                    let r = rec.rec();
+                    let (side, what) = match this.dir {
+                        Direction::Up => ("downstream", "request body from the client"),
+                        Direction::Down => ("upstream", "response body from the upstream"),
+                    };
+                    r.error_side = Some(side.into());
+                    r.error = Some(format!("{what} failed: {e}"));
                     rec.finish();
                 }
             }
@@ -214,5 +234,134 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// For an error that ended a client connection: `None` if hyper answered nothing because the
+/// request was not malformed (I/O, timeouts), else `Some(status hyper wrote)`: 431 for a head
+/// over the limit, 414 for a URI over hyper's limit, 400 for other parse errors, and `None`
+/// inside for an HTTP/2 preface on an HTTP/1.1-only connection (hyper closes without a
+/// response). Mirrors hyper's HTTP/1.1 server `on_error`.
+pub fn hyper_refusal(e: &hyper::Error) -> Option<Option<hyper::StatusCode>> {
+    use hyper::StatusCode;
+    if e.is_parse_version_h2() {
+        return Some(None);
+    }
+    if e.is_parse_too_large() {
+        // hyper 1.x folds "URI too long" (answered 414) into `is_parse_too_large`; only its
+        // message tells the two apart.
+        let status = if e.to_string().contains("URI too long") {
+            StatusCode::URI_TOO_LONG
+        } else {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        };
+        return Some(Some(status));
+    }
+    e.is_parse().then_some(Some(StatusCode::BAD_REQUEST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{self, AuditTarget};
+    use http_body_util::BodyExt;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A body yielding `frames` data frames, then the error if `fail`, else its end.
+    struct Scripted {
+        frames: Vec<Bytes>,
+        fail: bool,
+    }
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            if !self.frames.is_empty() {
+                let f = self.frames.remove(0);
+                return Poll::Ready(Some(Ok(Frame::data(f))));
+            }
+            if std::mem::take(&mut self.fail) {
+                return Poll::Ready(Some(Err(std::io::Error::other("connection reset"))));
+            }
+            Poll::Ready(None)
+        }
+    }
+
+    async fn drain_body(fail: bool) -> AuditRecord {
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (sink, writer) = audit::spawn(
+            AuditTarget::Memory(records.clone()),
+            8,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let rec = Recorder::new(sink.clone(), AuditRecord::default());
+        let bytes = rec.bytes.clone();
+        let inner = Scripted {
+            frames: vec![Bytes::from_static(b"abc")],
+            fail,
+        };
+        let body = Counted::new(inner, bytes, Direction::Down, Some(rec));
+        let _ = body.collect().await;
+        sink.settled().await;
+        writer.shutdown().await.unwrap();
+        let got = records.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "{got:?}");
+        got[0].clone()
+    }
+
+    #[tokio::test]
+    async fn a_response_body_that_breaks_off_is_recorded_as_an_upstream_error() {
+        let r = drain_body(true).await;
+        assert_eq!(r.bytes_down, 3);
+        assert_eq!(r.error_side.as_deref(), Some("upstream"));
+        let e = r.error.unwrap_or_default();
+        assert!(
+            e.contains("response body") && e.contains("connection reset"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_body_that_ends_is_a_clean_finish() {
+        let r = drain_body(false).await;
+        assert_eq!(r.bytes_down, 3);
+        assert_eq!(r.error_side, None);
+        assert_eq!(r.error, None);
+    }
+
+    #[test]
+    fn a_record_finished_outside_a_runtime_with_a_full_queue_takes_the_fallback() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (sink, writer) = rt
+            .block_on(async {
+                audit::spawn(
+                    AuditTarget::Memory(records.clone()),
+                    1,
+                    Duration::from_secs(1),
+                )
+            })
+            .unwrap();
+        // Outside the runtime: the first record is queued, the rest cannot wait for space.
+        for _ in 0..50 {
+            Recorder::new(sink.clone(), AuditRecord::default()).finish();
+        }
+        assert_eq!(sink.in_flight(), 0);
+        rt.block_on(writer.shutdown()).unwrap();
+        let written = records.lock().unwrap().len() as u64;
+        assert_eq!(
+            written + sink.dropped(),
+            50,
+            "every record is written or counted"
+        );
     }
 }

@@ -22,6 +22,10 @@ use crate::listener::accept_loop;
 use crate::upstream::Connector;
 use crate::upstream::pool::{IdleConns, PoolState};
 
+/// How long [`ProxyHandle::shutdown`] waits, after every flow has ended, for their records
+/// to reach the audit queue before it reports the ones still open.
+const RECORDS_WAIT: Duration = Duration::from_secs(30);
+
 /// Everything a request reads, swapped as one unit: a request takes one snapshot and uses it
 /// throughout, so a reload never mixes versions.
 #[derive(Debug)]
@@ -112,7 +116,11 @@ impl ProxyHandle {
     }
 
     /// Stop accepting, let open requests and tunnels finish for up to `drain`, then cut them.
-    /// Returns the number of tasks cut.
+    /// Returns true if everything finished within `drain`, false if flows were cut.
+    ///
+    /// When this returns, the record of every request and tunnel the proxy handled, the cut
+    /// ones included, has been handed to the audit writer (or to the fallback log): what is
+    /// left is [`crate::audit::AuditWriter::shutdown`], which writes and flushes them.
     pub async fn shutdown(self, drain: Duration) -> bool {
         self.shared.shutdown.cancel();
         for a in self.accepts {
@@ -122,9 +130,24 @@ impl ProxyHandle {
         let drained = tokio::time::timeout(drain, self.shared.tracker.wait())
             .await
             .is_ok();
+        let audit = &self.shared.deps.audit;
         if !drained {
+            audit.note_drain_cut();
             self.shared.hard.cancel();
             self.shared.tracker.wait().await;
+        }
+        // Every connection, stream and tunnel task has ended, so every recorder has been
+        // finished or dropped; wait for the records still waiting for queue space (bounded
+        // by `audit.full_wait` each). The bound only guards against a recorder kept alive
+        // outside the tracked tasks, which would be a bug.
+        if tokio::time::timeout(RECORDS_WAIT, audit.settled())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                records = audit.in_flight(),
+                "Audit records still open after shutdown"
+            );
         }
         drained
     }
