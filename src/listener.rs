@@ -414,32 +414,11 @@ async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, stream: TcpStream) {
     if let Err(e) = result {
         // hyper refused these itself before any request reached the pipeline: audit them here
         // so every refusal has its record, with the status hyper actually sent.
-        match hyper_refusal(&e) {
+        match crate::record::hyper_refusal(&e) {
             Some(status) => audit_protocol_error(&shared, &conn, status, &e),
             None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
         }
     }
-}
-
-/// For an error that ended a connection: `None` if it was not a malformed request (I/O,
-/// timeouts), else `Some(status hyper wrote)`, mirroring hyper's server `on_error`: 431 for a
-/// head over the limit, 414 for a URI over hyper's limit, 400 for other parse errors, and no
-/// response at all for an HTTP/2 preface.
-fn hyper_refusal(e: &hyper::Error) -> Option<Option<StatusCode>> {
-    if e.is_parse_version_h2() {
-        return Some(None);
-    }
-    if e.is_parse_too_large() {
-        // hyper 1.x folds "URI too long" (answered 414) into `is_parse_too_large`; only its
-        // message tells the two apart.
-        let status = if e.to_string().contains("URI too long") {
-            StatusCode::URI_TOO_LONG
-        } else {
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-        };
-        return Some(Some(status));
-    }
-    e.is_parse().then_some(Some(StatusCode::BAD_REQUEST))
 }
 
 fn audit_protocol_error(
