@@ -17,13 +17,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::recorder::{Recorder, hyper_refusal};
 use crate::audit::{self, AuditRecord};
 use crate::config::ListenerConfig;
 use crate::listener::{Activity, ConnInfo, TimedIo, accept_with};
 use crate::protocol::reverse;
-use crate::proxy_protocol;
-use crate::record::{Recorder, hyper_refusal};
 use crate::server::Shared;
+use crate::wire::proxy_protocol;
 
 /// Accept loop of a reverse listener.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {

@@ -22,10 +22,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use crate::audit::recorder::Recorder;
 use crate::audit::{self, AuditRecord};
 use crate::config::ListenerConfig;
 use crate::pipeline;
-use crate::record::Recorder;
 use crate::server::Shared;
 
 /// What one client connection is doing, shared by its requests and its timed I/O.
@@ -414,7 +414,7 @@ async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, stream: TcpStream) {
     if let Err(e) = result {
         // hyper refused these itself before any request reached the pipeline: audit them here
         // so every refusal has its record, with the status hyper actually sent.
-        match crate::record::hyper_refusal(&e) {
+        match crate::audit::recorder::hyper_refusal(&e) {
             Some(status) => audit_protocol_error(&shared, &conn, status, &e),
             None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
         }

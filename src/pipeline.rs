@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
+use crate::audit::recorder::Recorder;
 use crate::audit::{self, AuditRecord};
 use crate::error::ProxyError;
 use crate::listener::ConnInfo;
@@ -16,7 +17,6 @@ use crate::policy::{Decision, Reason, Subject, Verdict};
 use crate::protocol::forward::ProxyBody;
 use crate::protocol::forward::{RelayCtx, Upstream};
 use crate::protocol::{self, Intent};
-use crate::record::Recorder;
 use crate::server::Shared;
 use crate::upstream::connect_first;
 use crate::upstream::tunnel::TunnelLimits;

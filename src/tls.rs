@@ -343,19 +343,6 @@ fn system_time(seconds: i64) -> SystemTime {
     t.unwrap_or(UNIX_EPOCH)
 }
 
-/// A Unix timestamp as RFC 3339 UTC (`2025-01-31T12:00:00Z`).
-fn rfc3339(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    let (year, month, day) = crate::jurisdiction::geoip::civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 /// Loads and checks one certificate: chain and key parse as PEM, the key type is one ring
 /// signs with, the key is the leaf's, `now` lies in the leaf's validity window, and every
 /// configured name is covered by a DNS SAN (exactly or by a single-label wildcard).
@@ -402,13 +389,13 @@ pub fn load_cert(spec: &CertSpec, now: SystemTime) -> Result<LoadedCert, TlsErro
     if now_s < not_before {
         return Err(TlsError::NotYetValid {
             path: chain_path.to_owned(),
-            not_before: rfc3339(not_before),
+            not_before: crate::time::rfc3339_seconds(not_before),
         });
     }
     if now_s > not_after {
         return Err(TlsError::Expired {
             path: chain_path.to_owned(),
-            not_after: rfc3339(not_after),
+            not_after: crate::time::rfc3339_seconds(not_after),
         });
     }
 
@@ -675,11 +662,20 @@ mod tests {
 
     #[test]
     fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(crate::time::rfc3339_seconds(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            crate::time::rfc3339_seconds(951_782_400),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            crate::time::rfc3339_seconds(1_735_689_599),
+            "2024-12-31T23:59:59Z"
+        );
+        assert_eq!(crate::time::rfc3339_seconds(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(
+            crate::time::rfc3339_seconds(253_402_300_799),
+            "9999-12-31T23:59:59Z"
+        );
     }
 
     #[test]

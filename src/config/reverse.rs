@@ -13,10 +13,10 @@ use super::ConfigError;
 use super::file::{Compiler, FileListener, Res};
 use super::{ListenerConfig, ListenerKind};
 use crate::destination::{Host, parse_authority};
-use crate::forwarded::ForwardedHeader;
 use crate::policy::HostPattern;
-use crate::proxy_protocol::Accept;
 use crate::tls::{self, CertSpec};
+use crate::wire::forwarded::ForwardedHeader;
+use crate::wire::proxy_protocol::Accept;
 
 /// A reverse listener's own settings.
 #[derive(Debug, Clone)]

@@ -114,7 +114,7 @@ pub struct GeoIpInfo {
 impl GeoIpInfo {
     /// Build date as `YYYY-MM-DD` (UTC).
     pub fn build_date(&self) -> String {
-        let (y, m, d) = civil_from_days((self.build_epoch / 86_400) as i64);
+        let (y, m, d) = crate::time::civil_from_days((self.build_epoch / 86_400) as i64);
         format!("{y:04}-{m:02}-{d:02}")
     }
 
@@ -122,20 +122,6 @@ impl GeoIpInfo {
     pub fn age_days(&self, now_epoch: u64) -> u64 {
         now_epoch.saturating_sub(self.build_epoch) / 86_400
     }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// An opened, checked GeoIP database.
@@ -312,16 +298,4 @@ fn detect_schema(reader: &Reader<Vec<u8>>) -> Option<Schema> {
         }
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_605), (2026, 6, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
 }

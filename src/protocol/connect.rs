@@ -5,7 +5,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::record::Recorder;
+use crate::audit::recorder::Recorder;
 use crate::upstream::tunnel::{TunnelLimits, tunnel};
 
 /// Run the tunnel once the client connection is upgraded; the recorder is finished (and the

@@ -14,13 +14,13 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use tokio::net::TcpStream;
 
+use crate::audit::recorder::{Counted, Direction, Recorder};
 use crate::config::Limits;
 use crate::destination::Destination;
 use crate::error::ProxyError;
 use crate::listener::{Activity, BodyGuard};
 use crate::pipeline::never;
 use crate::policy::VettedAddr;
-use crate::record::{Counted, Direction, Recorder};
 use crate::upstream::pool::{Checkin, IdleConns, UpstreamConn};
 use crate::upstream::watch::Watched;
 use crate::upstream::{Connector, connect_first};

@@ -10,18 +10,18 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 
+use crate::audit::recorder::{Counted, Direction, Recorder};
 use crate::audit::{self, AuditRecord};
 use crate::config::reverse::{Member, RouteConfig};
 use crate::error::ProxyError;
-use crate::forwarded;
 use crate::listener::ConnInfo;
 use crate::pipeline::{failure, refusal, text_response};
 use crate::policy::{Decision, Reason, Subject, Verdict};
 use crate::protocol::forward::{ProxyBody, VIA, strip_hop_by_hop};
-use crate::record::{Counted, Direction, Recorder};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::pool::{Checkin, PoolState};
 use crate::vet;
+use crate::wire::forwarded;
 
 /// The host a request is for: `:authority` (HTTP/2, absolute-form) or `Host`, without port,
 /// lower-cased, one trailing dot removed.

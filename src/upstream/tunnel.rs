@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::record::Bytes2;
+use crate::audit::recorder::Bytes2;
 
 /// How a tunnel ended, with the bytes each way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,0 +1,179 @@
+//! Audit stage: exactly one JSON line per request or tunnel.
+//!
+//! The audit log is the evidence information-governance staff read to learn where data
+//! went, so this module is built around one rule: a record is never silently lost.
+//!
+//! - [`AuditRecord`] is the schema (this file). Its serialized keys are dotted names
+//!   (`dest.host`, `bytes.up`, ...) that are also exported as constants in [`keys`], so
+//!   tracing fields can use the very same names. Every key is always present; absent values
+//!   are `null`.
+//! - [`recorder`]: the exactly-once [`Recorder`](recorder::Recorder) a request holds, and the
+//!   body wrapper that counts bytes.
+//! - [`writer`]: the bounded queue, the writer thread, rotation and the fallback log.
+
+pub mod recorder;
+pub mod writer;
+
+pub use crate::time::{format_rfc3339_millis, now_rfc3339};
+
+pub use writer::{
+    AuditSink, AuditTarget, AuditWriter, RecordToken, spawn, spawn_reopen_on_sigusr1,
+};
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+/// The serialized key of every [`AuditRecord`] field, for reuse as tracing field names.
+pub mod keys {
+    /// Time the record was produced (RFC 3339 UTC, milliseconds).
+    pub const TS: &str = "ts";
+    /// Name of the listener that accepted the connection.
+    pub const LISTENER: &str = "listener";
+    /// Client socket address.
+    pub const CLIENT_ADDR: &str = "client.addr";
+    /// `forward`, `connect` or `reverse`.
+    pub const INTENT: &str = "intent";
+    /// Destination host name as requested.
+    pub const DEST_HOST: &str = "dest.host";
+    /// Destination port.
+    pub const DEST_PORT: &str = "dest.port";
+    /// Every resolved address of the destination with its jurisdiction.
+    pub const DEST_ADDRS: &str = "dest.addrs";
+    /// The address actually dialed, if any.
+    pub const DIALED_IP: &str = "dialed.ip";
+    /// `allow` or `deny`.
+    pub const DECISION: &str = "decision";
+    /// `enforce` or `report`.
+    pub const MODE: &str = "mode";
+    /// True when enforce mode would have denied this flow.
+    pub const WOULD_DENY: &str = "would_deny";
+    /// Human-readable reason for the decision.
+    pub const REASON: &str = "reason";
+    /// Policy rule that produced the decision.
+    pub const RULE: &str = "rule";
+    /// Active adequacy profile.
+    pub const PROFILE: &str = "profile";
+    /// GeoIP database build date.
+    pub const DB_VERSION: &str = "db.version";
+    /// Bytes sent from client to destination.
+    pub const BYTES_UP: &str = "bytes.up";
+    /// Bytes sent from destination to client.
+    pub const BYTES_DOWN: &str = "bytes.down";
+    /// Wall-clock duration of the request or tunnel, in milliseconds.
+    pub const DURATION_MS: &str = "duration_ms";
+    /// HTTP status returned to the client, if any.
+    pub const STATUS: &str = "status";
+    /// `downstream`, `upstream` or `internal`.
+    pub const ERROR_SIDE: &str = "error.side";
+    /// Error message, if the request failed.
+    pub const ERROR: &str = "error";
+
+    /// Every key, in serialization order.
+    pub const ALL: [&str; 21] = [
+        TS,
+        LISTENER,
+        CLIENT_ADDR,
+        INTENT,
+        DEST_HOST,
+        DEST_PORT,
+        DEST_ADDRS,
+        DIALED_IP,
+        DECISION,
+        MODE,
+        WOULD_DENY,
+        REASON,
+        RULE,
+        PROFILE,
+        DB_VERSION,
+        BYTES_UP,
+        BYTES_DOWN,
+        DURATION_MS,
+        STATUS,
+        ERROR_SIDE,
+        ERROR,
+    ];
+}
+
+/// One resolved address of the destination, with where it is.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditAddr {
+    /// The resolved address.
+    pub ip: IpAddr,
+    /// Jurisdiction code the address maps to.
+    pub jurisdiction: String,
+    /// Jurisdiction class (for example adequate / non-adequate / unknown).
+    pub class: String,
+    /// Which data source produced the mapping.
+    pub source: String,
+    /// The matching prefix, in CIDR notation.
+    pub prefix: String,
+}
+
+/// The audit record: one per request or tunnel. Keys are listed in [`keys`].
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct AuditRecord {
+    /// RFC 3339 UTC timestamp with milliseconds; see [`now_rfc3339`].
+    #[serde(rename = "ts")]
+    pub ts: String,
+    /// Name of the listener that accepted the connection.
+    #[serde(rename = "listener")]
+    pub listener: String,
+    /// Client socket address.
+    #[serde(rename = "client.addr")]
+    pub client_addr: Option<SocketAddr>,
+    /// `forward`, `connect` or `reverse`.
+    #[serde(rename = "intent")]
+    pub intent: String,
+    /// Destination host name as requested.
+    #[serde(rename = "dest.host")]
+    pub dest_host: Option<String>,
+    /// Destination port.
+    #[serde(rename = "dest.port")]
+    pub dest_port: Option<u16>,
+    /// Every resolved address of the destination with its jurisdiction.
+    #[serde(rename = "dest.addrs")]
+    pub dest_addrs: Vec<AuditAddr>,
+    /// The address actually dialed, if any.
+    #[serde(rename = "dialed.ip")]
+    pub dialed_ip: Option<IpAddr>,
+    /// `allow` or `deny`.
+    #[serde(rename = "decision")]
+    pub decision: String,
+    /// `enforce` or `report`.
+    #[serde(rename = "mode")]
+    pub mode: String,
+    /// True when enforce mode would have denied this flow.
+    #[serde(rename = "would_deny")]
+    pub would_deny: bool,
+    /// Human-readable reason for the decision.
+    #[serde(rename = "reason")]
+    pub reason: String,
+    /// Policy rule that produced the decision.
+    #[serde(rename = "rule")]
+    pub rule: Option<String>,
+    /// Active adequacy profile.
+    #[serde(rename = "profile")]
+    pub profile: String,
+    /// GeoIP database build date.
+    #[serde(rename = "db.version")]
+    pub db_version: String,
+    /// Bytes sent from client to destination.
+    #[serde(rename = "bytes.up")]
+    pub bytes_up: u64,
+    /// Bytes sent from destination to client.
+    #[serde(rename = "bytes.down")]
+    pub bytes_down: u64,
+    /// Wall-clock duration in milliseconds.
+    #[serde(rename = "duration_ms")]
+    pub duration_ms: f64,
+    /// HTTP status returned to the client, if any.
+    #[serde(rename = "status")]
+    pub status: Option<u16>,
+    /// `downstream`, `upstream` or `internal`.
+    #[serde(rename = "error.side")]
+    pub error_side: Option<String>,
+    /// Error message, if the request failed.
+    #[serde(rename = "error")]
+    pub error: Option<String>,
+}

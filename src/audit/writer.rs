@@ -1,0 +1,628 @@
+//! The audit writer: a bounded queue, a writer thread, rotation and the fallback log.
+//!
+//! - [`AuditRecord`] is the schema. Its serialized keys are dotted names (`dest.host`,
+//!   `bytes.up`, ...) that are also exported as constants in [`keys`], so tracing fields
+//!   can use the very same names. Every key is always present; absent values are `null`.
+//! - [`spawn`] opens the target *before* the proxy binds any port (an unwritable audit
+//!   file is a startup error) and starts a dedicated writer thread fed by a bounded queue.
+//! - [`AuditSink`] is the cheap, cloneable handle request tasks use. [`AuditSink::record`]
+//!   never blocks forever: when the queue stays full for longer than `full_wait`, or the
+//!   writer has stopped, the record is counted in [`AuditSink::dropped`] and emitted in
+//!   full through `tracing` with target `audit_overflow`, so it still reaches some log.
+//! - [`AuditSink::reopen`] (wired to `SIGUSR1` by [`spawn_reopen_on_sigusr1`]) makes the
+//!   writer flush, close and reopen its file, for external log rotation.
+//! - Every record being built holds a [`RecordToken`] from [`AuditSink::track`] until it is
+//!   queued (or has taken the fallback); [`AuditSink::settled`] waits for all of them, so a
+//!   shutdown can know that every flow's record has reached the writer.
+//! - [`AuditWriter::shutdown`] closes the queue and waits until every queued record has
+//!   been written and flushed.
+//!
+//! The writer runs on its own OS thread because file and stdout writes are blocking; the
+//! async side only ever touches the queue. Lines are batched and written whenever the
+//! queue is momentarily empty (or the batch reaches 64 KiB), so they appear promptly
+//! without a syscall per record under load. The writer keeps each batched line until its
+//! write has succeeded: when a write or flush fails, every record of the batch not known
+//! to be written is emitted through the `audit_overflow` fallback and counted in
+//! [`AuditSink::unwritten`] (the error itself in [`AuditSink::write_errors`]); the writer
+//! never panics on I/O.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Stdout, Write};
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use super::AuditRecord;
+
+/// Where audit lines go.
+#[derive(Debug, Clone)]
+pub enum AuditTarget {
+    /// One JSON line per record on standard output.
+    Stdout,
+    /// One JSON line per record appended to this file (created if missing).
+    File(PathBuf),
+    /// Records collected in memory, for tests that assert on records.
+    Memory(Arc<Mutex<Vec<AuditRecord>>>),
+}
+
+/// Messages from the async side to the writer thread.
+enum Msg {
+    Record(Box<AuditRecord>),
+    Reopen,
+    Shutdown,
+}
+
+/// State shared by every sink clone and the writer thread.
+struct Shared {
+    dropped: AtomicU64,
+    write_errors: AtomicU64,
+    unwritten: AtomicU64,
+    /// Set when a reopen could not be queued in-band because the queue was full.
+    reopen_pending: AtomicBool,
+    /// Set once a shutdown has cut the flows still open at its drain deadline.
+    drain_cut: AtomicBool,
+}
+
+/// Cloneable handle used by request tasks to queue audit records.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    full_wait: Duration,
+    reopenable: bool,
+    /// Records not yet handed to the writer: one token per record being built, one task per
+    /// record waiting for queue space.
+    in_flight: TaskTracker,
+}
+
+/// Held by a record that is being built; dropped once the record is queued or has taken the
+/// fallback. [`AuditSink::settled`] waits until none is left.
+#[derive(Debug)]
+pub struct RecordToken(#[allow(dead_code)] TaskTrackerToken);
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSink")
+            .field("full_wait", &self.full_wait)
+            .field("dropped", &self.dropped())
+            .field("write_errors", &self.write_errors())
+            .field("unwritten", &self.unwritten())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditSink {
+    /// Queue a record. Never blocks forever.
+    ///
+    /// Tries the queue without waiting; if it is full, waits at most `full_wait` for
+    /// space. If there is still no space, or the writer has stopped, the record is
+    /// counted in [`dropped`](Self::dropped) and emitted as JSON through
+    /// `tracing::error!(target: "audit_overflow", record = ...)` so it is not lost silently.
+    pub async fn record(&self, rec: AuditRecord) {
+        let msg = Msg::Record(Box::new(rec));
+        let msg = match self.tx.try_send(msg) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Closed(msg)) => {
+                self.overflow(msg, Overflow::WriterStopped);
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        // `reserve` (not `send`) so the record is still ours if the wait times out.
+        match tokio::time::timeout(self.full_wait, self.tx.reserve()).await {
+            Ok(Ok(permit)) => permit.send(msg),
+            Ok(Err(_closed)) => self.overflow(msg, Overflow::WriterStopped),
+            Err(_elapsed) => self.overflow(msg, Overflow::QueueFull),
+        }
+    }
+
+    /// Queue a record without waiting (for synchronous callers such as a record emitted on
+    /// drop). If the queue is full, a task tracked by [`settled`](Self::settled) waits for
+    /// space as [`record`](Self::record) does; outside a Tokio runtime the record takes the
+    /// fallback at once.
+    pub fn emit(&self, rec: AuditRecord) {
+        let msg = Msg::Record(Box::new(rec));
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(msg)) => {
+                self.overflow(msg, Overflow::WriterStopped);
+            }
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        let mut handover = Handover {
+                            sink: self.clone(),
+                            msg: Some(msg),
+                        };
+                        self.in_flight.spawn_on(
+                            async move {
+                                let sink = handover.sink.clone();
+                                match tokio::time::timeout(sink.full_wait, sink.tx.reserve()).await
+                                {
+                                    Ok(Ok(permit)) => {
+                                        if let Some(msg) = handover.msg.take() {
+                                            permit.send(msg);
+                                        }
+                                    }
+                                    // The writer stopped: the handover's drop takes the fallback.
+                                    Ok(Err(_closed)) => {}
+                                    Err(_elapsed) => {
+                                        if let Some(msg) = handover.msg.take() {
+                                            sink.overflow(msg, Overflow::QueueFull);
+                                        }
+                                    }
+                                }
+                            },
+                            &handle,
+                        );
+                    }
+                    Err(_) => self.overflow(msg, Overflow::QueueFull),
+                }
+            }
+        }
+    }
+
+    /// A token for a record about to be built: [`settled`](Self::settled) waits until it is
+    /// dropped. Drop it after the record has been passed to [`emit`](Self::emit).
+    pub fn track(&self) -> RecordToken {
+        RecordToken(self.in_flight.token())
+    }
+
+    /// Wait until every tracked record has been queued or has taken the fallback: no
+    /// [`RecordToken`] is left and no record is waiting for queue space. Records tracked
+    /// after this call are waited for too, and so are those of every proxy sharing this sink
+    /// (its clones share one count).
+    pub async fn settled(&self) {
+        self.in_flight.close();
+        self.in_flight.wait().await;
+    }
+
+    /// Records tracked and not yet queued (being built, or waiting for queue space).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Note that a shutdown has cut the flows still open at its drain deadline: a record
+    /// dropped unfinished from now on says so instead of blaming the client.
+    pub fn note_drain_cut(&self) {
+        self.shared.drain_cut.store(true, Ordering::Release);
+    }
+
+    /// Whether [`note_drain_cut`](Self::note_drain_cut) was called.
+    pub fn drain_cut(&self) -> bool {
+        self.shared.drain_cut.load(Ordering::Acquire)
+    }
+
+    fn overflow(&self, msg: Msg, why: Overflow) {
+        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Msg::Record(rec) = msg {
+            emit_fallback(&rec, why);
+        }
+    }
+
+    /// Number of records that could not be queued (queue full past `full_wait`, or
+    /// writer stopped). Each was emitted through the `audit_overflow` tracing target.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Number of I/O errors the writer hit (write, flush, or reopen failures).
+    pub fn write_errors(&self) -> u64 {
+        self.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Number of records the writer took but could not write (a write, flush or open
+    /// failed before the record was known to be written). Each was emitted through the
+    /// `audit_overflow` tracing target.
+    pub fn unwritten(&self) -> u64 {
+        self.shared.unwritten.load(Ordering::Relaxed)
+    }
+
+    /// Ask the writer to reopen its file (log rotation, SIGUSR1). No-op for stdout/memory.
+    ///
+    /// Records queued before this call are written to the old file. If the queue is full,
+    /// the reopen happens before the next record the writer takes instead.
+    pub fn reopen(&self) {
+        if !self.reopenable {
+            return;
+        }
+        match self.tx.try_send(Msg::Reopen) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.reopen_pending.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// A record on its way into a full queue. If it is dropped before it gets there (the writer
+/// stopped, or the task was dropped unrun by a runtime shutting down), it takes the fallback.
+struct Handover {
+    sink: AuditSink,
+    msg: Option<Msg>,
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(msg) = self.msg.take() {
+            self.sink.overflow(msg, Overflow::WriterStopped);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Overflow {
+    QueueFull,
+    WriterStopped,
+    WriteFailed,
+}
+
+/// Last-resort output for a record the writer could not take or could not write.
+fn emit_fallback(rec: &AuditRecord, why: Overflow) {
+    let json =
+        serde_json::to_string(rec).unwrap_or_else(|e| format!("{rec:?} (unserializable: {e})"));
+    emit_fallback_json(&json, why);
+}
+
+/// [`emit_fallback`] for a record already serialized.
+fn emit_fallback_json(json: &str, why: Overflow) {
+    match why {
+        Overflow::QueueFull => {
+            tracing::error!(target: "audit_overflow", record = %json, "Audit queue full");
+        }
+        Overflow::WriterStopped => {
+            tracing::error!(target: "audit_overflow", record = %json, "Audit writer stopped");
+        }
+        Overflow::WriteFailed => {
+            tracing::error!(target: "audit_overflow", record = %json, "Audit write failed");
+        }
+    }
+}
+
+/// Owner of the writer thread; call [`shutdown`](Self::shutdown) to drain it.
+///
+/// Dropping it without `shutdown` leaves the writer running until every
+/// [`AuditSink`] clone is dropped, after which it flushes and exits on its own.
+#[derive(Debug)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Msg>,
+    done: oneshot::Receiver<io::Result<()>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Msg::Record(_) => "Record",
+            Msg::Reopen => "Reopen",
+            Msg::Shutdown => "Shutdown",
+        })
+    }
+}
+
+impl AuditWriter {
+    /// Close the queue and wait until every queued record is written and flushed.
+    ///
+    /// Records offered after this point take the `audit_overflow` fallback. Returns the
+    /// error of the final flush, if any (earlier errors are in
+    /// [`AuditSink::write_errors`]), or an error if the writer thread panicked.
+    pub async fn shutdown(self) -> io::Result<()> {
+        let AuditWriter { tx, done, thread } = self;
+        // In-band marker: everything queued before it is written first. An error means
+        // the writer is already gone, which `done` reports below.
+        let _ = tx.send(Msg::Shutdown).await;
+        drop(tx);
+        let result = done
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("audit writer thread panicked")));
+        // The thread has finished its work; reap it without blocking the runtime.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        result
+    }
+}
+
+/// Open the target and spawn the writer with a bounded queue of `capacity` records
+/// (at least 1).
+///
+/// Files are opened in append mode and created if missing; an open error is returned
+/// now, before the proxy binds any port. `full_wait` is how long
+/// [`AuditSink::record`] waits for queue space before falling back (e.g. 50 ms).
+pub fn spawn(
+    target: AuditTarget,
+    capacity: usize,
+    full_wait: Duration,
+) -> io::Result<(AuditSink, AuditWriter)> {
+    spawn_inner(target, capacity, full_wait, None)
+}
+
+/// `spawn` with an optional gate: the writer takes nothing from the queue until the
+/// gate's sender sends or is dropped. Tests use it to hold the writer deterministically.
+fn spawn_inner(
+    target: AuditTarget,
+    capacity: usize,
+    full_wait: Duration,
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+) -> io::Result<(AuditSink, AuditWriter)> {
+    let reopenable = matches!(target, AuditTarget::File(_));
+    let out = Output::open(target)?;
+    let shared = Arc::new(Shared {
+        dropped: AtomicU64::new(0),
+        write_errors: AtomicU64::new(0),
+        unwritten: AtomicU64::new(0),
+        reopen_pending: AtomicBool::new(false),
+        drain_cut: AtomicBool::new(false),
+    });
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let (done_tx, done_rx) = oneshot::channel();
+    let thread_shared = Arc::clone(&shared);
+    // The writer's own log lines (and the fallback of records it cannot write) go to the
+    // subscriber of whoever started it, not only to the global one.
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let thread = std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || {
+            let _log = tracing::dispatcher::set_default(&dispatch);
+            if let Some(gate) = gate {
+                let _ = gate.recv();
+            }
+            let result = writer_loop(rx, out, &thread_shared);
+            let _ = done_tx.send(result);
+        })?;
+    let sink = AuditSink {
+        tx: tx.clone(),
+        shared,
+        full_wait,
+        reopenable,
+        in_flight: TaskTracker::new(),
+    };
+    Ok((
+        sink,
+        AuditWriter {
+            tx,
+            done: done_rx,
+            thread,
+        },
+    ))
+}
+
+/// A batch is written once it holds this many bytes, even if more records are queued.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Runs on the writer thread until the queue is closed and drained.
+fn writer_loop(mut rx: mpsc::Receiver<Msg>, mut out: Output, shared: &Shared) -> io::Result<()> {
+    let mut batch = Batch::default();
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Record(rec) => {
+                if shared.reopen_pending.swap(false, Ordering::AcqRel) {
+                    let _ = out.flush(&mut batch, shared);
+                    out.reopen(shared);
+                }
+                out.write(&rec, &mut batch, shared);
+            }
+            Msg::Reopen => {
+                shared.reopen_pending.store(false, Ordering::Release);
+                // Records queued before the reopen go to the old file.
+                let _ = out.flush(&mut batch, shared);
+                out.reopen(shared);
+            }
+            // Refuse new records; `blocking_recv` still yields everything already queued.
+            Msg::Shutdown => rx.close(),
+        }
+        if rx.is_empty() || batch.buf.len() >= BATCH_BYTES {
+            // Errors are logged, counted and the records sent to the fallback inside.
+            let _ = out.flush(&mut batch, shared);
+        }
+    }
+    out.flush(&mut batch, shared)
+}
+
+/// Lines serialized but not yet written, each kept until its write has succeeded.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    /// End offset in `buf` of each line (after its newline).
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    /// The line ending at `ends[i]`, without its newline.
+    fn line(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i].saturating_sub(1)]
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+}
+
+/// Write all of `buf`, then flush. On failure, also returns how many bytes are known to
+/// have been written (none are known after a failed flush).
+fn write_flush<W: Write>(w: &mut W, buf: &[u8]) -> Result<(), (usize, io::Error)> {
+    let mut written = 0;
+    while written < buf.len() {
+        match w.write(&buf[written..]) {
+            Ok(0) => {
+                return Err((
+                    written,
+                    io::Error::new(io::ErrorKind::WriteZero, "the audit output took no bytes"),
+                ));
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
+    }
+    w.flush().map_err(|e| (0, e))
+}
+
+/// The writer's open output.
+enum Output {
+    Stdout(Stdout),
+    File {
+        path: PathBuf,
+        /// `None` after a failed reopen; the next write retries the open.
+        file: Option<File>,
+    },
+    Memory(Arc<Mutex<Vec<AuditRecord>>>),
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
+}
+
+impl Output {
+    fn open(target: AuditTarget) -> io::Result<Self> {
+        Ok(match target {
+            AuditTarget::Stdout => Output::Stdout(io::stdout()),
+            AuditTarget::File(path) => {
+                let file = open_append(&path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("opening audit file {}: {e}", path.display()),
+                    )
+                })?;
+                Output::File {
+                    path,
+                    file: Some(file),
+                }
+            }
+            AuditTarget::Memory(records) => Output::Memory(records),
+        })
+    }
+
+    /// Add one record to the batch (memory targets store it at once).
+    fn write(&mut self, rec: &AuditRecord, batch: &mut Batch, shared: &Shared) {
+        if let Output::Memory(records) = self {
+            records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(rec.clone());
+            return;
+        }
+        let start = batch.buf.len();
+        if let Err(e) = serde_json::to_writer(&mut batch.buf, rec) {
+            batch.buf.truncate(start);
+            shared.write_errors.fetch_add(1, Ordering::Relaxed);
+            shared.unwritten.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "Audit record could not be serialized");
+            emit_fallback(rec, Overflow::WriteFailed);
+            return;
+        }
+        batch.buf.push(b'\n');
+        batch.ends.push(batch.buf.len());
+    }
+
+    /// Write and flush the batch. Every record not known to be written (from the one the
+    /// failure hit, or all of them after a failed flush or open) is emitted through the
+    /// fallback and counted in `unwritten`; the batch is empty afterwards.
+    fn flush(&mut self, batch: &mut Batch, shared: &Shared) -> io::Result<()> {
+        if batch.ends.is_empty() {
+            return Ok(());
+        }
+        let result = match self {
+            Output::Stdout(w) => write_flush(&mut w.lock(), &batch.buf),
+            Output::File { path, file } => {
+                if file.is_none() {
+                    match open_append(path) {
+                        Ok(f) => {
+                            tracing::info!(path = %path.display(), "Audit file reopened");
+                            *file = Some(f);
+                        }
+                        Err(e) => {
+                            tracing::error!(
+                                path = %path.display(),
+                                error = %e,
+                                "Audit file could not be opened"
+                            );
+                        }
+                    }
+                }
+                match file {
+                    Some(f) => write_flush(f, &batch.buf),
+                    None => Err((0, io::Error::other("the audit file is not open"))),
+                }
+            }
+            Output::Memory(_) => Ok(()),
+        };
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err((written, e)) => {
+                let first_lost = batch.ends.partition_point(|&end| end <= written);
+                let lost = batch.ends.len() - first_lost;
+                shared.write_errors.fetch_add(1, Ordering::Relaxed);
+                shared.unwritten.fetch_add(lost as u64, Ordering::Relaxed);
+                tracing::error!(
+                    error = %e,
+                    records = lost,
+                    "Audit write failed: the records go to the audit_overflow log"
+                );
+                for i in first_lost..batch.ends.len() {
+                    emit_fallback_json(
+                        &String::from_utf8_lossy(batch.line(i)),
+                        Overflow::WriteFailed,
+                    );
+                }
+                Err(e)
+            }
+        };
+        batch.clear();
+        outcome
+    }
+
+    /// Close and reopen the file (the batch has been flushed by the caller).
+    fn reopen(&mut self, shared: &Shared) {
+        let Output::File { path, file } = self else {
+            return;
+        };
+        drop(file.take());
+        match open_append(path) {
+            Ok(f) => {
+                *file = Some(f);
+                tracing::info!(path = %path.display(), "Audit file reopened");
+            }
+            Err(e) => {
+                shared.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(path = %path.display(), error = %e, "Audit file reopen failed");
+            }
+        }
+    }
+}
+
+/// Install a SIGUSR1 handler task that calls `sink.reopen()` (unix only).
+///
+/// Must be called from within a Tokio runtime. The handler is installed before this
+/// returns, so a SIGUSR1 sent afterwards no longer has its default (terminating) effect.
+#[cfg(unix)]
+pub fn spawn_reopen_on_sigusr1(sink: AuditSink) -> io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    Ok(tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening audit file");
+            sink.reopen();
+        }
+    }))
+}
+
+/// Install a SIGUSR1 handler task that calls `sink.reopen()` (unix only; always an
+/// `Unsupported` error on this platform).
+#[cfg(not(unix))]
+pub fn spawn_reopen_on_sigusr1(_sink: AuditSink) -> io::Result<tokio::task::JoinHandle<()>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SIGUSR1 is only available on unix",
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! Calendar arithmetic for timestamps, without a date crate: RFC 3339 text for audit records,
+//! certificate validity and GeoIP build dates. One copy, used everywhere.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The current time as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T11:00:00.123Z`.
+pub fn now_rfc3339() -> String {
+    format_rfc3339_millis(SystemTime::now())
+}
+
+/// Format `t` as RFC 3339 UTC with milliseconds (`YYYY-MM-DDTHH:MM:SS.mmmZ`).
+///
+/// Times before 1970 are handled; the millisecond part is truncated, not rounded.
+pub fn format_rfc3339_millis(t: SystemTime) -> String {
+    let millis: i64 = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        // Before the epoch: floor towards the past so the millisecond field stays positive.
+        Err(e) => {
+            let d = e.duration();
+            let whole = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            let has_fraction = d.as_nanos() % 1_000_000 != 0;
+            -whole - i64::from(has_fraction)
+        }
+    };
+    let days = millis.div_euclid(86_400_000);
+    let ms_of_day = millis.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let secs = ms_of_day / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        ms_of_day % 1000
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A Unix timestamp as RFC 3339 UTC (`2025-01-31T12:00:00Z`).
+pub fn rfc3339_seconds(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_605), (2026, 6, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn ts_format() {
+        let at = |ms: i64| {
+            let t = if ms >= 0 {
+                UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+            } else {
+                UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+            };
+            format_rfc3339_millis(t)
+        };
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(1_795_431_600_123), "2026-11-23T11:00:00.123Z");
+        assert_eq!(at(951_868_799_999), "2000-02-29T23:59:59.999Z");
+        assert_eq!(at(951_868_800_000), "2000-03-01T00:00:00.000Z");
+        assert_eq!(at(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(at(-2_208_988_800_000), "1900-01-01T00:00:00.000Z");
+        // Sub-millisecond parts are truncated.
+        assert_eq!(
+            format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(1_999_999)),
+            "1970-01-01T00:00:00.001Z"
+        );
+
+        let now = now_rfc3339();
+        let b = now.as_bytes();
+        assert_eq!(b.len(), 24, "{now}");
+        for (i, c) in b.iter().enumerate() {
+            match i {
+                4 | 7 => assert_eq!(*c, b'-', "{now}"),
+                10 => assert_eq!(*c, b'T', "{now}"),
+                13 | 16 => assert_eq!(*c, b':', "{now}"),
+                19 => assert_eq!(*c, b'.', "{now}"),
+                23 => assert_eq!(*c, b'Z', "{now}"),
+                _ => assert!(c.is_ascii_digit(), "{now}"),
+            }
+        }
+    }
+}
