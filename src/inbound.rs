@@ -364,7 +364,7 @@ async fn probe(
         .header(hyper::header::USER_AGENT, "residency-proxy-health-check")
         .body(
             http_body_util::Empty::<bytes::Bytes>::new()
-                .map_err(crate::pipeline::never)
+                .map_err(crate::http::never)
                 .boxed(),
         );
     let Ok(req) = req else {

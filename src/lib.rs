@@ -12,6 +12,7 @@ pub mod audit;
 pub mod config;
 pub mod destination;
 pub mod error;
+pub mod http;
 pub mod inbound;
 pub mod jurisdiction;
 pub mod listener;

@@ -4,26 +4,21 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use crate::audit::recorder::Recorder;
 use crate::audit::{self, AuditRecord};
-use crate::error::ProxyError;
+use crate::http::{ProxyBody, failure, never, refusal};
 use crate::listener::ConnInfo;
-use crate::policy::{Decision, Reason, Subject, Verdict};
-use crate::protocol::forward::ProxyBody;
+use crate::policy::{Reason, Subject, Verdict};
 use crate::protocol::forward::{RelayCtx, Upstream};
 use crate::protocol::{self, Intent};
 use crate::server::Shared;
 use crate::upstream::connect_first;
 use crate::upstream::tunnel::TunnelLimits;
 use crate::vet;
-
-/// Header naming the proxy's decision on refusals.
-pub const DECISION_HEADER: &str = "x-residency-decision";
 
 /// Handle one request from a forward listener. Always answers; exactly one audit record is
 /// emitted for it (when its response body or tunnel ends).
@@ -158,82 +153,4 @@ pub async fn handle(
             }
         }
     }
-}
-
-pub(crate) fn never(x: std::convert::Infallible) -> hyper::Error {
-    match x {}
-}
-
-pub(crate) fn text_response(
-    status: StatusCode,
-    body: String,
-    decision: &str,
-) -> Response<ProxyBody> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(never).boxed());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Ok(v) = HeaderValue::from_str(decision) {
-        resp.headers_mut().insert(DECISION_HEADER, v);
-    }
-    resp
-}
-
-/// A deny: 403 naming the reason and jurisdiction, audited.
-pub(crate) fn refusal(
-    mut rec: Recorder,
-    decision: Decision,
-    profile: &crate::policy::Profile,
-    host: &str,
-    port: u16,
-) -> Response<ProxyBody> {
-    rec.decision(&decision, profile);
-    rec.rec().status = Some(403);
-    let jurisdiction = decision
-        .jurisdiction
-        .map_or("-".to_string(), |j| j.code().to_string());
-    let mut header = format!(
-        "deny; reason={}; jurisdiction={}",
-        decision.reason.as_str(),
-        jurisdiction
-    );
-    if let Some(rule) = &decision.rule {
-        header.push_str(&format!("; rule={rule}"));
-    }
-    let body = format!(
-        "residency-proxy: {host}:{port} denied: {} (jurisdiction {jurisdiction}, profile {})\n",
-        decision.reason.as_str(),
-        profile.name
-    );
-    rec.finish();
-    text_response(StatusCode::FORBIDDEN, body, &header)
-}
-
-/// A failure (bad request, DNS, connect, upstream): its status, audited.
-pub(crate) fn failure(mut rec: Recorder, e: ProxyError, reason: &str) -> Response<ProxyBody> {
-    rec.error(&e);
-    {
-        let r = rec.rec();
-        r.decision = if r.dialed_ip.is_some() || reason_allows(reason) {
-            "allow".into()
-        } else {
-            "deny".into()
-        };
-        if r.reason.is_empty() {
-            r.reason = reason.into();
-        }
-    }
-    let header = format!("error; reason={}", e.label());
-    let body = format!("residency-proxy: {e}\n");
-    rec.finish();
-    text_response(e.status(), body, &header)
-}
-
-fn reason_allows(reason: &str) -> bool {
-    matches!(
-        reason,
-        "home" | "adequate" | "attested" | "internal-allowed" | "unknown-allowed" | "rule-allow"
-    )
 }

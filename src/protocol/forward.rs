@@ -7,10 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use tokio::net::TcpStream;
 
@@ -18,50 +17,13 @@ use crate::audit::recorder::{Counted, Direction, Recorder};
 use crate::config::Limits;
 use crate::destination::Destination;
 use crate::error::ProxyError;
+use crate::http::headers::{add_via, strip_hop_by_hop};
+use crate::http::{ProxyBody, never};
 use crate::listener::{Activity, BodyGuard};
-use crate::pipeline::never;
 use crate::policy::VettedAddr;
 use crate::upstream::pool::{Checkin, IdleConns, UpstreamConn};
 use crate::upstream::watch::Watched;
 use crate::upstream::{Connector, connect_first};
-
-/// The `Via` value this proxy adds (RFC 9110 §7.6.3).
-pub const VIA: &str = "1.1 residency-proxy";
-
-/// Response body type of the proxy.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
-
-/// Headers that apply to one connection only and are never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
-/// Remove hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(n);
-    }
-    // Transfer-Encoding is hop-by-hop too; hyper re-frames the body itself.
-    headers.remove(header::TRANSFER_ENCODING);
-}
-
-fn add_via(headers: &mut HeaderMap) {
-    headers.append(header::VIA, HeaderValue::from_static(VIA));
-}
 
 /// The upstream connection a request goes over: an idle keep-alive connection to a vetted
 /// address, or a freshly dialled one.

@@ -25,8 +25,8 @@ use crate::config::file::{
 use crate::config::reverse::{Balance, PoolConfig};
 use crate::destination::Host;
 use crate::error::ProxyError;
+use crate::http::ProxyBody;
 use crate::policy::VettedAddr;
-use crate::protocol::forward::ProxyBody;
 
 /// Runtime state of one member.
 #[derive(Debug, Default)]
