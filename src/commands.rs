@@ -11,10 +11,10 @@ use residency_proxy::config::{AuditOutput, Config};
 use residency_proxy::destination::{self, Resolver, StaticResolver, SystemResolver};
 use residency_proxy::jurisdiction::JurisdictionTable;
 use residency_proxy::jurisdiction::load::{self, LoadReport};
+use residency_proxy::pipeline::vet::{self, Vetted};
 use residency_proxy::policy::{Decision, Subject, Verdict};
 use residency_proxy::server::{self, Deps, Snapshot};
 use residency_proxy::upstream::TcpConnector;
-use residency_proxy::vet::{self, Vetted};
 
 use super::{CheckArgs, ExplainArgs, RunArgs};
 

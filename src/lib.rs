@@ -10,18 +10,17 @@
 
 pub mod audit;
 pub mod config;
+pub mod conn;
 pub mod destination;
 pub mod error;
 pub mod http;
-pub mod inbound;
 pub mod jurisdiction;
-pub mod listener;
+pub mod listen;
 pub mod pipeline;
 pub mod policy;
-pub mod protocol;
 pub mod server;
+pub mod state;
 pub mod time;
 pub mod tls;
 pub mod upstream;
-pub mod vet;
 pub mod wire;

@@ -1,7 +1,6 @@
 //! Start the proxy: bind every listener (after the configuration and tables are compiled),
 //! serve until shutdown, then drain.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,81 +12,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::AuditSink;
-use crate::config::{Config, ListenerKind};
-use crate::destination::Resolver;
-use crate::inbound;
-use crate::jurisdiction::JurisdictionTable;
-use crate::listener::accept_loop;
-use crate::upstream::Connector;
-use crate::upstream::pool::{IdleConns, PoolState};
+use crate::config::ListenerKind;
+use crate::listen::forward::accept_loop;
+pub use crate::state::{Deps, Shared, Snapshot};
+use crate::upstream::pool::IdleConns;
 
 /// How long [`ProxyHandle::shutdown`] waits, after every flow has ended, for their records
 /// to reach the audit queue before it reports the ones still open.
 const RECORDS_WAIT: Duration = Duration::from_secs(30);
-
-/// Everything a request reads, swapped as one unit: a request takes one snapshot and uses it
-/// throughout, so a reload never mixes versions.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// The checked configuration.
-    pub config: Config,
-    /// The compiled jurisdiction table.
-    pub table: JurisdictionTable,
-    /// GeoIP database build date, for audit records.
-    pub db_version: String,
-    /// Upstream pools of reverse routes, by name.
-    pub pools: HashMap<String, Arc<PoolState>>,
-}
-
-impl Snapshot {
-    /// Bundle a configuration with its table.
-    pub fn new(config: Config, table: JurisdictionTable) -> Snapshot {
-        let db_version = table
-            .info()
-            .geoip
-            .as_ref()
-            .map_or_else(|| "none".to_string(), |g| g.build_date());
-        let pools = config
-            .pools
-            .iter()
-            .map(|p| (p.name.clone(), PoolState::new(p.clone())))
-            .collect();
-        Snapshot {
-            config,
-            table,
-            db_version,
-            pools,
-        }
-    }
-}
-
-/// The I/O the pipeline uses, replaceable in tests.
-#[derive(Clone)]
-pub struct Deps {
-    /// DNS.
-    pub resolver: Arc<dyn Resolver>,
-    /// Upstream dialling (vetted addresses only).
-    pub connector: Arc<dyn Connector>,
-    /// Audit records.
-    pub audit: AuditSink,
-}
-
-/// State shared by all listeners and requests.
-pub struct Shared {
-    /// The current snapshot.
-    pub state: ArcSwap<Snapshot>,
-    /// I/O dependencies.
-    pub deps: Deps,
-    /// Cancelled to stop accepting and finish open requests.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the drain time is up: cut what is still open.
-    pub hard: CancellationToken,
-    /// Every connection and tunnel task.
-    pub tracker: TaskTracker,
-    /// Idle keep-alive connections of forward (absolute-form) requests, by vetted address.
-    pub egress_idle: Arc<IdleConns>,
-}
 
 /// A running proxy.
 pub struct ProxyHandle {
@@ -178,9 +110,11 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
         listeners.push((cfg.name.clone(), addr));
         accepts.push(match cfg.kind {
             ListenerKind::Forward => tokio::spawn(accept_loop(shared.clone(), listener, cfg)),
-            ListenerKind::Reverse => {
-                tokio::spawn(inbound::accept_loop(shared.clone(), listener, cfg))
-            }
+            ListenerKind::Reverse => tokio::spawn(crate::listen::reverse::accept_loop(
+                shared.clone(),
+                listener,
+                cfg,
+            )),
         });
     }
     let pools: Vec<String> = shared
@@ -192,7 +126,7 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
         .map(|p| p.cfg.name.clone())
         .collect();
     for name in pools {
-        tokio::spawn(inbound::health_loop(shared.clone(), name));
+        tokio::spawn(crate::pipeline::health::health_loop(shared.clone(), name));
     }
     Ok(ProxyHandle {
         listeners,

@@ -27,6 +27,8 @@ use crate::jurisdiction::sources::{line_of, parse_cidr};
 use crate::policy::profile::{BUILTIN, DEFAULT_PROFILE};
 use crate::policy::{Action, Attestation, Class, HostPattern, Mode, Policy, Profile, Rule};
 
+mod reverse;
+
 /// Default listener clients: loopback and private space, never the whole Internet.
 pub const DEFAULT_ALLOWED_CLIENTS: [&str; 6] = [
     "127.0.0.0/8",
@@ -87,9 +89,9 @@ pub struct FileConfig {
     /// `[policy]`: defaults, rules and attestations.
     pub policy: Option<FilePolicy>,
     /// `[[route]]`: reverse-proxy routes, in order.
-    pub route: Option<Vec<super::reverse::FileRoute>>,
+    pub route: Option<Vec<reverse::FileRoute>>,
     /// `[[pool]]`: upstream pools of reverse routes.
-    pub pool: Option<Vec<super::reverse::FilePool>>,
+    pub pool: Option<Vec<reverse::FilePool>>,
 }
 
 /// `[jurisdiction]`.
@@ -177,7 +179,7 @@ pub struct FileListener {
     /// Concurrent connection limit.
     pub max_connections: Option<Spanned<i64>>,
     /// Reverse listeners: `[[listener.cert]]` certificates (TLS when present).
-    pub cert: Option<Vec<super::reverse::FileCert>>,
+    pub cert: Option<Vec<reverse::FileCert>>,
     /// Reverse listeners: offer HTTP/2 by ALPN.
     pub h2: Option<bool>,
     /// Reverse listeners without certificates: answer everything with a redirect to this HTTPS port.

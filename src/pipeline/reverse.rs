@@ -13,15 +13,15 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use crate::audit::recorder::{Counted, Direction, Recorder};
 use crate::audit::{self, AuditRecord};
 use crate::config::reverse::{Member, RouteConfig};
+use crate::conn::ConnInfo;
 use crate::error::ProxyError;
 use crate::http::ProxyBody;
 use crate::http::headers::{VIA, strip_hop_by_hop};
 use crate::http::{failure, refusal, text_response};
-use crate::listener::ConnInfo;
+use crate::pipeline::vet;
 use crate::policy::{Decision, Reason, Subject, Verdict};
-use crate::server::{Shared, Snapshot};
+use crate::state::{Shared, Snapshot};
 use crate::upstream::pool::{Checkin, PoolState};
-use crate::vet;
 use crate::wire::forwarded;
 
 /// The host a request is for: `:authority` (HTTP/2, absolute-form) or `Host`, without port,

@@ -10,15 +10,15 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::audit::recorder::Recorder;
 use crate::audit::{self, AuditRecord};
+use crate::conn::ConnInfo;
 use crate::http::{ProxyBody, failure, never, refusal};
-use crate::listener::ConnInfo;
+use crate::pipeline::classify::{self, Intent};
+use crate::pipeline::relay::{RelayCtx, Upstream};
+use crate::pipeline::{connect, relay, vet};
 use crate::policy::{Reason, Subject, Verdict};
-use crate::protocol::forward::{RelayCtx, Upstream};
-use crate::protocol::{self, Intent};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::upstream::connect_first;
 use crate::upstream::tunnel::TunnelLimits;
-use crate::vet;
 
 /// Handle one request from a forward listener. Always answers; exactly one audit record is
 /// emitted for it (when its response body or tunnel ends).
@@ -48,7 +48,7 @@ pub async fn handle(
     rec.hold(busy);
 
     // 2. classify
-    let intent = match protocol::classify(&req) {
+    let intent = match classify::classify(&req) {
         Ok(i) => i,
         Err(e) => return failure(rec, e, "malformed-request"),
     };
@@ -131,7 +131,7 @@ pub async fn handle(
             // activity, which holds the slot.
             shared.tracker.spawn(async move {
                 tokio::select! {
-                    _ = protocol::connect::run(req, stream, limits, rec) => {}
+                    _ = connect::run(req, stream, limits, rec) => {}
                     _ = hard.cancelled() => {}
                 }
             });
@@ -147,7 +147,7 @@ pub async fn handle(
                 limits: &cfg.limits,
                 activity: &conn.activity,
             };
-            match protocol::forward::relay(req, &dest, upstream, ctx, rec).await {
+            match relay::relay(req, &dest, upstream, ctx, rec).await {
                 Ok(resp) => resp,
                 Err((e, rec)) => failure(rec, e, decision.reason.as_str()),
             }

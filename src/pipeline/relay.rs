@@ -15,11 +15,11 @@ use tokio::net::TcpStream;
 
 use crate::audit::recorder::{Counted, Direction, Recorder};
 use crate::config::Limits;
+use crate::conn::{Activity, BodyGuard};
 use crate::destination::Destination;
 use crate::error::ProxyError;
 use crate::http::headers::{add_via, strip_hop_by_hop};
 use crate::http::{ProxyBody, never};
-use crate::listener::{Activity, BodyGuard};
 use crate::policy::VettedAddr;
 use crate::upstream::pool::{Checkin, IdleConns, UpstreamConn};
 use crate::upstream::watch::Watched;

@@ -1,9 +1,5 @@
 //! Stage 2 of the pipeline: what does the client want?
 
-pub mod connect;
-pub mod forward;
-pub mod reverse;
-
 use hyper::{Method, Request};
 
 use crate::destination::{Destination, DestinationError, Host, parse_authority};

@@ -1,0 +1,181 @@
+//! Forward listeners: accept connections, enforce connection limits (a CONNECT tunnel
+//! keeps its connection's slot until it closes) and client timeouts, serve HTTP/1.1 with
+//! keep-alive and upgrades, and shut down gracefully.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::audit::recorder::Recorder;
+use crate::audit::{self, AuditRecord};
+use crate::config::ListenerConfig;
+use crate::conn::{Activity, ConnInfo, TimedIo};
+use crate::pipeline;
+use crate::state::Shared;
+
+/// Connections over the limit being answered 503 at once; past this many they are closed
+/// without an answer.
+const MAX_REFUSING: usize = 64;
+
+/// How long a refused connection is given to take its 503 before it is closed.
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
+
+/// The answer to a connection over `max_connections`.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+x-residency-decision: error; reason=over-capacity\r\n\
+connection: close\r\n\
+content-length: 57\r\n\
+\r\n\
+residency-proxy: too many connections, try again shortly\n";
+
+/// Accept loop of a forward listener. `max_connections` counts client connections alive at
+/// once, a CONNECT tunnel being its client connection until the tunnel closes (the slot lives
+/// in the connection's [`Activity`], which the tunnel holds). A connection over the limit is
+/// accepted, answered 503 and closed, so clients see a refusal rather than a stall.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, listener = %cfg.name, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    last_warn = Some(Instant::now());
+                    tracing::warn!(
+                        listener = %cfg.name,
+                        max_connections = cfg.max_connections,
+                        client.addr = %peer,
+                        "Connection limit reached: refusing with 503"
+                    );
+                }
+                if let Ok(slot) = refusing.clone().try_acquire_owned() {
+                    shared.tracker.spawn(async move {
+                        refuse(stream).await;
+                        drop(slot);
+                    });
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let body_idle = shared.state.load().config.limits.body_idle_timeout;
+        let conn = Arc::new(ConnInfo {
+            listener: cfg.clone(),
+            client: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+            activity: Activity::build(Some(permit), body_idle),
+        });
+        shared.tracker.spawn(serve(shared.clone(), conn, stream));
+    }
+}
+
+/// Answer 503 to a connection over the limit, then close it once the client has read it (or
+/// after [`REFUSE_LINGER`]): closing with its request unread would reset the connection
+/// before the answer arrives.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(REFUSE_LINGER, async {
+        stream.write_all(OVER_CAPACITY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}
+
+async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, stream: TcpStream) {
+    let limits = shared.state.load().config.limits.clone();
+    let io = TimedIo::new(
+        stream,
+        conn.activity.clone(),
+        limits.header_read_timeout,
+        limits.keepalive_idle_timeout,
+    );
+    let svc_shared = shared.clone();
+    let svc_conn = conn.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let shared = svc_shared.clone();
+        let conn = svc_conn.clone();
+        async move { Ok::<_, Infallible>(pipeline::forward::handle(shared, conn, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let c = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(c);
+    let result = tokio::select! {
+        r = c.as_mut() => r,
+        _ = shared.shutdown.cancelled() => {
+            c.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = c.as_mut() => r,
+                _ = shared.hard.cancelled() => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        // hyper refused these itself before any request reached the pipeline: audit them here
+        // so every refusal has its record, with the status hyper actually sent.
+        match crate::audit::recorder::hyper_refusal(&e) {
+            Some(status) => audit_protocol_error(&shared, &conn, status, &e),
+            None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
+        }
+    }
+}
+
+fn audit_protocol_error(
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    status: Option<StatusCode>,
+    e: &hyper::Error,
+) {
+    let snap = shared.state.load();
+    let mut rec = Recorder::new(
+        shared.deps.audit.clone(),
+        AuditRecord {
+            ts: audit::now_rfc3339(),
+            listener: conn.listener.name.clone(),
+            client_addr: Some(conn.client),
+            intent: "unknown".into(),
+            decision: "deny".into(),
+            mode: conn.listener.mode.as_str().into(),
+            reason: "malformed-request".into(),
+            profile: snap.config.profile.name.clone(),
+            db_version: snap.db_version.clone(),
+            status: status.map(|s| s.as_u16()),
+            error_side: Some("downstream".into()),
+            error: Some(e.to_string()),
+            ..AuditRecord::default()
+        },
+    );
+    rec.finish();
+}

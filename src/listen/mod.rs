@@ -1,0 +1,58 @@
+//! Stage 1: accept connections, one file per listener kind. Each kind's accept loop enforces
+//! its connection limit and client timeouts, and hands each request to the pipeline.
+//!
+//! - [`forward`]: HTTP/1.1 forward proxy (absolute-form and CONNECT), 503 over capacity.
+//! - [`reverse`]: PROXY protocol, TLS (SNI, ALPN), HTTP/1.1 and HTTP/2 to the reverse pipeline.
+
+pub mod forward;
+pub mod reverse;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::config::ListenerConfig;
+use crate::state::Shared;
+
+/// Accept until shutdown with the listener's connection limit; each connection is served by
+/// `serve` in its own task, tracked for draining. Shared by forward and reverse listeners.
+pub async fn accept_with<F, Fut>(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    cfg: Arc<ListenerConfig>,
+    serve: F,
+) where
+    F: Fn(Arc<Shared>, Arc<ListenerConfig>, TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, listener = %cfg.name, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let task = serve(shared.clone(), cfg.clone(), stream, peer);
+        shared.tracker.spawn(async move {
+            task.await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,18 @@
+//! The life of a request, after accept: classify → vet (resolve → lookup → decide) → record →
+//! connect → relay or tunnel. One file per stage or per door:
+//!
+//! - [`classify`]: what a forward-listener request asks for (`Intent`).
+//! - [`vet`]: the one decision every door uses, `explain` included.
+//! - [`forward`]: a forward listener's request, start to end.
+//! - [`relay`]: absolute-form relay over a vetted upstream connection.
+//! - [`connect`]: a CONNECT tunnel.
+//! - [`reverse`]: a reverse listener's request: route, pool member, vet, relay.
+//! - [`health`]: reverse pools' active health checks, vetted as live requests are.
+
+pub mod classify;
+pub mod connect;
+pub mod forward;
+pub mod health;
+pub mod relay;
+pub mod reverse;
+pub mod vet;
