@@ -1,0 +1,232 @@
+//! The binary's commands, one file each, over the library. Every command returns a
+//! [`CliError`] on failure; `main` prints it and exits with its code.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+
+use residency_proxy::config::Config;
+use residency_proxy::jurisdiction::JurisdictionTable;
+use residency_proxy::jurisdiction::geoip::{self, GeoIpDb};
+use residency_proxy::jurisdiction::load::{self, LoadReport};
+use residency_proxy::policy::profile::DEFAULT_PROFILE;
+
+mod check;
+mod explain;
+mod lookup;
+mod run;
+
+/// Exit code for invalid configuration or data (EX_DATAERR is 65, EX_USAGE 64; linkerd and
+/// the BSD sysexits use 64 for "the input was wrong").
+const EXIT_CONFIG: u8 = 64;
+
+/// Exit code for an environment failure after the configuration was accepted (EX_OSERR).
+const EXIT_OS: u8 = 71;
+
+/// Why a command failed, and so which exit code it gets.
+#[derive(Debug)]
+pub enum CliError {
+    /// The input was wrong: configuration, data file, argument (exit 64).
+    Input(String),
+    /// The environment failed after the input was accepted: bind, runtime, I/O (exit 71).
+    Os(String),
+}
+
+impl CliError {
+    fn code(&self) -> u8 {
+        match self {
+            CliError::Input(_) => EXIT_CONFIG,
+            CliError::Os(_) => EXIT_OS,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Input(m) | CliError::Os(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Input errors are the common case: every loader's error text names file, line and reason.
+impl From<String> for CliError {
+    fn from(m: String) -> Self {
+        CliError::Input(m)
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "residency-proxy",
+    version,
+    about = "Data-residency enforcement proxy: every destination resolved, located and decided"
+)]
+struct Cli {
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (with no --config: the embedded example configuration).
+    Run(RunArgs),
+    /// Validate a configuration file and its data sources, then exit.
+    Check(CheckArgs),
+    /// Print the whole decision chain for a destination, without connecting.
+    Explain(ExplainArgs),
+    /// Print the jurisdiction, class, source and matched prefix of addresses or host names.
+    Lookup(LookupArgs),
+}
+
+#[derive(Args)]
+pub(super) struct RunArgs {
+    /// Configuration file (default: the embedded config/residency-proxy.toml).
+    #[arg(long, short, value_name = "PATH")]
+    pub(super) config: Option<PathBuf>,
+    /// A MaxMind DB file instead of the configured or embedded GeoIP database.
+    #[arg(long, value_name = "PATH")]
+    pub(super) geoip: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(super) struct CheckArgs {
+    /// Configuration file.
+    pub(super) config: PathBuf,
+}
+
+#[derive(Args)]
+pub(super) struct ExplainArgs {
+    /// Destination: HOST, HOST:PORT, IP or [IPv6]:PORT (default port 443).
+    pub(super) target: String,
+    /// Client address to decide for.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(super) client: IpAddr,
+    /// Listener to decide for (default: the first listener).
+    #[arg(long)]
+    pub(super) listener: Option<String>,
+    /// Configuration file (default: the embedded example).
+    #[arg(long, short, value_name = "PATH")]
+    pub(super) config: Option<PathBuf>,
+    /// A MaxMind DB file instead of the configured or embedded GeoIP database.
+    #[arg(long, value_name = "PATH")]
+    pub(super) geoip: Option<PathBuf>,
+    /// Resolve NAME to IP instead of asking DNS (like curl --resolve). Repeatable.
+    #[arg(long, value_name = "NAME=IP")]
+    pub(super) resolve: Vec<String>,
+}
+
+/// Options that choose the jurisdiction data.
+#[derive(Args, Clone)]
+pub(super) struct DataArgs {
+    /// A MaxMind DB file (GeoLite2/GeoIP2 Country or an ip-location-db build) instead of the
+    /// embedded DB-IP database.
+    #[arg(long, value_name = "PATH")]
+    pub(super) geoip: Option<PathBuf>,
+    /// Operator overrides file (`cidr, jurisdiction, label`; .csv or .toml). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub(super) overrides: Vec<PathBuf>,
+    /// AWS ip-ranges.json file. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub(super) aws_ranges: Vec<PathBuf>,
+    /// Adequacy profile: a built-in name (uk-adequate, uk-only) or a .toml file.
+    #[arg(long, default_value = DEFAULT_PROFILE)]
+    pub(super) profile: String,
+}
+
+#[derive(Args)]
+pub(super) struct LookupArgs {
+    /// IP addresses or host names (names are resolved with the system resolver).
+    #[arg(required = true, value_name = "ADDR|HOST")]
+    pub(super) targets: Vec<String>,
+    /// One JSON object per address.
+    #[arg(long)]
+    pub(super) json: bool,
+    #[command(flatten)]
+    pub(super) data: DataArgs,
+}
+
+fn long_version() -> String {
+    let db = GeoIpDb::embedded()
+        .ok()
+        .map(|db| {
+            let m = db.reader().metadata();
+            let info = geoip::GeoIpInfo {
+                origin: geoip::EMBEDDED_ORIGIN.into(),
+                database_type: m.database_type.clone(),
+                build_epoch: m.build_epoch,
+                schema: db.schema(),
+                networks: 0,
+                without_country: 0,
+                unknown_codes: 0,
+            };
+            format!("{}, built {}", info.origin, info.build_date())
+        })
+        .unwrap_or_else(|| "embedded database unreadable".into());
+    format!(
+        "{}\nGeoIP data: {}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        db,
+        geoip::ATTRIBUTION
+    )
+}
+
+/// Parse the arguments, run the command, and turn its outcome into the exit code.
+pub fn main() -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().long_version(long_version()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
+        Command::Run(args) => run::cmd_run(&args),
+        Command::Check(args) => check::cmd_check(&args),
+        Command::Explain(args) => explain::cmd_explain(&args),
+        Command::Lookup(args) => lookup::cmd_lookup(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("residency-proxy: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+pub(super) fn load_config(
+    path: Option<&PathBuf>,
+    geoip: Option<&PathBuf>,
+) -> Result<Config, String> {
+    let mut config = match path {
+        Some(p) => Config::load(p),
+        None => Config::example(),
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(g) = geoip {
+        config.jurisdiction.geoip = Some(g.clone());
+    }
+    Ok(config)
+}
+
+pub(super) fn build_table(config: &Config) -> Result<(JurisdictionTable, LoadReport), String> {
+    load::load(&config.jurisdiction).map_err(|e| e.to_string())
+}
+
+pub(super) fn warn_if_stale(report: &LoadReport) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let age = report.geoip.age_days(now);
+    if age > 30 {
+        tracing::warn!(
+            db.version = %report.geoip.build_date(),
+            age_days = age,
+            "GeoIP database is older than 30 days: update it"
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! `run`: compile everything, bind, serve until SIGTERM/SIGINT, drain.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use residency_proxy::audit::{self, AuditTarget};
+use residency_proxy::config::{AuditOutput, Config};
+use residency_proxy::destination::SystemResolver;
+use residency_proxy::jurisdiction::JurisdictionTable;
+use residency_proxy::server::{self, Deps, Snapshot};
+use residency_proxy::upstream::TcpConnector;
+
+use super::{CliError, RunArgs, build_table, load_config, warn_if_stale};
+
+/// `run`: compile everything, bind, serve until SIGTERM/SIGINT, drain.
+pub fn cmd_run(args: &RunArgs) -> Result<ExitCode, CliError> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let config = load_config(args.config.as_ref(), args.geoip.as_ref())?;
+    let (table, report) = build_table(&config)?;
+    tracing::info!(
+        source = %config.source,
+        profile = %config.profile.name,
+        db.version = %report.geoip.build_date(),
+        geoip = %report.geoip.origin,
+        networks = report.geoip.networks,
+        build_ms = report.build_ms,
+        "Configuration and jurisdiction table compiled"
+    );
+    warn_if_stale(&report);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Os(format!("cannot start the runtime: {e}")))?;
+    runtime
+        .block_on(serve(config, table))
+        .map_err(CliError::Os)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config, table: JurisdictionTable) -> Result<(), String> {
+    let target = match &config.audit.output {
+        AuditOutput::Stdout => AuditTarget::Stdout,
+        AuditOutput::File(p) => AuditTarget::File(p.clone()),
+    };
+    let (sink, writer) = audit::spawn(target, config.audit.queue, config.audit.full_wait)
+        .map_err(|e| format!("audit output: {e}"))?;
+    let _reopen = audit::spawn_reopen_on_sigusr1(sink.clone())
+        .map_err(|e| format!("SIGUSR1 handler: {e}"))?;
+    let resolver = SystemResolver::new(config.resolver_timeout).map_err(|e| e.to_string())?;
+    let drain = config.limits.drain_timeout;
+    let deps = Deps {
+        resolver: Arc::new(resolver),
+        connector: Arc::new(TcpConnector),
+        audit: sink.clone(),
+    };
+    let handle = server::start(Snapshot::new(config, table), deps)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (name, addr) in handle.listeners() {
+        eprintln!("residency-proxy: listener {name} on {addr}");
+    }
+    wait_for_signal().await?;
+    tracing::info!(
+        drain_s = drain.as_secs_f64(),
+        "Shutting down: draining open work"
+    );
+    // Returns once the record of every flow, cut ones included, is in the writer's queue.
+    let drained = handle.shutdown(drain).await;
+    if !drained {
+        tracing::warn!("Drain time ran out: open requests and tunnels were cut");
+    }
+    // Writes and flushes every queued record before the process exits.
+    let flushed = writer.shutdown().await;
+    let (dropped, unwritten) = (sink.dropped(), sink.unwritten());
+    if dropped + unwritten > 0 {
+        tracing::error!(
+            dropped,
+            unwritten,
+            "Audit records went to the audit_overflow log instead of the audit output"
+        );
+    }
+    flushed.map_err(|e| format!("audit flush: {e}"))
+}
+
+async fn wait_for_signal() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
