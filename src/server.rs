@@ -108,9 +108,9 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
         let addr = listener.local_addr()?;
         tracing::info!(listener = %cfg.name, addr = %addr, "Listening");
         listeners.push((cfg.name.clone(), addr));
-        accepts.push(match cfg.kind {
-            ListenerKind::Forward => tokio::spawn(accept_loop(shared.clone(), listener, cfg)),
-            ListenerKind::Reverse => tokio::spawn(crate::listen::reverse::accept_loop(
+        accepts.push(match &cfg.kind {
+            ListenerKind::Forward(_) => tokio::spawn(accept_loop(shared.clone(), listener, cfg)),
+            ListenerKind::Reverse(_) => tokio::spawn(crate::listen::reverse::accept_loop(
                 shared.clone(),
                 listener,
                 cfg,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use residency_proxy::config::{AuditOutput, Config, ConfigError, ListenerKind};
+use residency_proxy::config::{AuditOutput, Config, ConfigError};
 use residency_proxy::jurisdiction::Jurisdiction;
 use residency_proxy::policy::{Action, Class, HostPattern, Mode};
 
@@ -34,11 +34,14 @@ fn the_example_compiles_with_the_defaults() {
     assert_eq!(c.listeners.len(), 1);
     let l = &c.listeners[0];
     assert_eq!(l.name, "egress");
-    assert_eq!(l.kind, ListenerKind::Forward);
+    assert_eq!(l.kind.as_str(), "forward");
     assert_eq!(l.bind, "127.0.0.1:3128".parse::<SocketAddr>().unwrap());
     assert_eq!(l.mode, Mode::Enforce);
     assert_eq!(l.allowed_clients, nets(&DEFAULT_CLIENTS));
-    assert_eq!(l.allowed_ports, vec![80, 443]);
+    assert_eq!(
+        l.forward().expect("a forward listener").allowed_ports,
+        vec![80, 443]
+    );
     assert_eq!(l.max_connections, 10_000);
     assert_eq!(c.profile.name, "uk-adequate");
     assert_eq!(c.jurisdiction.geoip, None);
@@ -178,17 +181,23 @@ fn a_full_file_compiles_to_the_expected_values() {
     assert_eq!(c.listeners.len(), 2);
     let (a, b) = (&c.listeners[0], &c.listeners[1]);
     assert_eq!(a.name, "egress");
-    assert_eq!(a.kind, ListenerKind::Forward);
+    assert_eq!(a.kind.as_str(), "forward");
     assert_eq!(a.bind, "127.0.0.1:3128".parse::<SocketAddr>().unwrap());
     assert_eq!(a.mode, Mode::Enforce);
     assert_eq!(a.allowed_clients, nets(&["10.1.0.0/16"]));
-    assert_eq!(a.allowed_ports, vec![443]);
+    assert_eq!(
+        a.forward().expect("a forward listener").allowed_ports,
+        vec![443]
+    );
     assert_eq!(a.max_connections, 7);
     assert_eq!(b.name, "shadow_2");
     assert_eq!(b.bind, "[::1]:0".parse::<SocketAddr>().unwrap());
     assert_eq!(b.mode, Mode::Report);
     assert_eq!(b.allowed_clients, nets(&DEFAULT_CLIENTS));
-    assert_eq!(b.allowed_ports, vec![80, 443]);
+    assert_eq!(
+        b.forward().expect("a forward listener").allowed_ports,
+        vec![80, 443]
+    );
     assert_eq!(b.max_connections, 10_000);
 
     let p = &c.policy;

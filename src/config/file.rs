@@ -19,7 +19,10 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::{AuditConfig, AuditOutput, Config, ConfigError, Limits, ListenerConfig, ListenerKind};
+use super::{
+    AuditConfig, AuditOutput, Config, ConfigError, ForwardListener, Limits, ListenerConfig,
+    ListenerKind,
+};
 use crate::destination::{Host, normalize_host};
 use crate::jurisdiction::Jurisdiction;
 use crate::jurisdiction::load::TableSources;
@@ -28,6 +31,13 @@ use crate::policy::profile::{BUILTIN, DEFAULT_PROFILE};
 use crate::policy::{Action, Attestation, Class, HostPattern, Mode, Policy, Profile, Rule};
 
 mod reverse;
+
+/// A listener's kind as written, before its settings are compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Forward,
+    Reverse,
+}
 
 /// Default listener clients: loopback and private space, never the whole Internet.
 pub const DEFAULT_ALLOWED_CLIENTS: [&str; 6] = [
@@ -519,9 +529,9 @@ impl Compiler<'_> {
                 ));
             }
             let kind = match &l.kind {
-                None => ListenerKind::Forward,
-                Some(k) if k.get_ref() == "forward" => ListenerKind::Forward,
-                Some(k) if k.get_ref() == "reverse" => ListenerKind::Reverse,
+                None => Kind::Forward,
+                Some(k) if k.get_ref() == "forward" => Kind::Forward,
+                Some(k) if k.get_ref() == "reverse" => Kind::Reverse,
                 Some(k) => {
                     return Err(self.bad(
                         k,
@@ -552,9 +562,10 @@ impl Compiler<'_> {
                 Some(m) => self.mode(m, &key("mode"))?,
             };
             let allowed_clients = match kind {
-                ListenerKind::Forward => self.allowed_clients(l.allowed_clients.as_ref(), i)?,
-                ListenerKind::Reverse => self.reverse_clients(l.allowed_clients.as_ref(), i)?,
+                Kind::Forward => self.allowed_clients(l.allowed_clients.as_ref(), i)?,
+                Kind::Reverse => self.reverse_clients(l.allowed_clients.as_ref(), i)?,
             };
+            // Forward listeners only (a reverse listener with the key is refused above).
             let allowed_ports = match &l.allowed_ports {
                 None => DEFAULT_ALLOWED_PORTS.to_vec(),
                 Some(ports) if ports.get_ref().is_empty() => {
@@ -579,19 +590,17 @@ impl Compiler<'_> {
                 1,
                 MAX_MAX_CONNECTIONS,
             )?;
-            let reverse = match kind {
-                ListenerKind::Forward => None,
-                ListenerKind::Reverse => Some(self.reverse_listener(&l, i)?),
+            let kind = match kind {
+                Kind::Forward => ListenerKind::Forward(ForwardListener { allowed_ports }),
+                Kind::Reverse => ListenerKind::Reverse(self.reverse_listener(&l, i)?),
             };
             out.push(ListenerConfig {
                 name: name.clone(),
-                kind,
                 bind,
                 mode,
                 allowed_clients,
-                allowed_ports,
                 max_connections,
-                reverse,
+                kind,
             });
         }
         Ok(out)

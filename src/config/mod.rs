@@ -23,13 +23,31 @@ pub const EXAMPLE: &str = include_str!("../../config/residency-proxy.toml");
 /// Name used for the embedded example in messages.
 pub const EXAMPLE_NAME: &str = "config/residency-proxy.toml";
 
-/// What a listener does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a listener does, with the settings only that kind has: a listener cannot be a
+/// forward listener with reverse settings, or a reverse listener without them.
+#[derive(Debug, Clone)]
 pub enum ListenerKind {
     /// Forward proxy: absolute-form HTTP and CONNECT.
-    Forward,
+    Forward(ForwardListener),
     /// Reverse proxy: TLS termination (or plain HTTP), routes to upstream pools.
-    Reverse,
+    Reverse(reverse::ReverseListener),
+}
+
+impl ListenerKind {
+    /// Label for logs and the config (`kind = "..."`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ListenerKind::Forward(_) => "forward",
+            ListenerKind::Reverse(_) => "reverse",
+        }
+    }
+}
+
+/// Settings of a forward listener only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardListener {
+    /// Destination ports clients may reach.
+    pub allowed_ports: Vec<u16>,
 }
 
 /// One listener.
@@ -37,20 +55,34 @@ pub enum ListenerKind {
 pub struct ListenerConfig {
     /// Unique name, used in rules, audit records and metrics.
     pub name: String,
-    /// Kind.
-    pub kind: ListenerKind,
     /// Address to bind (port 0 picks a free port).
     pub bind: SocketAddr,
     /// Enforce or report.
     pub mode: Mode,
     /// Clients allowed to use the listener. Never empty: an open proxy is not configurable.
     pub allowed_clients: Vec<IpNet>,
-    /// Destination ports allowed.
-    pub allowed_ports: Vec<u16>,
     /// Maximum concurrent connections.
     pub max_connections: usize,
-    /// Reverse-listener settings (`kind = "reverse"` only).
-    pub reverse: Option<reverse::ReverseListener>,
+    /// The kind, with its own settings.
+    pub kind: ListenerKind,
+}
+
+impl ListenerConfig {
+    /// The forward settings, on a forward listener.
+    pub fn forward(&self) -> Option<&ForwardListener> {
+        match &self.kind {
+            ListenerKind::Forward(f) => Some(f),
+            ListenerKind::Reverse(_) => None,
+        }
+    }
+
+    /// The reverse settings, on a reverse listener.
+    pub fn reverse(&self) -> Option<&reverse::ReverseListener> {
+        match &self.kind {
+            ListenerKind::Reverse(r) => Some(r),
+            ListenerKind::Forward(_) => None,
+        }
+    }
 }
 
 /// Timeouts and sizes.

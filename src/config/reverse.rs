@@ -59,7 +59,7 @@ pub fn pool_users<'a>(
     listeners
         .iter()
         .filter(|l| {
-            let Some(rl) = l.reverse.as_ref() else {
+            let Some(rl) = l.reverse() else {
                 return false;
             };
             rl.default_pool.as_deref() == Some(pool)

@@ -37,7 +37,7 @@ async fn serve(
     peer: SocketAddr,
 ) {
     let limits = shared.state.load().config.limits.clone();
-    let Some(rl) = cfg.reverse.clone() else {
+    let Some(rl) = cfg.reverse().cloned() else {
         return;
     };
     let mut client = SocketAddr::new(peer.ip().to_canonical(), peer.port());
@@ -127,7 +127,7 @@ where
         let conn = svc_conn.clone();
         async move { Ok::<_, Infallible>(reverse::handle(shared, conn, req, tls).await) }
     });
-    let h2 = conn.listener.reverse.as_ref().is_some_and(|r| r.h2);
+    let h2 = conn.listener.reverse().is_some_and(|r| r.h2);
     if !h2 {
         // `h2 = false` means HTTP/1.1 only: no HTTP/2 by ALPN (see the TLS config) and none by
         // prior knowledge either, which the auto builder below would detect and serve (its

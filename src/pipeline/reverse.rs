@@ -95,7 +95,7 @@ pub async fn handle(
     let snap = shared.state.load_full();
     let cfg = &snap.config;
     let listener = &conn.listener;
-    let Some(rl) = listener.reverse.as_ref() else {
+    let Some(rl) = listener.reverse() else {
         return text_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "not a reverse listener\n".into(),
@@ -229,7 +229,7 @@ async fn forward_to_pool(
     const MAX_FAILURES: usize = 2;
     let cfg = &snap.config;
     let listener = &conn.listener;
-    let rl = listener.reverse.as_ref();
+    let rl = listener.reverse();
     let mut tried = vec![false; pool.len()];
     let mut prev = None;
     let mut failures = 0;

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use crate::config::{Config, ListenerConfig, ListenerKind};
+use crate::config::{Config, ListenerConfig};
 use crate::destination::{self, Host, ResolveError, Resolver};
 use crate::error::ProxyError;
 use crate::jurisdiction::{JurisdictionTable, Lookup};
@@ -44,7 +44,9 @@ pub fn gate(listener: &ListenerConfig, client: IpAddr, port: u16) -> Option<Reas
     if !listener.allowed_clients.iter().any(|n| n.contains(&client)) {
         return Some(Reason::ClientNotAllowed);
     }
-    if listener.kind == ListenerKind::Forward && !listener.allowed_ports.contains(&port) {
+    if let Some(f) = listener.forward()
+        && !f.allowed_ports.contains(&port)
+    {
         return Some(Reason::PortNotAllowed);
     }
     None

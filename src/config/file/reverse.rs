@@ -8,9 +8,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Compiler, FileListener, Res};
+use super::{Compiler, FileListener, Kind, Res};
 use crate::config::reverse::*;
-use crate::config::{ConfigError, ListenerConfig, ListenerKind};
+use crate::config::{ConfigError, ListenerConfig};
 use crate::destination::parse_authority;
 use crate::tls::{self, CertSpec};
 use crate::wire::forwarded::ForwardedHeader;
@@ -74,10 +74,10 @@ pub struct FilePool {
 
 impl Compiler<'_> {
     /// Refuse keys that belong to the other listener kind.
-    pub(super) fn kind_keys(&self, l: &FileListener, kind: ListenerKind, i: usize) -> Res<()> {
+    pub(super) fn kind_keys(&self, l: &FileListener, kind: Kind, i: usize) -> Res<()> {
         let key = |k: &str| format!("listener[{i}].{k}");
         match kind {
-            ListenerKind::Forward => {
+            Kind::Forward => {
                 let reverse_only = [
                     ("cert", l.cert.is_some()),
                     ("h2", l.h2.is_some()),
@@ -96,7 +96,7 @@ impl Compiler<'_> {
                     ));
                 }
             }
-            ListenerKind::Reverse => {
+            Kind::Reverse => {
                 if let Some(p) = &l.allowed_ports {
                     return Err(self.fail(
                         p.span(),
@@ -372,7 +372,7 @@ impl Compiler<'_> {
             for (j, l) in r.listeners.iter().flatten().enumerate() {
                 let ok = listeners
                     .iter()
-                    .any(|c| c.name == *l.get_ref() && c.kind == ListenerKind::Reverse);
+                    .any(|c| c.name == *l.get_ref() && c.reverse().is_some());
                 if !ok {
                     return Err(self.bad(
                         l,
@@ -398,7 +398,7 @@ impl Compiler<'_> {
         pools: &[PoolConfig],
     ) -> Res<()> {
         for (i, l) in listeners.iter().enumerate() {
-            if let Some(p) = l.reverse.as_ref().and_then(|r| r.default_pool.as_ref())
+            if let Some(p) = l.reverse().and_then(|r| r.default_pool.as_ref())
                 && !pools.iter().any(|x| &x.name == p)
             {
                 return Err(ConfigError::new(
