@@ -240,7 +240,10 @@ impl AsyncWrite for TimedIo {
 /// Per-connection facts the pipeline needs.
 #[derive(Debug)]
 pub struct ConnInfo {
-    /// The listener's configuration.
+    /// The listener's settings when the connection was accepted: connection-level things
+    /// (TLS, PROXY protocol) come from here. A request reads its listener's settings from the
+    /// snapshot it loads ([`Snapshot::listener`](crate::state::Snapshot::listener)) by this
+    /// name, so a swap never mixes versions within a request.
     pub listener: Arc<ListenerConfig>,
     /// The client's address (IPv4-mapped addresses canonicalised to IPv4).
     pub client: SocketAddr,

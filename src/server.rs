@@ -1,9 +1,10 @@
 //! Start the proxy: bind every listener (after the configuration and tables are compiled),
 //! serve until shutdown, then drain.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ListenerKind;
 use crate::listen::forward::accept_loop;
 pub use crate::state::{Deps, Shared, Snapshot};
-use crate::upstream::pool::IdleConns;
+use crate::upstream::pool::{IdleConns, PoolRegistry};
 
 /// How long [`ProxyHandle::shutdown`] waits, after every flow has ended, for their records
 /// to reach the audit queue before it reports the ones still open.
@@ -42,9 +43,15 @@ impl ProxyHandle {
         &self.listeners
     }
 
-    /// Replace the snapshot (configuration reload).
-    pub fn swap(&self, snapshot: Snapshot) {
+    /// Replace the snapshot (configuration reload): requests that start after this decide on
+    /// `snapshot`; requests already running finish on the one they loaded. Pool runtime state
+    /// (health, ejections, idle connections) carries over for pools and members still
+    /// configured, and a pool that gains an active health check gets its loop. Listeners are
+    /// not re-bound: a listener's bind address and `max_connections` take effect at start.
+    pub fn swap(&self, mut snapshot: Snapshot) {
+        snapshot.attach_pools(&self.shared.pools);
         self.shared.state.store(Arc::new(snapshot));
+        spawn_health_loops(&self.shared);
     }
 
     /// Stop accepting, let open requests and tunnels finish for up to `drain`, then cut them.
@@ -94,6 +101,9 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
         })?;
         bound.push((Arc::new(l.clone()), listener));
     }
+    let pools = PoolRegistry::default();
+    let mut snapshot = snapshot;
+    snapshot.attach_pools(&pools);
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(snapshot),
         deps,
@@ -101,6 +111,8 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
         hard: CancellationToken::new(),
         tracker: TaskTracker::new(),
         egress_idle: IdleConns::new(),
+        pools,
+        health_loops: Mutex::new(HashSet::new()),
     });
     let mut listeners = Vec::new();
     let mut accepts = Vec::new();
@@ -117,20 +129,28 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
             )),
         });
     }
-    let pools: Vec<String> = shared
-        .state
-        .load()
-        .pools
-        .values()
-        .filter(|p| p.cfg.health_check.is_some())
-        .map(|p| p.cfg.name.clone())
-        .collect();
-    for name in pools {
-        tokio::spawn(crate::pipeline::health::health_loop(shared.clone(), name));
-    }
+    spawn_health_loops(&shared);
     Ok(ProxyHandle {
         listeners,
         shared,
         accepts,
     })
+}
+
+/// Start the active health check loop of every pool of the current snapshot that has a check
+/// and no loop yet. A loop ends when its pool, or the pool's check, is no longer configured.
+fn spawn_health_loops(shared: &Arc<Shared>) {
+    let snap = shared.state.load();
+    let mut running = shared
+        .health_loops
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for pool in snap.pools.values() {
+        if pool.cfg.health_check.is_some() && running.insert(pool.cfg.name.clone()) {
+            tokio::spawn(crate::pipeline::health::health_loop(
+                shared.clone(),
+                pool.cfg.name.clone(),
+            ));
+        }
+    }
 }

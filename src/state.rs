@@ -1,19 +1,19 @@
 //! What every request reads: the snapshot (configuration, compiled table, pools) behind one
 //! `ArcSwap`, the I/O dependencies, and the shutdown and tracking handles.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditSink;
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::destination::Resolver;
 use crate::jurisdiction::JurisdictionTable;
 use crate::upstream::Connector;
-use crate::upstream::pool::{IdleConns, PoolState};
+use crate::upstream::pool::{IdleConns, PoolRegistry, PoolState};
 
 /// Everything a request reads, swapped as one unit: a request takes one snapshot and uses it
 /// throughout, so a reload never mixes versions.
@@ -25,7 +25,11 @@ pub struct Snapshot {
     pub table: JurisdictionTable,
     /// GeoIP database build date, for audit records.
     pub db_version: String,
-    /// Upstream pools of reverse routes, by name.
+    /// Listeners by name, as this snapshot configures them. A request reads its listener's
+    /// settings here, from the snapshot it loaded, never from its connection's accept time.
+    pub listeners: Vec<Arc<ListenerConfig>>,
+    /// Upstream pools of reverse routes, by name: this configuration's pools over runtime state
+    /// (health, ejections, idle connections) kept in the [`PoolRegistry`] across swaps.
     pub pools: HashMap<String, Arc<PoolState>>,
 }
 
@@ -37,17 +41,25 @@ impl Snapshot {
             .geoip
             .as_ref()
             .map_or_else(|| "none".to_string(), |g| g.build_date());
-        let pools = config
-            .pools
-            .iter()
-            .map(|p| (p.name.clone(), PoolState::new(p.clone())))
-            .collect();
+        let listeners = config.listeners.iter().cloned().map(Arc::new).collect();
         Snapshot {
             config,
             table,
             db_version,
-            pools,
+            listeners,
+            pools: HashMap::new(),
         }
+    }
+
+    /// This snapshot's settings of listener `name`.
+    pub fn listener(&self, name: &str) -> Option<&Arc<ListenerConfig>> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// Attach this configuration's pools to their runtime state in `registry` (created for
+    /// a new pool or member, kept for one that is still configured).
+    pub fn attach_pools(&mut self, registry: &PoolRegistry) {
+        self.pools = registry.sync(&self.config.pools);
     }
 }
 
@@ -76,4 +88,53 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Idle keep-alive connections of forward (absolute-form) requests, by vetted address.
     pub egress_idle: Arc<IdleConns>,
+    /// Runtime state of reverse pools, by pool and member, outside any snapshot.
+    pub pools: PoolRegistry,
+    /// Pools whose active health check loop is running.
+    pub health_loops: Mutex<HashSet<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+    use crate::upstream::pool::PoolRegistry;
+
+    fn pools(members: &str) -> Config {
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nkind = \"reverse\"\nbind = \"127.0.0.1:0\"\ndefault_pool = \"app\"\n\n[[pool]]\nname = \"app\"\nmembers = [{members}]\neject_after = 1\neject_for = \"1h\"\n"
+        );
+        Config::parse(&text, "test.toml", Path::new(".")).expect("config")
+    }
+
+    #[test]
+    fn pool_runtime_state_survives_a_swap_for_members_still_configured() {
+        let registry = PoolRegistry::default();
+        let first = registry.sync(&pools("\"10.0.0.1:80\", \"10.0.0.2:80\"").pools);
+        let app = first.get("app").expect("pool");
+        app.report(0, false);
+        assert!(!app.available(0), "ejected after one failure");
+
+        // Same pool, one member kept, one replaced, one added.
+        let second =
+            registry.sync(&pools("\"10.0.0.1:80\", \"10.0.0.3:80\", \"10.0.0.2:80\"").pools);
+        let app2 = second.get("app").expect("pool");
+        assert!(
+            !app2.available(0),
+            "10.0.0.1 is still ejected after the swap"
+        );
+        assert!(app2.available(1), "a new member starts in service");
+        assert!(app2.available(2), "10.0.0.2 kept its (healthy) state");
+        assert!(
+            std::sync::Arc::ptr_eq(app.idle(), app2.idle()),
+            "idle connections are kept"
+        );
+
+        // A pool dropped and configured again starts fresh.
+        let none = registry.sync(&[]);
+        assert!(none.is_empty());
+        let third = registry.sync(&pools("\"10.0.0.1:80\"").pools);
+        assert!(third.get("app").expect("pool").available(0));
+    }
 }

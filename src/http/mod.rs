@@ -6,4 +6,4 @@ pub mod headers;
 pub mod response;
 
 pub use body::{ProxyBody, never};
-pub use response::{DECISION_HEADER, failure, refusal, text_response};
+pub use response::{DECISION_HEADER, failure, listener_gone, refusal, text_response};

@@ -84,3 +84,17 @@ fn reason_allows(reason: &str) -> bool {
         "home" | "adequate" | "attested" | "internal-allowed" | "unknown-allowed" | "rule-allow"
     )
 }
+
+/// A request on a connection whose listener the current configuration no longer has (or
+/// now has as another kind): 503, and the client reconnects. Nothing is decided or dialled.
+pub fn listener_gone(name: &str) -> Response<ProxyBody> {
+    tracing::warn!(
+        listener = %name,
+        "Request on a listener the current configuration no longer has"
+    );
+    text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("residency-proxy: listener {name} is no longer configured\n"),
+        "error; reason=listener-not-configured",
+    )
+}

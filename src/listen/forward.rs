@@ -87,7 +87,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<Li
         let _ = stream.set_nodelay(true);
         let body_idle = shared.state.load().config.limits.body_idle_timeout;
         let conn = Arc::new(ConnInfo {
-            listener: cfg.clone(),
+            listener: super::current(&shared, &cfg),
             client: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
             activity: Activity::build(Some(permit), body_idle),
         });

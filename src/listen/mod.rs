@@ -49,10 +49,21 @@ pub async fn accept_with<F, Fut>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let task = serve(shared.clone(), cfg.clone(), stream, peer);
+        let task = serve(shared.clone(), current(&shared, &cfg), stream, peer);
         shared.tracker.spawn(async move {
             task.await;
             drop(permit);
         });
     }
+}
+
+/// The listener's settings for a connection accepted now: the current snapshot's (TLS
+/// certificates, PROXY protocol, timeouts follow a swap), else the ones it was bound with.
+pub(crate) fn current(shared: &Shared, bound: &Arc<ListenerConfig>) -> Arc<ListenerConfig> {
+    shared
+        .state
+        .load()
+        .listener(&bound.name)
+        .cloned()
+        .unwrap_or_else(|| bound.clone())
 }

@@ -11,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use crate::audit::recorder::Recorder;
 use crate::audit::{self, AuditRecord};
 use crate::conn::ConnInfo;
-use crate::http::{ProxyBody, failure, never, refusal};
+use crate::http::{ProxyBody, failure, listener_gone, never, refusal};
 use crate::pipeline::classify::{self, Intent};
 use crate::pipeline::relay::{RelayCtx, Upstream};
 use crate::pipeline::{connect, relay, vet};
@@ -30,7 +30,14 @@ pub async fn handle(
     let busy = conn.activity.begin();
     let snap = shared.state.load_full();
     let cfg = &snap.config;
-    let listener = &conn.listener;
+    // This request's listener settings: from the snapshot it decides on.
+    let Some(listener) = snap
+        .listener(&conn.listener.name)
+        .filter(|l| l.forward().is_some())
+        .cloned()
+    else {
+        return listener_gone(&conn.listener.name);
+    };
     let mut rec = Recorder::new(
         shared.deps.audit.clone(),
         AuditRecord {
@@ -46,6 +53,7 @@ pub async fn handle(
         },
     );
     rec.hold(busy);
+    let listener = &listener;
 
     // 2. classify
     let intent = match classify::classify(&req) {

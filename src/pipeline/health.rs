@@ -18,6 +18,16 @@ use crate::state::Shared;
 /// next, and answers 403 naming the deny when all are denied (a 503 "no healthy member" would
 /// hide the policy's answer). A member whose name does not resolve is unhealthy.
 pub async fn health_loop(shared: Arc<Shared>, pool_name: String) {
+    // Whatever ends the loop, the pool may get a new one (a later swap that checks it again).
+    struct Running<'a>(&'a Shared, &'a str);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            if let Ok(mut r) = self.0.health_loops.lock() {
+                r.remove(self.1);
+            }
+        }
+    }
+    let _running = Running(&shared, &pool_name);
     loop {
         let snap = shared.state.load_full();
         let Some(pool) = snap.pools.get(&pool_name).cloned() else {

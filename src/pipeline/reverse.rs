@@ -12,12 +12,13 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 
 use crate::audit::recorder::{Counted, Direction, Recorder};
 use crate::audit::{self, AuditRecord};
+use crate::config::ListenerConfig;
 use crate::config::reverse::{Member, RouteConfig};
 use crate::conn::ConnInfo;
 use crate::error::ProxyError;
 use crate::http::ProxyBody;
 use crate::http::headers::{VIA, strip_hop_by_hop};
-use crate::http::{failure, refusal, text_response};
+use crate::http::{failure, listener_gone, refusal, text_response};
 use crate::pipeline::vet;
 use crate::policy::{Decision, Reason, Subject, Verdict};
 use crate::state::{Shared, Snapshot};
@@ -94,13 +95,12 @@ pub async fn handle(
     let busy = conn.activity.begin();
     let snap = shared.state.load_full();
     let cfg = &snap.config;
-    let listener = &conn.listener;
+    // This request's listener settings: from the snapshot it decides on.
+    let Some(listener) = snap.listener(&conn.listener.name).cloned() else {
+        return listener_gone(&conn.listener.name);
+    };
     let Some(rl) = listener.reverse() else {
-        return text_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "not a reverse listener\n".into(),
-            "error",
-        );
+        return listener_gone(&conn.listener.name);
     };
     // Client identity: the PROXY-protocol or socket peer, then the trusted forwarding header.
     let client_ip = forwarded::client_addr(
@@ -196,6 +196,7 @@ pub async fn handle(
         shared.clone(),
         &snap,
         &conn,
+        &listener,
         pool,
         req,
         rec,
@@ -218,6 +219,7 @@ async fn forward_to_pool(
     shared: Arc<Shared>,
     snap: &Snapshot,
     conn: &ConnInfo,
+    listener: &ListenerConfig,
     pool: Arc<PoolState>,
     req: Request<Incoming>,
     mut rec: Recorder,
@@ -228,7 +230,6 @@ async fn forward_to_pool(
     /// Resolution or connection failures after which the request gives up (nothing was sent).
     const MAX_FAILURES: usize = 2;
     let cfg = &snap.config;
-    let listener = &conn.listener;
     let rl = listener.reverse();
     let mut tried = vec![false; pool.len()];
     let mut prev = None;

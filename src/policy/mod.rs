@@ -428,7 +428,7 @@ impl AddrDecision {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod safety_tests;

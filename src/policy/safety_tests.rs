@@ -2,42 +2,9 @@
 //! kind, allow rules by host, IPv6 spellings of IPv4 rules, and 6to4/Teredo halves. Each row
 //! names the reason it must come out with.
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
+use super::tests::{rule, world};
 use super::*;
-use crate::jurisdiction::{JurisdictionTable, Source, TableBuilder};
-
-fn world() -> JurisdictionTable {
-    let mut b = TableBuilder::with_special_ranges();
-    for (cidr, code) in [
-        ("81.2.64.0/18", "GB"),
-        ("1.0.1.0/24", "CN"),
-        ("8.8.0.0/16", "US"),
-        // The 6to4 prefix itself, so a 6to4 address has a relay answer of its own.
-        ("2002::/16", "CN"),
-    ] {
-        let j = Jurisdiction::from_code(code).expect("code");
-        b.add(cidr.parse().expect("cidr"), j, Source::GeoIp, None)
-            .expect("add");
-    }
-    b.build()
-}
-
-fn rule(id: &str, action: Action) -> Rule {
-    Rule {
-        id: Arc::from(id),
-        listeners: vec![],
-        clients: vec![],
-        hosts: vec![],
-        ports: vec![],
-        classes: vec![],
-        jurisdictions: vec![],
-        destinations: vec![],
-        action,
-        mode: None,
-    }
-}
+use std::net::IpAddr;
 
 fn policy(rules: Vec<Rule>) -> Policy {
     Policy {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::*;
 use crate::jurisdiction::{JurisdictionTable, Source, TableBuilder};
 
-fn world() -> JurisdictionTable {
+/// The test world (shared with `safety_tests`): a few countries, the special ranges, and the
+/// 6to4 prefix itself as CN, so a 6to4 address has a relay answer of its own.
+pub(super) fn world() -> JurisdictionTable {
     let mut b = TableBuilder::with_special_ranges();
     for (cidr, code) in [
         ("81.2.64.0/18", "GB"),
@@ -15,6 +17,7 @@ fn world() -> JurisdictionTable {
         ("1.0.1.0/24", "CN"),
         ("8.8.0.0/16", "US"),
         ("200.0.0.0/8", "BR"),
+        ("2002::/16", "CN"),
     ] {
         let j = Jurisdiction::from_code(code).expect("code");
         b.add(cidr.parse().expect("cidr"), j, Source::GeoIp, None)
@@ -49,7 +52,7 @@ fn decide(policy: &Policy, host: &str, mode: Mode, addrs: &[&str]) -> Decision {
     policy.decide(&profile(), &subject(host, mode), &lookups)
 }
 
-fn rule(id: &str, action: Action) -> Rule {
+pub(super) fn rule(id: &str, action: Action) -> Rule {
     Rule {
         id: Arc::from(id),
         listeners: vec![],

@@ -6,8 +6,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
@@ -22,7 +22,7 @@ use crate::config::Limits;
 use crate::config::file::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_MAX, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
 };
-use crate::config::reverse::{Balance, PoolConfig};
+use crate::config::reverse::{Balance, PoolConfig, UpstreamTls};
 use crate::destination::Host;
 use crate::error::ProxyError;
 use crate::http::ProxyBody;
@@ -44,7 +44,7 @@ pub struct MemberState {
 pub struct PoolState {
     /// The configuration.
     pub cfg: PoolConfig,
-    members: Vec<MemberState>,
+    members: Vec<Arc<MemberState>>,
     next: AtomicUsize,
     epoch: Instant,
     idle: Arc<IdleConns>,
@@ -344,6 +344,39 @@ impl IdleConns {
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
+/// Same TLS on/off and server name: a member's health carries over.
+fn same_tls_name(a: &Option<UpstreamTls>, b: &Option<UpstreamTls>) -> bool {
+    a.as_ref().map(|t| &t.server_name) == b.as_ref().map(|t| &t.server_name)
+}
+
+/// Runtime state of every reverse pool, by name, outside any snapshot: a configuration swap
+/// keeps the health, ejections and idle connections of the pools and members it still has.
+#[derive(Debug, Default)]
+pub struct PoolRegistry {
+    pools: Mutex<HashMap<String, Arc<PoolState>>>,
+}
+
+impl PoolRegistry {
+    /// The state of each of `cfgs`: carried over member by member from the pool of the same
+    /// name, new for a new pool. Pools no longer configured
+    /// are forgotten (in-flight requests keep theirs until they end).
+    pub fn sync(&self, cfgs: &[PoolConfig]) -> HashMap<String, Arc<PoolState>> {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let next: HashMap<String, Arc<PoolState>> = cfgs
+            .iter()
+            .map(|c| {
+                let state = match pools.get(&c.name) {
+                    Some(prev) => PoolState::carry(c.clone(), prev),
+                    None => PoolState::new(c.clone()),
+                };
+                (c.name.clone(), state)
+            })
+            .collect();
+        *pools = next.clone();
+        next
+    }
+}
+
 /// Marks a member busy (least-connections) until dropped.
 #[derive(Debug)]
 pub struct InFlight {
@@ -362,13 +395,50 @@ impl Drop for InFlight {
 impl PoolState {
     /// Runtime state for a configured pool.
     pub fn new(cfg: PoolConfig) -> Arc<PoolState> {
-        let members = cfg.members.iter().map(|_| MemberState::default()).collect();
+        let members = cfg.members.iter().map(|_| Arc::default()).collect();
         Arc::new(PoolState {
             cfg,
             members,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             idle: IdleConns::new(),
+        })
+    }
+
+    /// `cfg` over the runtime state of `prev`, the same pool in an earlier configuration: a
+    /// member still configured (same host, port and upstream TLS) keeps its failures,
+    /// ejection, health and in-flight count; a new member starts fresh. Idle connections are
+    /// kept (they are keyed by address and TLS name, and every request vets its addresses).
+    fn carry(cfg: PoolConfig, prev: &PoolState) -> Arc<PoolState> {
+        let members = cfg
+            .members
+            .iter()
+            .map(|m| {
+                prev.cfg
+                    .members
+                    .iter()
+                    .position(|p| p == m && same_tls_name(&prev.cfg.tls, &cfg.tls))
+                    .and_then(|i| prev.members.get(i).cloned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        // Idle TLS connections were verified with the old client configuration: keep them
+        // only when it is the same one.
+        let same_trust = match (&prev.cfg.tls, &cfg.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.client, &b.client),
+            _ => false,
+        };
+        Arc::new(PoolState {
+            cfg,
+            members,
+            next: AtomicUsize::new(0),
+            epoch: prev.epoch,
+            idle: if same_trust {
+                prev.idle.clone()
+            } else {
+                IdleConns::new()
+            },
         })
     }
 

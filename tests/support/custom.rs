@@ -49,3 +49,16 @@ pub async fn spawn_proxy_with(
         barriers: AtomicUsize::new(0),
     }
 }
+
+impl TestProxy {
+    /// Swap the running proxy onto the configuration `text` (with the test world's table), as
+    /// a reload would: new requests decide on it, running ones finish on theirs.
+    pub fn swap_config(&self, text: &str) {
+        let config = Config::parse(text, "test.toml", Path::new("."))
+            .unwrap_or_else(|e| panic!("test configuration refused: {e}\n{text}"));
+        self.handle
+            .as_ref()
+            .expect("the proxy is running")
+            .swap(Snapshot::new(config, super::world_table()));
+    }
+}
