@@ -49,20 +49,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<Li
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut last_warn: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shared.shutdown.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, listener = %cfg.name, "Accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = super::accept(&shared, &listener, &cfg.name).await {
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -84,7 +71,6 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<Li
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let body_idle = shared.state.load().config.limits.body_idle_timeout;
         let conn = Arc::new(ConnInfo {
             listener: super::current(&shared, &cfg),

@@ -35,20 +35,9 @@ pub async fn accept_with<F, Fut>(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shared.shutdown.cancelled() => break,
         };
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shared.shutdown.cancelled() => break,
+        let Some((stream, peer)) = accept(&shared, &listener, &cfg.name).await else {
+            break;
         };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, listener = %cfg.name, "Accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
         let task = serve(shared.clone(), current(&shared, &cfg), stream, peer);
         shared.tracker.spawn(async move {
             task.await;
@@ -66,4 +55,29 @@ pub(crate) fn current(shared: &Shared, bound: &Arc<ListenerConfig>) -> Arc<Liste
         .listener(&bound.name)
         .cloned()
         .unwrap_or_else(|| bound.clone())
+}
+
+/// The next connection, with `TCP_NODELAY` set, or `None` at shutdown. An accept error
+/// (EMFILE and friends) is logged and retried after a short back-off instead of spinning.
+pub(crate) async fn accept(
+    shared: &Shared,
+    listener: &TcpListener,
+    name: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shared.shutdown.cancelled() => return None,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, listener = %name, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
