@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use residency_proxy::audit::{self, AuditAddr, AuditRecord, AuditTarget};
+use residency_proxy::audit::{self, AuditAddr, AuditRecord, AuditTarget, Intent, Outcome};
+use residency_proxy::error::Side;
+use residency_proxy::label::Label;
+use residency_proxy::policy::{Mode, Reason, Verdict};
 
 /// The committed line (without its newline).
 const GOLDEN: &str = concat!(
@@ -24,7 +27,7 @@ fn full() -> AuditRecord {
         ts: "2026-11-23T11:00:00.123Z".into(),
         listener: "egress".into(),
         client_addr: Some("[2001:db8::7]:40000".parse().unwrap()),
-        intent: "connect".into(),
+        intent: Intent::Connect,
         dest_host: Some("api.example.com".into()),
         dest_port: Some(443),
         dest_addrs: vec![
@@ -46,10 +49,10 @@ fn full() -> AuditRecord {
             },
         ],
         dialed_ip: Some("64:ff9b::203.0.113.9".parse().unwrap()),
-        decision: "deny".into(),
-        mode: "report".into(),
+        decision: Verdict::Deny,
+        mode: Mode::Report,
         would_deny: true,
-        reason: "not-adequate".into(),
+        reason: Reason::NotAdequate.into(),
         rule: Some("eu-only".into()),
         profile: "gdpr".into(),
         db_version: "2026-11-01".into(),
@@ -57,7 +60,7 @@ fn full() -> AuditRecord {
         bytes_down: 20,
         duration_ms: 12.5,
         status: Some(403),
-        error_side: Some("upstream".into()),
+        error_side: Some(Side::Upstream),
         error: Some("upstream api.example.com:443 failed: connection reset".into()),
     }
 }
@@ -82,4 +85,62 @@ async fn the_file_writer_appends_the_golden_line() {
     writer.shutdown().await.expect("flush");
     let text = std::fs::read_to_string(&path).expect("read the audit file");
     assert_eq!(text, format!("{GOLDEN}\n"));
+}
+
+#[test]
+fn the_golden_line_reads_back_as_the_record() {
+    let back: AuditRecord = serde_json::from_str(GOLDEN).expect("deserialise");
+    assert_eq!(back, full());
+}
+
+#[test]
+fn every_label_of_a_record_round_trips_through_its_line() {
+    let mut rec = full();
+    let mut lines = std::collections::HashSet::new();
+    for reason in Outcome::all() {
+        rec.reason = reason;
+        let line = serde_json::to_string(&rec).expect("serialise");
+        let expected = format!(r#""reason":"{}","#, reason.as_str());
+        assert!(line.contains(&expected), "{line}");
+        assert_eq!(
+            serde_json::from_str::<AuditRecord>(&line).ok(),
+            Some(rec.clone())
+        );
+        assert!(
+            lines.insert(line),
+            "{reason:?} is written like another outcome"
+        );
+    }
+    for intent in Intent::all() {
+        rec.intent = intent;
+        let line = serde_json::to_string(&rec).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<AuditRecord>(&line).ok(),
+            Some(rec.clone())
+        );
+    }
+    for side in Side::all().into_iter().map(Some).chain([None]) {
+        rec.error_side = side;
+        let line = serde_json::to_string(&rec).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<AuditRecord>(&line).ok(),
+            Some(rec.clone())
+        );
+    }
+    for (decision, mode) in Verdict::all().into_iter().zip(Mode::all()) {
+        rec.decision = decision;
+        rec.mode = mode;
+        let line = serde_json::to_string(&rec).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<AuditRecord>(&line).ok(),
+            Some(rec.clone())
+        );
+    }
+}
+
+#[test]
+fn a_line_with_an_unknown_label_is_refused() {
+    let bad = GOLDEN.replace(r#""reason":"not-adequate""#, r#""reason":"not adequate""#);
+    assert_ne!(bad, GOLDEN);
+    assert!(serde_json::from_str::<AuditRecord>(&bad).is_err());
 }

@@ -7,9 +7,10 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::body::{ProxyBody, never};
+use crate::audit::Outcome;
 use crate::audit::recorder::Recorder;
 use crate::error::ProxyError;
-use crate::policy::Decision;
+use crate::policy::{Decision, Verdict};
 
 /// Header naming the proxy's decision on refusals.
 pub const DECISION_HEADER: &str = "x-residency-decision";
@@ -59,28 +60,26 @@ pub fn refusal(
 }
 
 /// A failure (bad request, DNS, connect, upstream): its status, audited.
-pub fn failure(mut rec: Recorder, e: ProxyError, reason: &str) -> Response<ProxyBody> {
+pub fn failure(
+    mut rec: Recorder,
+    e: ProxyError,
+    reason: impl Into<Outcome>,
+) -> Response<ProxyBody> {
+    let reason = reason.into();
     rec.error(&e);
     {
         let r = rec.rec();
-        r.decision = if r.dialed_ip.is_some() || reason_allows(reason) {
-            "allow".into()
+        r.decision = if r.dialed_ip.is_some() || reason.allows() {
+            Verdict::Allow
         } else {
-            "deny".into()
+            Verdict::Deny
         };
-        if r.reason.is_empty() {
-            r.reason = reason.into();
+        if r.reason == Outcome::Undecided {
+            r.reason = reason;
         }
     }
     let header = format!("error; reason={}", e.label());
     let body = format!("residency-proxy: {e}\n");
     rec.finish();
     text_response(e.status(), body, &header)
-}
-
-fn reason_allows(reason: &str) -> bool {
-    matches!(
-        reason,
-        "home" | "adequate" | "attested" | "internal-allowed" | "unknown-allowed" | "rule-allow"
-    )
 }
