@@ -7,7 +7,7 @@
 use serde::{Deserialize, Deserializer, Serializer};
 
 use crate::label::{Label, label_traits, labels};
-use crate::policy::{Mode, Reason};
+use crate::policy::Reason;
 
 labels! {
     /// What a flow asked the proxy to do.
@@ -105,26 +105,9 @@ impl From<ProxyReason> for Outcome {
     }
 }
 
-// `Mode` is the policy's (and configuration's) type; as an audit label it is one more set.
-impl Label for Mode {
-    fn all() -> Vec<Self> {
-        // A new mode does not compile until it is listed here.
-        let _every_mode = |m: Mode| match m {
-            Mode::Enforce | Mode::Report => (),
-        };
-        vec![Mode::Enforce, Mode::Report]
-    }
-
-    fn as_str(self) -> &'static str {
-        Mode::as_str(self)
-    }
-}
-
-label_traits!(Mode);
-
 /// Serde for a label field: written as its spelling, read back from it (an unknown spelling
 /// is an error). Use with `#[serde(with = "as_label")]`.
-pub mod as_label {
+pub(crate) mod as_label {
     use super::*;
 
     /// Write `v` as its spelling.
@@ -140,7 +123,7 @@ pub mod as_label {
 }
 
 /// [`as_label`] for an optional label: `null` when absent.
-pub mod as_optional_label {
+pub(crate) mod as_optional_label {
     use super::*;
 
     /// Write `v` as its spelling, or `null`.
@@ -167,7 +150,7 @@ mod tests {
     use super::*;
     use crate::error::Side;
     use crate::label::assert_closed;
-    use crate::policy::Verdict;
+    use crate::policy::{Mode, Verdict};
 
     #[test]
     fn every_verdict_is_spelled_once_and_parses_back() {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::jurisdiction::{Hit, Jurisdiction, Lookup};
-use crate::label::labels;
+use crate::label::{Label, label_traits, labels};
 pub use profile::{Class, Profile};
 pub use rules::{Action, Attestation, Facts, HostPattern, Mode, Rule};
 
@@ -119,6 +119,23 @@ labels! {
         Deny => "deny",
     }
 }
+
+// `Mode` is declared with the rules (configuration parses it); as a label it is one more set.
+impl Label for Mode {
+    fn all() -> Vec<Self> {
+        // A new mode does not compile until it is listed here.
+        let _every_mode = |m: Mode| match m {
+            Mode::Enforce | Mode::Report => (),
+        };
+        vec![Mode::Enforce, Mode::Report]
+    }
+
+    fn as_str(self) -> &'static str {
+        Mode::as_str(self)
+    }
+}
+
+label_traits!(Mode);
 
 /// An address that passed policy. Only this module can make one; the connector takes nothing
 /// else.
