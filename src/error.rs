@@ -2,25 +2,27 @@
 
 use hyper::StatusCode;
 
-/// Which side of the proxy a failure is on: dashboards tell "their fault" from "ours".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The client sent something wrong.
-    Downstream,
-    /// The destination (or its DNS) failed.
-    Upstream,
-    /// The proxy itself failed.
-    Internal,
+use crate::label::labels;
+
+labels! {
+    /// Which side of the proxy a failure is on: dashboards tell "their fault" from "ours".
+    pub enum Side {
+        /// The client sent something wrong.
+        Downstream => "downstream",
+        /// The destination (or its DNS) failed.
+        Upstream => "upstream",
+        /// The proxy itself failed.
+        Internal => "internal",
+    }
 }
 
-impl Side {
-    /// Label for audit records and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Downstream => "downstream",
-            Side::Upstream => "upstream",
-            Side::Internal => "internal",
-        }
+/// A side reads as its label, so an optional side reads as an optional label
+/// (`rec.error_side.as_deref() == Some("upstream")`).
+impl std::ops::Deref for Side {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
     }
 }
 

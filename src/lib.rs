@@ -15,6 +15,7 @@ pub mod destination;
 pub mod error;
 pub mod http;
 pub mod jurisdiction;
+pub mod label;
 pub mod listen;
 pub mod pipeline;
 pub mod policy;

@@ -11,8 +11,11 @@
 //!   body wrapper that counts bytes.
 //! - [`writer`]: the bounded queue, the writer thread, rotation and the fallback log.
 
+pub mod outcome;
 pub mod recorder;
 pub mod writer;
+
+pub use outcome::{Intent, Outcome, ProxyReason};
 
 pub use crate::time::{format_rfc3339_millis, now_rfc3339};
 
@@ -22,7 +25,11 @@ pub use writer::{
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Side;
+use crate::policy::{Mode, Verdict};
+use outcome::{as_label, as_optional_label};
 
 /// The serialized key of every [`AuditRecord`] field, for reuse as tracing field names.
 pub mod keys {
@@ -32,7 +39,7 @@ pub mod keys {
     pub const LISTENER: &str = "listener";
     /// Client socket address.
     pub const CLIENT_ADDR: &str = "client.addr";
-    /// `forward`, `connect` or `reverse`.
+    /// `forward`, `connect`, `reverse` or `unknown`.
     pub const INTENT: &str = "intent";
     /// Destination host name as requested.
     pub const DEST_HOST: &str = "dest.host";
@@ -48,7 +55,7 @@ pub mod keys {
     pub const MODE: &str = "mode";
     /// True when enforce mode would have denied this flow.
     pub const WOULD_DENY: &str = "would_deny";
-    /// Human-readable reason for the decision.
+    /// Why the flow came out as it did (a closed set: [`Outcome`]).
     pub const REASON: &str = "reason";
     /// Policy rule that produced the decision.
     pub const RULE: &str = "rule";
@@ -96,7 +103,7 @@ pub mod keys {
 }
 
 /// One resolved address of the destination, with where it is.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditAddr {
     /// The resolved address.
     pub ip: IpAddr,
@@ -111,7 +118,7 @@ pub struct AuditAddr {
 }
 
 /// The audit record: one per request or tunnel. Keys are listed in [`keys`].
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct AuditRecord {
     /// RFC 3339 UTC timestamp with milliseconds; see [`now_rfc3339`].
     #[serde(rename = "ts")]
@@ -122,9 +129,9 @@ pub struct AuditRecord {
     /// Client socket address.
     #[serde(rename = "client.addr")]
     pub client_addr: Option<SocketAddr>,
-    /// `forward`, `connect` or `reverse`.
-    #[serde(rename = "intent")]
-    pub intent: String,
+    /// `forward`, `connect`, `reverse` or `unknown`.
+    #[serde(rename = "intent", with = "as_label")]
+    pub intent: Intent,
     /// Destination host name as requested.
     #[serde(rename = "dest.host")]
     pub dest_host: Option<String>,
@@ -138,17 +145,17 @@ pub struct AuditRecord {
     #[serde(rename = "dialed.ip")]
     pub dialed_ip: Option<IpAddr>,
     /// `allow` or `deny`.
-    #[serde(rename = "decision")]
-    pub decision: String,
+    #[serde(rename = "decision", with = "as_label")]
+    pub decision: Verdict,
     /// `enforce` or `report`.
-    #[serde(rename = "mode")]
-    pub mode: String,
+    #[serde(rename = "mode", with = "as_label")]
+    pub mode: Mode,
     /// True when enforce mode would have denied this flow.
     #[serde(rename = "would_deny")]
     pub would_deny: bool,
-    /// Human-readable reason for the decision.
-    #[serde(rename = "reason")]
-    pub reason: String,
+    /// Why the flow came out as it did: the policy's reason or the proxy's own outcome.
+    #[serde(rename = "reason", with = "as_label")]
+    pub reason: Outcome,
     /// Policy rule that produced the decision.
     #[serde(rename = "rule")]
     pub rule: Option<String>,
@@ -171,8 +178,8 @@ pub struct AuditRecord {
     #[serde(rename = "status")]
     pub status: Option<u16>,
     /// `downstream`, `upstream` or `internal`.
-    #[serde(rename = "error.side")]
-    pub error_side: Option<String>,
+    #[serde(rename = "error.side", with = "as_optional_label")]
+    pub error_side: Option<Side>,
     /// Error message, if the request failed.
     #[serde(rename = "error")]
     pub error: Option<String>,

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::audit::{AuditAddr, AuditRecord, AuditSink, RecordToken};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Side};
 use crate::policy::{Decision, Profile};
 
 /// Byte counters shared between body wrappers and the recorder.
@@ -89,10 +89,10 @@ impl Recorder {
                 prefix: a.decided_by.prefix.to_string(),
             })
             .collect();
-        r.decision = d.verdict.as_str().to_string();
-        r.mode = d.mode.as_str().to_string();
+        r.decision = d.verdict;
+        r.mode = d.mode;
         r.would_deny = d.would_deny;
-        r.reason = d.reason.as_str().to_string();
+        r.reason = d.reason.into();
         r.rule = d.rule.as_deref().map(str::to_string);
         r.profile = profile.name.clone();
     }
@@ -101,7 +101,7 @@ impl Recorder {
     pub fn error(&mut self, e: &ProxyError) {
         let r = self.rec();
         r.status = Some(e.status().as_u16());
-        r.error_side = Some(e.side().as_str().to_string());
+        r.error_side = Some(e.side());
         r.error = Some(e.to_string());
     }
 
@@ -130,10 +130,10 @@ impl Drop for Recorder {
         {
             if cut {
                 // Shutdown cut the flow at its drain deadline: the proxy ended it, not the client.
-                r.error_side = Some("internal".into());
+                r.error_side = Some(Side::Internal);
                 r.error = Some("cut at shutdown: the drain time ran out".into());
             } else {
-                r.error_side = Some("downstream".into());
+                r.error_side = Some(Side::Downstream);
                 r.error = Some(match r.status {
                     None => "client closed the connection before the response".into(),
                     Some(_) => "response not completed (client closed the connection)".into(),
@@ -215,10 +215,10 @@ where
                 if let Some(mut rec) = this.recorder.take() {
                     let r = rec.rec();
                     let (side, what) = match this.dir {
-                        Direction::Up => ("downstream", "request body from the client"),
-                        Direction::Down => ("upstream", "response body from the upstream"),
+                        Direction::Up => (Side::Downstream, "request body from the client"),
+                        Direction::Down => (Side::Upstream, "response body from the upstream"),
                     };
-                    r.error_side = Some(side.into());
+                    r.error_side = Some(side);
                     r.error = Some(format!("{what} failed: {e}"));
                     rec.finish();
                 }

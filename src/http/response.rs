@@ -7,9 +7,10 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::body::{ProxyBody, never};
+use crate::audit::Outcome;
 use crate::audit::recorder::Recorder;
 use crate::error::ProxyError;
-use crate::policy::Decision;
+use crate::policy::{Decision, Verdict};
 
 /// Header naming the proxy's decision on refusals.
 pub const DECISION_HEADER: &str = "x-residency-decision";
@@ -59,30 +60,33 @@ pub fn refusal(
 }
 
 /// A failure (bad request, DNS, connect, upstream): its status, audited.
-pub fn failure(mut rec: Recorder, e: ProxyError, reason: &str) -> Response<ProxyBody> {
+pub fn failure(
+    mut rec: Recorder,
+    e: ProxyError,
+    reason: impl Into<Outcome>,
+) -> Response<ProxyBody> {
+    let reason = reason.into();
     rec.error(&e);
     {
         let r = rec.rec();
-        r.decision = if r.dialed_ip.is_some() || reason_allows(reason) {
-            "allow".into()
-        } else {
-            "deny".into()
-        };
-        if r.reason.is_empty() {
-            r.reason = reason.into();
+        // A verdict already recorded stands (a report-mode pass, or an allowed member that
+        // then failed, stays an allow); a failure before any decision takes `reason`'s.
+        if r.reason == Outcome::Undecided {
+            r.decision = if reason.allows() {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            };
+            r.reason = reason;
+        }
+        if r.dialed_ip.is_some() {
+            r.decision = Verdict::Allow;
         }
     }
     let header = format!("error; reason={}", e.label());
     let body = format!("residency-proxy: {e}\n");
     rec.finish();
     text_response(e.status(), body, &header)
-}
-
-fn reason_allows(reason: &str) -> bool {
-    matches!(
-        reason,
-        "home" | "adequate" | "attested" | "internal-allowed" | "unknown-allowed" | "rule-allow"
-    )
 }
 
 /// A request on a connection whose listener the current configuration no longer has (or

@@ -19,10 +19,12 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::audit::recorder::Recorder;
-use crate::audit::{self, AuditRecord};
+use crate::audit::{self, AuditRecord, ProxyReason};
 use crate::config::ListenerConfig;
 use crate::conn::{Activity, ConnInfo, TimedIo};
+use crate::error::Side;
 use crate::pipeline;
+use crate::policy::Verdict;
 use crate::state::Shared;
 
 /// Connections over the limit being answered 503 at once; past this many they are closed
@@ -151,14 +153,14 @@ fn audit_protocol_error(
             ts: audit::now_rfc3339(),
             listener: conn.listener.name.clone(),
             client_addr: Some(conn.client),
-            intent: "unknown".into(),
-            decision: "deny".into(),
-            mode: conn.listener.mode.as_str().into(),
-            reason: "malformed-request".into(),
+            intent: audit::Intent::Unknown,
+            decision: Verdict::Deny,
+            mode: conn.listener.mode,
+            reason: ProxyReason::MalformedRequest.into(),
             profile: snap.config.profile.name.clone(),
             db_version: snap.db_version.clone(),
             status: status.map(|s| s.as_u16()),
-            error_side: Some("downstream".into()),
+            error_side: Some(Side::Downstream),
             error: Some(e.to_string()),
             ..AuditRecord::default()
         },

@@ -18,10 +18,12 @@ use tokio_util::task::TaskTracker;
 
 use super::accept_with;
 use crate::audit::recorder::{Recorder, hyper_refusal};
-use crate::audit::{self, AuditRecord};
+use crate::audit::{self, AuditRecord, ProxyReason};
 use crate::config::ListenerConfig;
 use crate::conn::{Activity, ConnInfo, TimedIo};
+use crate::error::Side;
 use crate::pipeline::reverse;
+use crate::policy::Verdict;
 use crate::state::Shared;
 use crate::wire::proxy_protocol;
 
@@ -50,7 +52,14 @@ async fn serve(
             }
             Err(e) => {
                 let e = e.to_string();
-                audit_refused(&shared, &cfg, client, "bad-proxy-protocol", None, &e);
+                audit_refused(
+                    &shared,
+                    &cfg,
+                    client,
+                    ProxyReason::BadProxyProtocol,
+                    None,
+                    &e,
+                );
                 return;
             }
         }
@@ -96,7 +105,14 @@ async fn serve(
                 Ok(s) => serve_http(shared, conn, TokioIo::new(s), true).await,
                 Err(Some(e)) => {
                     tracing::debug!(error = %e, client.addr = %client, "TLS handshake failed");
-                    audit_refused(&shared, &cfg, client, "tls-handshake-failed", None, &e);
+                    audit_refused(
+                        &shared,
+                        &cfg,
+                        client,
+                        ProxyReason::TlsHandshakeFailed,
+                        None,
+                        &e,
+                    );
                 }
                 Err(None) => {
                     tracing::debug!(client.addr = %client, "Closed before a TLS handshake");
@@ -192,7 +208,7 @@ async fn drive<C, E>(
             shared,
             &conn.listener,
             conn.client,
-            "malformed-request",
+            ProxyReason::MalformedRequest,
             status.map(|s| s.as_u16()),
             &e.to_string(),
         ),
@@ -229,7 +245,7 @@ fn audit_refused(
     shared: &Arc<Shared>,
     cfg: &ListenerConfig,
     client: SocketAddr,
-    reason: &str,
+    reason: ProxyReason,
     status: Option<u16>,
     error: &str,
 ) {
@@ -240,14 +256,14 @@ fn audit_refused(
             ts: audit::now_rfc3339(),
             listener: cfg.name.clone(),
             client_addr: Some(client),
-            intent: "reverse".into(),
-            decision: "deny".into(),
-            mode: cfg.mode.as_str().into(),
+            intent: audit::Intent::Reverse,
+            decision: Verdict::Deny,
+            mode: cfg.mode,
             reason: reason.into(),
             profile: snap.config.profile.name.clone(),
             db_version: snap.db_version.clone(),
             status,
-            error_side: Some("downstream".into()),
+            error_side: Some(Side::Downstream),
             error: Some(error.into()),
             ..AuditRecord::default()
         },

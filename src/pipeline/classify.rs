@@ -2,6 +2,7 @@
 
 use hyper::{Method, Request};
 
+use crate::audit;
 use crate::destination::{Destination, DestinationError, Host, parse_authority};
 use crate::error::ProxyError;
 
@@ -16,10 +17,10 @@ pub enum Intent {
 
 impl Intent {
     /// Label for audit records and metrics.
-    pub fn as_str(&self) -> &'static str {
+    pub fn label(&self) -> audit::Intent {
         match self {
-            Intent::Forward(_) => "forward",
-            Intent::Connect(_) => "connect",
+            Intent::Forward(_) => audit::Intent::Forward,
+            Intent::Connect(_) => audit::Intent::Connect,
         }
     }
 

@@ -6,6 +6,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::audit::recorder::Recorder;
+use crate::error::Side;
 use crate::upstream::tunnel::{TunnelLimits, tunnel};
 
 /// Run the tunnel once the client connection is upgraded; the recorder is finished (and the
@@ -28,7 +29,7 @@ pub async fn run(
         }
         Err(e) => {
             let r = rec.rec();
-            r.error_side = Some("downstream".into());
+            r.error_side = Some(Side::Downstream);
             r.error = Some(format!("upgrade failed: {e}"));
         }
     }

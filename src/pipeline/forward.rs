@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::audit::recorder::Recorder;
-use crate::audit::{self, AuditRecord};
+use crate::audit::{self, AuditRecord, ProxyReason};
 use crate::conn::ConnInfo;
 use crate::http::{ProxyBody, failure, listener_gone, never, refusal};
 use crate::pipeline::classify::{self, Intent};
@@ -44,11 +44,11 @@ pub async fn handle(
             ts: audit::now_rfc3339(),
             listener: listener.name.clone(),
             client_addr: Some(conn.client),
-            mode: listener.mode.as_str().into(),
+            mode: listener.mode,
             profile: cfg.profile.name.clone(),
             db_version: snap.db_version.clone(),
-            decision: "deny".into(),
-            intent: "unknown".into(),
+            decision: Verdict::Deny,
+            intent: audit::Intent::Unknown,
             ..AuditRecord::default()
         },
     );
@@ -58,13 +58,13 @@ pub async fn handle(
     // 2. classify
     let intent = match classify::classify(&req) {
         Ok(i) => i,
-        Err(e) => return failure(rec, e, "malformed-request"),
+        Err(e) => return failure(rec, e, ProxyReason::MalformedRequest),
     };
     let dest = intent.destination().clone();
     let host = dest.host.to_string();
     {
         let r = rec.rec();
-        r.intent = intent.as_str().into();
+        r.intent = intent.label();
         r.dest_host = Some(host.clone());
         r.dest_port = Some(dest.port);
     }
@@ -89,8 +89,8 @@ pub async fn handle(
     let decision = match vetted.into_result(&host) {
         Ok(d) => d,
         Err(e) => {
-            rec.rec().reason = Reason::ResolveFailed.as_str().into();
-            return failure(rec, e, Reason::ResolveFailed.as_str());
+            rec.rec().reason = Reason::ResolveFailed.into();
+            return failure(rec, e, Reason::ResolveFailed);
         }
     };
 
@@ -120,7 +120,7 @@ pub async fn handle(
         .await
         {
             Ok((stream, addr)) => Upstream::Fresh(stream, addr),
-            Err(e) => return failure(rec, e, decision.reason.as_str()),
+            Err(e) => return failure(rec, e, decision.reason),
         },
     };
 
@@ -157,7 +157,7 @@ pub async fn handle(
             };
             match relay::relay(req, &dest, upstream, ctx, rec).await {
                 Ok(resp) => resp,
-                Err((e, rec)) => failure(rec, e, decision.reason.as_str()),
+                Err((e, rec)) => failure(rec, e, decision.reason),
             }
         }
     }

@@ -11,11 +11,11 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 
 use crate::audit::recorder::{Counted, Direction, Recorder};
-use crate::audit::{self, AuditRecord};
+use crate::audit::{self, AuditRecord, ProxyReason};
 use crate::config::ListenerConfig;
 use crate::config::reverse::{Member, RouteConfig};
 use crate::conn::ConnInfo;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Side};
 use crate::http::ProxyBody;
 use crate::http::headers::{VIA, strip_hop_by_hop};
 use crate::http::{failure, listener_gone, refusal, text_response};
@@ -120,11 +120,11 @@ pub async fn handle(
             ts: audit::now_rfc3339(),
             listener: listener.name.clone(),
             client_addr: Some(client),
-            intent: "reverse".into(),
-            mode: listener.mode.as_str().into(),
+            intent: audit::Intent::Reverse,
+            mode: listener.mode,
             profile: cfg.profile.name.clone(),
             db_version: snap.db_version.clone(),
-            decision: "deny".into(),
+            decision: Verdict::Deny,
             ..AuditRecord::default()
         },
     );
@@ -143,7 +143,7 @@ pub async fn handle(
         return failure(
             rec,
             ProxyError::BadRequest("no Host header or :authority".into()),
-            "malformed-request",
+            ProxyReason::MalformedRequest,
         );
     };
     let path = req
@@ -164,8 +164,8 @@ pub async fn handle(
             format!("https://{authority}:{port}{path}")
         };
         let r = rec.rec();
-        r.decision = "allow".into();
-        r.reason = "redirect-https".into();
+        r.decision = Verdict::Allow;
+        r.reason = ProxyReason::RedirectHttps.into();
         r.status = Some(308);
         rec.finish();
         let mut resp = text_response(
@@ -183,13 +183,13 @@ pub async fn handle(
         .or_else(|| rl.default_pool.clone());
     let Some(pool) = pool_name.and_then(|n| snap.pools.get(&n).cloned()) else {
         let r = rec.rec();
-        r.reason = "no-route".into();
+        r.reason = ProxyReason::NoRoute.into();
         r.status = Some(404);
         rec.finish();
         return text_response(
             StatusCode::NOT_FOUND,
             format!("residency-proxy: no route for {host}\n"),
-            "deny; reason=no-route",
+            &format!("deny; reason={}", ProxyReason::NoRoute),
         );
     };
     forward_to_pool(
@@ -266,7 +266,7 @@ async fn forward_to_pool(
             Ok(d) => d,
             Err(e) => {
                 pool.report(i, false);
-                rec.rec().reason = Reason::ResolveFailed.as_str().into();
+                rec.rec().reason = Reason::ResolveFailed.into();
                 last_err = Some(e);
                 failures += 1;
                 continue;
@@ -317,7 +317,7 @@ async fn forward_to_pool(
         let upstream_req = match rewrite(req, host, conn.client.ip(), tls, trusted, believed, &rec)
         {
             Ok(r) => r,
-            Err(e) => return failure(rec, e, decision.reason.as_str()),
+            Err(e) => return failure(rec, e, decision.reason),
         };
         let mut sender = sender;
         let sent = tokio::time::timeout(
@@ -333,15 +333,11 @@ async fn forward_to_pool(
                     target,
                     reason: e.to_string(),
                 };
-                return failure(rec, e, decision.reason.as_str());
+                return failure(rec, e, decision.reason);
             }
             Err(_) => {
                 pool.report(i, false);
-                return failure(
-                    rec,
-                    ProxyError::UpstreamTimeout(target),
-                    decision.reason.as_str(),
-                );
+                return failure(rec, ProxyError::UpstreamTimeout(target), decision.reason);
             }
         };
         pool.report(i, true);
@@ -357,7 +353,7 @@ async fn forward_to_pool(
         return Response::from_parts(parts, body.boxed());
     }
     match (last_err, denied) {
-        (Some(e), _) => failure(rec, e, "upstream-unavailable"),
+        (Some(e), _) => failure(rec, e, ProxyReason::UpstreamUnavailable),
         (None, Some((member, decision))) => {
             let member_host = member.host.to_string();
             {
@@ -369,9 +365,9 @@ async fn forward_to_pool(
         }
         (None, None) => {
             let r = rec.rec();
-            r.reason = "no-healthy-member".into();
+            r.reason = ProxyReason::NoHealthyMember.into();
             r.status = Some(503);
-            r.error_side = Some("upstream".into());
+            r.error_side = Some(Side::Upstream);
             rec.finish();
             text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -379,7 +375,7 @@ async fn forward_to_pool(
                     "residency-proxy: no healthy upstream in pool {}\n",
                     pool.cfg.name
                 ),
-                "error; reason=no-healthy-member",
+                &format!("error; reason={}", ProxyReason::NoHealthyMember),
             )
         }
     }

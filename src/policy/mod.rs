@@ -28,69 +28,49 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::jurisdiction::{Hit, Jurisdiction, Lookup};
+use crate::label::{Label, label_traits, labels};
 pub use profile::{Class, Profile};
 pub use rules::{Action, Attestation, Facts, HostPattern, Mode, Rule};
 
-/// Why a decision came out as it did: a closed set, used in audit records and metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// Home jurisdiction.
-    Home,
-    /// Adequate jurisdiction.
-    Adequate,
-    /// Conditional jurisdiction, host on the attestation list.
-    Attested,
-    /// Internal address inside `internal_allowed`.
-    InternalAllowed,
-    /// Unknown jurisdiction allowed by `unknown = "allow"`.
-    UnknownAllowed,
-    /// A rule allowed it.
-    RuleAllow,
-    /// A rule denied it.
-    RuleDeny,
-    /// Jurisdiction not adequate.
-    NotAdequate,
-    /// Conditional jurisdiction, host not attested.
-    NotAttested,
-    /// No source could place the address.
-    UnknownJurisdiction,
-    /// Cloud metadata endpoint.
-    Metadata,
-    /// Reserved, documentation, multicast or similar space.
-    Reserved,
-    /// Internal address outside `internal_allowed`.
-    Internal,
-    /// The client is not in the listener's allowed CIDRs.
-    ClientNotAllowed,
-    /// The destination port is not in the listener's allowed ports.
-    PortNotAllowed,
-    /// The destination name did not resolve.
-    ResolveFailed,
+labels! {
+    /// Why a decision came out as it did: a closed set, used in audit records and metric labels.
+    pub enum Reason {
+        /// Home jurisdiction.
+        Home => "home",
+        /// Adequate jurisdiction.
+        Adequate => "adequate",
+        /// Conditional jurisdiction, host on the attestation list.
+        Attested => "attested",
+        /// Internal address inside `internal_allowed`.
+        InternalAllowed => "internal-allowed",
+        /// Unknown jurisdiction allowed by `unknown = "allow"`.
+        UnknownAllowed => "unknown-allowed",
+        /// A rule allowed it.
+        RuleAllow => "rule-allow",
+        /// A rule denied it.
+        RuleDeny => "rule-deny",
+        /// Jurisdiction not adequate.
+        NotAdequate => "not-adequate",
+        /// Conditional jurisdiction, host not attested.
+        NotAttested => "conditional-not-attested",
+        /// No source could place the address.
+        UnknownJurisdiction => "unknown-jurisdiction",
+        /// Cloud metadata endpoint.
+        Metadata => "metadata",
+        /// Reserved, documentation, multicast or similar space.
+        Reserved => "reserved",
+        /// Internal address outside `internal_allowed`.
+        Internal => "internal-not-allowed",
+        /// The client is not in the listener's allowed CIDRs.
+        ClientNotAllowed => "client-not-allowed",
+        /// The destination port is not in the listener's allowed ports.
+        PortNotAllowed => "port-not-allowed",
+        /// The destination name did not resolve.
+        ResolveFailed => "resolve-failed",
+    }
 }
 
 impl Reason {
-    /// Label for audit records and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Home => "home",
-            Reason::Adequate => "adequate",
-            Reason::Attested => "attested",
-            Reason::InternalAllowed => "internal-allowed",
-            Reason::UnknownAllowed => "unknown-allowed",
-            Reason::RuleAllow => "rule-allow",
-            Reason::RuleDeny => "rule-deny",
-            Reason::NotAdequate => "not-adequate",
-            Reason::NotAttested => "conditional-not-attested",
-            Reason::UnknownJurisdiction => "unknown-jurisdiction",
-            Reason::Metadata => "metadata",
-            Reason::Reserved => "reserved",
-            Reason::Internal => "internal-not-allowed",
-            Reason::ClientNotAllowed => "client-not-allowed",
-            Reason::PortNotAllowed => "port-not-allowed",
-            Reason::ResolveFailed => "resolve-failed",
-        }
-    }
-
     /// Safety denies stay enforced in report mode: they guard against SSRF and open-proxy use,
     /// not against a jurisdiction.
     pub fn always_enforced(self) -> bool {
@@ -103,26 +83,59 @@ impl Reason {
                 | Reason::PortNotAllowed
         )
     }
-}
 
-/// Allow or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The flow may go.
-    Allow,
-    /// The flow is refused.
-    Deny,
-}
-
-impl Verdict {
-    /// Label for audit records and metrics.
-    pub fn as_str(self) -> &'static str {
+    /// Whether this is the reason of an allow (the default or rule that let the flow through).
+    /// A report-mode pass keeps the reason of the deny it would have been.
+    pub fn allows(self) -> bool {
         match self {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
+            Reason::Home
+            | Reason::Adequate
+            | Reason::Attested
+            | Reason::InternalAllowed
+            | Reason::UnknownAllowed
+            | Reason::RuleAllow => true,
+            Reason::RuleDeny
+            | Reason::NotAdequate
+            | Reason::NotAttested
+            | Reason::UnknownJurisdiction
+            | Reason::Metadata
+            | Reason::Reserved
+            | Reason::Internal
+            | Reason::ClientNotAllowed
+            | Reason::PortNotAllowed
+            | Reason::ResolveFailed => false,
         }
     }
 }
+
+labels! {
+    /// Allow or deny. A flow is denied until something allows it, so that is the default.
+    #[derive(Default)]
+    pub enum Verdict {
+        /// The flow may go.
+        Allow => "allow",
+        /// The flow is refused.
+        #[default]
+        Deny => "deny",
+    }
+}
+
+// `Mode` is declared with the rules (configuration parses it); as a label it is one more set.
+impl Label for Mode {
+    fn all() -> Vec<Self> {
+        // A new mode does not compile until it is listed here.
+        let _every_mode = |m: Mode| match m {
+            Mode::Enforce | Mode::Report => (),
+        };
+        vec![Mode::Enforce, Mode::Report]
+    }
+
+    fn as_str(self) -> &'static str {
+        Mode::as_str(self)
+    }
+}
+
+label_traits!(Mode);
 
 /// An address that passed policy. Only this module can make one; the connector takes nothing
 /// else.

@@ -1,5 +1,7 @@
 use super::*;
-use crate::audit::{AuditAddr, keys, now_rfc3339};
+use crate::audit::{AuditAddr, Intent, keys, now_rfc3339};
+use crate::error::Side;
+use crate::policy::{Mode, Reason, Verdict};
 use std::collections::BTreeSet;
 
 const WAIT: Duration = Duration::from_millis(20);
@@ -8,9 +10,9 @@ fn rec(n: u64) -> AuditRecord {
     AuditRecord {
         ts: now_rfc3339(),
         listener: format!("l{n}"),
-        intent: "forward".into(),
-        decision: "allow".into(),
-        mode: "enforce".into(),
+        intent: Intent::Forward,
+        decision: Verdict::Allow,
+        mode: Mode::Enforce,
         bytes_up: n,
         ..AuditRecord::default()
     }
@@ -42,7 +44,7 @@ fn serialized_keys_are_exactly_the_dotted_names() {
         ts: "2026-11-23T11:00:00.123Z".into(),
         listener: "main".into(),
         client_addr: Some("192.0.2.1:40000".parse().unwrap()),
-        intent: "connect".into(),
+        intent: Intent::Connect,
         dest_host: Some("example.com".into()),
         dest_port: Some(443),
         dest_addrs: vec![AuditAddr {
@@ -53,10 +55,10 @@ fn serialized_keys_are_exactly_the_dotted_names() {
             prefix: "2001:db8::/32".into(),
         }],
         dialed_ip: Some("2001:db8::1".parse().unwrap()),
-        decision: "deny".into(),
-        mode: "report".into(),
+        decision: Verdict::Deny,
+        mode: Mode::Report,
         would_deny: true,
-        reason: "jurisdiction US not in profile".into(),
+        reason: Reason::NotAdequate.into(),
         rule: Some("eu-only".into()),
         profile: "gdpr".into(),
         db_version: "2026-11-01".into(),
@@ -64,7 +66,7 @@ fn serialized_keys_are_exactly_the_dotted_names() {
         bytes_down: 20,
         duration_ms: 1.5,
         status: Some(403),
-        error_side: Some("upstream".into()),
+        error_side: Some(Side::Upstream),
         error: Some("reset".into()),
     };
     for r in [full, AuditRecord::default()] {

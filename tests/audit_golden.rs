@@ -1,0 +1,146 @@
+//! The audit format, pinned: a record with every field set serialises, byte for byte, to the
+//! committed line below, both as JSON and as the line the file writer appends. A renamed key,
+//! a reordered field or a changed spelling of a verdict, mode, intent, reason or side fails
+//! here before it reaches anyone reading the log.
+
+use std::time::Duration;
+
+use residency_proxy::audit::{self, AuditAddr, AuditRecord, AuditTarget, Intent, Outcome};
+use residency_proxy::error::Side;
+use residency_proxy::label::Label;
+use residency_proxy::policy::{Mode, Reason, Verdict};
+
+/// The committed line (without its newline).
+const GOLDEN: &str = concat!(
+    r#"{"ts":"2026-11-23T11:00:00.123Z","listener":"egress","client.addr":"[2001:db8::7]:40000","#,
+    r#""intent":"connect","dest.host":"api.example.com","dest.port":443,"dest.addrs":["#,
+    r#"{"ip":"::ffff:198.51.100.7","jurisdiction":"US","class":"not-adequate","source":"geoip","prefix":"198.51.100.0/24"},"#,
+    r#"{"ip":"64:ff9b::cb00:7109","jurisdiction":"DE","class":"adequate","source":"rir","prefix":"203.0.113.0/24"}],"#,
+    r#""dialed.ip":"64:ff9b::cb00:7109","decision":"deny","mode":"report","would_deny":true,"#,
+    r#""reason":"not-adequate","rule":"eu-only","profile":"gdpr","db.version":"2026-11-01","#,
+    r#""bytes.up":10,"bytes.down":20,"duration_ms":12.5,"status":403,"error.side":"upstream","#,
+    r#""error":"upstream api.example.com:443 failed: connection reset"}"#
+);
+
+fn full() -> AuditRecord {
+    AuditRecord {
+        ts: "2026-11-23T11:00:00.123Z".into(),
+        listener: "egress".into(),
+        client_addr: Some("[2001:db8::7]:40000".parse().unwrap()),
+        intent: Intent::Connect,
+        dest_host: Some("api.example.com".into()),
+        dest_port: Some(443),
+        dest_addrs: vec![
+            AuditAddr {
+                // IPv4-mapped: decided on the IPv4 address inside.
+                ip: "::ffff:198.51.100.7".parse().unwrap(),
+                jurisdiction: "US".into(),
+                class: "not-adequate".into(),
+                source: "geoip".into(),
+                prefix: "198.51.100.0/24".into(),
+            },
+            AuditAddr {
+                // NAT64 (RFC 6052 well-known prefix) embedding 203.0.113.9.
+                ip: "64:ff9b::203.0.113.9".parse().unwrap(),
+                jurisdiction: "DE".into(),
+                class: "adequate".into(),
+                source: "rir".into(),
+                prefix: "203.0.113.0/24".into(),
+            },
+        ],
+        dialed_ip: Some("64:ff9b::203.0.113.9".parse().unwrap()),
+        decision: Verdict::Deny,
+        mode: Mode::Report,
+        would_deny: true,
+        reason: Reason::NotAdequate.into(),
+        rule: Some("eu-only".into()),
+        profile: "gdpr".into(),
+        db_version: "2026-11-01".into(),
+        bytes_up: 10,
+        bytes_down: 20,
+        duration_ms: 12.5,
+        status: Some(403),
+        error_side: Some(Side::Upstream),
+        error: Some("upstream api.example.com:443 failed: connection reset".into()),
+    }
+}
+
+#[test]
+fn a_fully_populated_record_serialises_to_the_golden_line() {
+    let got = serde_json::to_string(&full()).expect("serialise");
+    assert_eq!(got, GOLDEN);
+}
+
+#[tokio::test]
+async fn the_file_writer_appends_the_golden_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("audit.log");
+    let (sink, writer) = audit::spawn(
+        AuditTarget::File(path.clone()),
+        4,
+        Duration::from_millis(20),
+    )
+    .expect("spawn the writer");
+    sink.record(full()).await;
+    writer.shutdown().await.expect("flush");
+    let text = std::fs::read_to_string(&path).expect("read the audit file");
+    assert_eq!(text, format!("{GOLDEN}\n"));
+}
+
+#[test]
+fn the_golden_line_reads_back_as_the_record() {
+    let back: AuditRecord = serde_json::from_str(GOLDEN).expect("deserialise");
+    assert_eq!(back, full());
+}
+
+#[test]
+fn every_label_of_a_record_round_trips_through_its_line() {
+    let mut rec = full();
+    let mut lines = std::collections::HashSet::new();
+    for reason in Outcome::all() {
+        rec.reason = reason;
+        let line = serde_json::to_string(&rec).expect("serialise");
+        let expected = format!(r#""reason":"{}","#, reason.as_str());
+        assert!(line.contains(&expected), "{line}");
+        assert_eq!(
+            serde_json::from_str::<AuditRecord>(&line).ok(),
+            Some(rec.clone())
+        );
+        assert!(
+            lines.insert(line),
+            "{reason:?} is written like another outcome"
+        );
+    }
+    for intent in Intent::all() {
+        rec.intent = intent;
+        let line = serde_json::to_string(&rec).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<AuditRecord>(&line).ok(),
+            Some(rec.clone())
+        );
+    }
+    for side in Side::all().into_iter().map(Some).chain([None]) {
+        rec.error_side = side;
+        let line = serde_json::to_string(&rec).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<AuditRecord>(&line).ok(),
+            Some(rec.clone())
+        );
+    }
+    for (decision, mode) in Verdict::all().into_iter().zip(Mode::all()) {
+        rec.decision = decision;
+        rec.mode = mode;
+        let line = serde_json::to_string(&rec).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<AuditRecord>(&line).ok(),
+            Some(rec.clone())
+        );
+    }
+}
+
+#[test]
+fn a_line_with_an_unknown_label_is_refused() {
+    let bad = GOLDEN.replace(r#""reason":"not-adequate""#, r#""reason":"not adequate""#);
+    assert_ne!(bad, GOLDEN);
+    assert!(serde_json::from_str::<AuditRecord>(&bad).is_err());
+}
