@@ -1,6 +1,9 @@
+use super::output::write_flush;
 use super::*;
 use crate::audit::{AuditAddr, keys, now_rfc3339};
 use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
 
 const WAIT: Duration = Duration::from_millis(20);
 
