@@ -264,11 +264,6 @@ impl Lookup {
     pub fn hit(&self) -> Hit {
         Hit::decode(self.classified(), self.value)
     }
-
-    /// Every answer policy must consider: the primary one and, for 6to4 and Teredo, the relay.
-    pub fn hits(&self) -> impl Iterator<Item = Hit> + '_ {
-        std::iter::once(self.hit()).chain(self.relay())
-    }
 }
 
 impl PartialEq for Lookup {
