@@ -32,9 +32,6 @@ pub enum ProxyError {
     /// Malformed or unsupported request.
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// Header section over the limit.
-    #[error("request header section too large")]
-    HeadersTooLarge,
     /// The destination name does not resolve.
     #[error("cannot resolve {host}: {reason}")]
     Resolve {
@@ -75,7 +72,6 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Resolve { .. } | ProxyError::Connect { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ResolveTimeout(_)
@@ -87,7 +83,7 @@ impl ProxyError {
     /// Whose fault.
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge => Side::Downstream,
+            ProxyError::BadRequest(_) => Side::Downstream,
             _ => Side::Upstream,
         }
     }
@@ -96,7 +92,6 @@ impl ProxyError {
     pub fn label(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
-            ProxyError::HeadersTooLarge => "headers-too-large",
             ProxyError::Resolve { .. } => "resolve-failed",
             ProxyError::ResolveTimeout(_) => "resolve-timeout",
             ProxyError::Connect { .. } => "connect-failed",

@@ -18,8 +18,6 @@ use crate::wire::proxy_protocol::Accept;
 pub struct ReverseListener {
     /// TLS server configuration (certificates by SNI, ALPN); `None` for plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Names the certificates serve (for logs and `check`).
-    pub cert_names: Vec<String>,
     /// Plain listeners: redirect every request to HTTPS on this port.
     pub redirect_https_port: Option<u16>,
     /// PROXY protocol versions accepted before anything else on a connection.

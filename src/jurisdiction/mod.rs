@@ -14,6 +14,7 @@
 //! Addresses that embed an IPv4 address (IPv4-mapped, NAT64, IPv4-compatible, 6to4, Teredo) are
 //! classified by the IPv4 address inside them, see [`Embedding`].
 
+mod embedding;
 pub mod geoip;
 pub mod iso3166;
 pub mod load;
@@ -27,6 +28,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+pub use embedding::Embedding;
+use embedding::{NAT64, TEREDO, teredo_server};
 use trie::{RawPrefix, Table4, Table6};
 
 /// Names of the jurisdictions that are not countries, in id order after `unknown`.
@@ -174,50 +177,6 @@ impl fmt::Display for Source {
     }
 }
 
-/// How an IPv6 address embeds the IPv4 address it was classified by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Embedding {
-    /// `::ffff:0:0/96` (RFC 4291 §2.5.5.2).
-    Mapped,
-    /// `64:ff9b::/96` well-known NAT64 prefix (RFC 6052).
-    Nat64,
-    /// `::/96` IPv4-compatible (deprecated, RFC 4291 §2.5.5.1).
-    Compatible,
-    /// `2002::/16` 6to4 (RFC 3056): the embedded router address, and the table's own answer for
-    /// the IPv6 address when it has one (the stricter of the two applies).
-    SixToFour,
-    /// `2001::/32` Teredo (RFC 4380): the client address, and the Teredo server (the relay);
-    /// the stricter of the two applies.
-    Teredo,
-}
-
-impl Embedding {
-    /// The IPv4 address an address with this embedding classifies by.
-    #[inline]
-    fn ipv4_in(self, x: u128) -> Ipv4Addr {
-        match self {
-            Embedding::Mapped | Embedding::Nat64 | Embedding::Compatible => {
-                Ipv4Addr::from(x as u32)
-            }
-            // RFC 3056 §2: the 6to4 router address follows the 2002::/16 prefix.
-            Embedding::SixToFour => Ipv4Addr::from((x >> 80) as u32),
-            // RFC 4380 §4: the client address is obfuscated (inverted) in bits 0-31.
-            Embedding::Teredo => Ipv4Addr::from(!(x as u32)),
-        }
-    }
-
-    /// Label for logs and audit records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Embedding::Mapped => "ipv4-mapped",
-            Embedding::Nat64 => "nat64",
-            Embedding::Compatible => "ipv4-compatible",
-            Embedding::SixToFour => "6to4",
-            Embedding::Teredo => "teredo",
-        }
-    }
-}
-
 /// One table answer: jurisdiction, source and the prefix that matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit {
@@ -304,11 +263,6 @@ impl Lookup {
     /// The primary answer as a [`Hit`].
     pub fn hit(&self) -> Hit {
         Hit::decode(self.classified(), self.value)
-    }
-
-    /// Every answer policy must consider: the primary one and, for 6to4 and Teredo, the relay.
-    pub fn hits(&self) -> impl Iterator<Item = Hit> + '_ {
-        std::iter::once(self.hit()).chain(self.relay())
     }
 }
 
@@ -494,9 +448,6 @@ pub struct JurisdictionTable {
     info: TableInfo,
 }
 
-const NAT64: u128 = 0x0064_ff9b_0000_0000_0000_0000_0000_0000;
-const TEREDO: u128 = 0x2001_0000 << 96;
-
 /// The address as a `u128`, assembled from the pieces the compiler holds an `IpAddr` in.
 ///
 /// An `IpAddr` whose family is known only at run time (one read from a slice, as the proxy
@@ -519,11 +470,6 @@ fn v6_bits(a: Ipv6Addr) -> u128 {
     let hi = u64::from(p0) << 32 | p1 >> 32;
     let lo = p1 << 32 | u64::from(p2);
     u128::from(hi) << 64 | u128::from(lo)
-}
-
-/// RFC 4380 §4: the Teredo server's IPv4 address sits in bits 32-63.
-fn teredo_server(x: u128) -> Ipv4Addr {
-    Ipv4Addr::from((x >> 64) as u32)
 }
 
 impl JurisdictionTable {

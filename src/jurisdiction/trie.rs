@@ -60,153 +60,20 @@
 //!    bounds checks (`unsafe`, with that argument beside each read); an address only selects
 //!    among slots the check covered.
 //!
-//! Measured on the full embedded DB-IP database plus the special ranges:
-//!
-//! | | IPv4 | IPv6 |
-//! |---|---|---|
-//! | merged ranges | 569,393 | 746,514 |
-//! | root entries | 262,144 | 65,536 |
-//! | node entries | 73,488 | 418,460 |
-//! | block `u16`s (keys and ids) | 999,913 | 1,226,351 |
-//! | dictionary entries | 3,505 | 7,764 (286 FINE) |
-//! | heap bytes | 3,356,374 | 4,419,742 |
-//! | table reads per lookup | 1.14 (random addresses) | root, 3 node steps (the fixed ones), 0 to 6 more, a block (the benchmark's addresses) |
-//!
-//! 7.78 MB in all (the first range table took 14.1 MB), compiled in about 0.3 s once the
-//! database is read, most of it the merge's sort. IPv4 counts come from
-//! `cargo test --release --lib trie::tests::structure_report -- --ignored --nocapture`.
-//!
-//! IPv6 is the weak spot. Over addresses drawn as the benchmark draws them (a network of the
-//! database chosen uniformly, then an address inside it), a lookup takes 1 to 9 or more node
-//! steps before its block or leaf (27.2%, 24.3%, 32.1%, 9.2%, 3.2%, 1.8%, 1.3%, 0.6%, 0.2%;
-//! without the tail rule of step 3 above, 28.6% took 3 steps and 2.0% 9 or more), 89.8% end in
-//! a block and 2.3% go on to a low half:
-//! `cargo test --release --lib trie::tests::structure_report_v6 -- --ignored --nocapture`.
-//! The data is skewed and deep: 33.5% of those lookups fall in a `/32` holding more than 4,096
-//! ranges and 34.2% in a `/40` holding 65 to 256; `2001::/16` alone holds 155k ranges. The long
-//! tail is chains of small nodes (before the tail rule, 17,669 of the 22,292 nodes over the top
-//! 64 bits had a stride of 2) under children that hold most of their parent's ranges. A power-of-two stride
-//! follows that skew only partly.
-//!
-//! What an IPv6 lookup costs. The benchmark measures throughput: the CPU overlaps the cache
-//! misses of several independent lookups, as many as fit its out-of-order window. So a lookup
-//! costs about its chain of dependent reads times its instruction count, and a mispredicted
-//! branch that waits on a miss costs the whole chain up to it. On this machine, D dependent
-//! random reads in 4 MiB with a few instructions each take 1.8, 3.0, 5.3, 8.3, 11.5 and
-//! 15.3 ns for D from 1 to 6; eight more dependent instructions per read take D = 4 from 7.6
-//! to 23 ns; a depth of 2 to 4 chosen by a loaded value (a branch) takes 17.6 ns against
-//! 7.6 ns at a fixed depth of 4. The walk is built for that:
-//! - **No branch on the table's data** (step 7 above). With the earlier walk, a loop that
-//!   exited when it met a non-node, lookups sorted into streams of one depth took 13, 16 and
-//!   23 ns for one, two and three node steps, but 38 to 44 ns mixed. The fixed-step walk took
-//!   27.0 against 31.7 ns (medians of 41 interleaved rounds of one harness over the
-//!   benchmark's addresses). Two fixed steps after the root's child is the best count: one
-//!   more was 4% slower, one fewer much slower.
-//! - **Few instructions.** The unresolved key bits stay left-aligned (a node shifts its index
-//!   out of the top; a block's key is the top 16 bits left); a step is about 15 instructions;
-//!   the block search is two compares, a pack and a byte mask; the validated table needs no
-//!   bounds checks. Reads without bounds checks and the byte-mask search took 0.905 times the
-//!   time of the walk before them (22.8 against 25.1 ns; 61 rounds in random order, with an
-//!   A/A control within 1%).
-//! - **Where the time goes** (cumulative, one harness): the root 0.5 ns, the root's child
-//!   1.2 ns, the two fixed steps and the tail 10.4 ns, the block's key window 16.9 ns, its id
-//!   17.2 ns, the dictionary, the FINE test and the final select about 22 ns. The same walk
-//!   over the 83.6% of addresses that need at most three node steps takes 5.8 ns instead of
-//!   10.4: the 16.4% deeper lookups, with their mispredicted branch and extra reads, cost
-//!   about a fifth of the mean.
-//!
-//! Why 18 bits for the IPv4 root: with 16 bits, 18.4% of random addresses find a node or a
-//! block at the root, a branch the CPU cannot predict that then waits for a cache miss; in
-//! interleaved runs of one harness the 18-bit root took 5.0 ns against 6.3 ns, for +0.75 MiB.
-//! It costs latency: `dependent_chain` went from about 20 to 25 ns, as the 1 MiB root no longer
-//! stays in L2. That is well inside the 40 ns a connection can afford.
-//!
-//! Tried and rejected after measuring:
-//! - a `u16` IPv4 root of 19 bits (1 MiB, 92.0% of random addresses end there) holding
-//!   dictionary ids for leaves and indexes into an array of `u32` entries otherwise: 5.2 to
-//!   5.7 ns against 4.9 to 5.2 ns for the 18-bit `u32` root in interleaved runs; the dictionary
-//!   read every leaf then needs costs more than the 3% fewer misses save;
-//! - for IPv6, cells of up to 30 64-byte leaves (15 keys and 16 ids each) under a two-line
-//!   inner node, below two branch-free direct levels: 4.28 MB but 7.1 dependent reads per
-//!   lookup, 1.4 to 1.7 times slower; B+trees per `/16` were 2 to 3 times slower. On this
-//!   machine a random pointer chase over 64-byte lines costs about 4 ns per read within
-//!   256 KiB, 8.5 ns at 1 MiB, 15 ns at 4 MiB, 17 to 23 ns at 8 MiB and 64 to 107 ns at
-//!   16 MiB, and every IPv6 variant above about 4.5 MB measured slower whatever its shape;
-//! - earlier forms of the branch-free walk (step 7), with two-bit tags at the bottom of an
-//!   entry, so that every step selected its stride as well as its slot, and bounds-checked
-//!   reads, K from 1 to 8 steps counted from the root: none faster than the branchy walk of
-//!   the time (about 40 against 38 ns in one harness; 3 steps tied, each further one added
-//!   about 3.5 ns). The stride in the low bits, the first step taken from the root with a
-//!   predictable branch and a dummy block for leaves made the difference;
-//! - strides chosen so that no child holds more ranges than a block (the smallest such stride
-//!   within a budget of node entries per range): with one entry per range 96% of lookups end
-//!   within 3 node steps, but IPv6 alone takes 8.0 MB; budgets only for spans of up to 64 or
-//!   256 ranges take 5.8 and 6.7 MB and shorten the tail little. A direct-indexed node pays for
-//!   a skewed child with empty slots. Measured again with the current walk, budgets of 0.3,
-//!   0.5, 1, 2 and 4 entries per range took 4.37, 4.88, 6.01, 8.02 and 11.7 MB for IPv6
-//!   alone and 31.3, 28.3, 26.8, 28.9 to 31.1 and 33 to 39 ns, against 4.29 MB and 31.3 ns;
-//!   applied only to spans of at least 1,000 to 20,000 ranges, 5.3 to 6.7 MB for 30.2 to
-//!   33.3 ns. Only budgets past the 8 MB total gain, and the largest lose again to their size.
-//!   Applied only from the third node step on, one entry per two ranges costs 164 KB and took
-//!   26.8 against 29.0 ns and 28.3 against 30.2 ns in two runs: that one is kept (step 3
-//!   above); from the second step on, 4.67 MB (past the budget), and from the fourth, less
-//!   gain;
-//! - path compression (a node over only the bits where its span's boundaries differ): no
-//!   change in depth in a simulation on this data, as the depth comes from skewed density,
-//!   not from boundaries clustered in a corner of the span;
-//! - blocks of 32 keys: about 2 ns faster on IPv6 with the branchy walk, but 5.1 to 5.3 MB
-//!   for IPv6 alone, as spans too fine for one block then took resolution nodes of up to 256
-//!   entries. Bounding those by the span's ranges (kept, step 3) brings 32-key blocks to
-//!   +38 KB, and 70% of lookups end within two node steps instead of 52%, but the longer
-//!   search made it no faster (26.5 against 26.0 ns);
-//! - two-level blocks for spans of up to 271 ranges (a summary of every 16th key over
-//!   sub-blocks of 16 ranges), from the second or the third node step on: 190 KB or 77 KB
-//!   smaller, and 8.6% of lookups deeper than three node steps instead of 16.4%, but 6% to 14%
-//!   slower. Told apart from a block by a branch, the second search costs a misprediction;
-//!   run for every lookup, any second search stage costs about 12 ns (36.5 against 24.5 ns
-//!   with a stage that searched a cached dummy block);
-//! - values below 2^15 held in the block's id itself, with a value packing that made GeoIP
-//!   answers small, so that 99% of IPv6 lookups skip the dictionary: 6% to 8% slower on IPv6
-//!   and 14% on IPv4. The dictionary is read from L1, and the branch on the id costs more;
-//! - nodes at the second step grown until every child ends within the fixed steps, up to 1.5,
-//!   2 or 3 entries per range: +42, +77 and +296 KB, and 14.7%, 14.1% and 11.5% of lookups
-//!   deeper than three node steps, but no gain beyond the noise (0.999, 1.018 and 0.990 of
-//!   the time, against an A/A control at 1.003 to 1.006);
-//! - the root stored at the start of the node array, so that the first step is like the
-//!   others: IPv4 5% to 9% slower (a bounds check on its root read);
-//! - a fixed run of two or three more steps when a lookup goes past the fixed ones, instead
-//!   of a loop that tests every step, and 7 or 6 ranges per child instead of 8: no change;
-//! - a flag on the root's children under which at least 20% (or 50%) of the ranges lie past
-//!   the fixed steps, sending the lookups under them (24.6% of them, holding nearly all the
-//!   deep ones) through four fixed steps after a branch that resolves early: 1.000 and 0.971
-//!   of the time, within the noise. The deep lookups cost their extra reads more than their
-//!   late branch;
-//! - a smaller IPv6 benchmark fixture (2^16 or 2^18 addresses instead of 2^20) changes nothing:
-//!   the cost is the table's chain of dependent reads, not the fixture's streaming;
-//! - 64-byte padded blocks with a summary line for up to 240 ranges: 9.1 MB, and more
-//!   accesses, not fewer, as the summary's resolution forced splits;
-//! - 32-bit block keys for IPv6: accesses are driven by skew, not by key resolution;
-//! - fill-factor strides (LC-trie style): deeper;
-//! - walks and block searches done with selects instead of branches: no gain on IPv4, much
-//!   slower when the root's leaf test goes too; IPv6 lookups are bound by memory latency;
-//! - a target of 4 ranges per child for IPv6: 4.3 accesses instead of 4.9, for +0.7 MB
-//!   (5.02 MB; 30.0 against 32.4 ns with the current walk);
-//! - Poptrie (Asai and Ohara): it relies on `popcnt`, which the baseline x86-64 target lacks,
-//!   and its 6-bit strides are deeper than these nodes on this data;
-//! - for IPv6, a static search tree under the root: 64-byte lines of 31 `u16` keys (32
-//!   children) and leaves of 15 keys and 16 ids, each key relative to its node's start at a
-//!   per-node shift, children split by count rather than by address. It took 5.4 MB and 4 to
-//!   7 levels: a boundary finer than a node's 16-bit grid costs a level per 16 bits, and a
-//!   level costs about 40 instructions. 136 to 169 ns against 38 to 43 ns, whether the walk
-//!   ran a fixed number of levels or each tree's own;
-//! - transparent huge pages for the IPv6 arrays (`madvise`): no change (the kernel granted
-//!   one 2 MiB page of the three asked for), and it would need `unsafe`;
-//! - compiling for `x86-64-v3` (BMI2 shifts, AVX2, `popcnt`): no change;
-//! - blocks laid out so that no key window or id leaves its 64-byte line (34.5% of the
-//!   benchmark's block searches read their id from another line than their window's start):
-//!   +1.09 MB in build order, and 32.23 against 32.42 ns, no gain;
-//! - the walk's first three node steps unrolled, each exit test a branch of its own: 0.4 to
-//!   1.0 ns faster on IPv6, not worth the code.
+//! Why the walk is shaped so (the measurements, and every variant tried and rejected, are in
+//! `benches/README.md`, "The lookup table's structure, measured"):
+//! - **A lookup costs its chain of dependent reads.** The benchmark measures throughput: the
+//!   CPU overlaps the cache misses of several independent lookups, so a lookup costs about its
+//!   chain of dependent reads times its instruction count, and a mispredicted branch that waits
+//!   on a miss costs the whole chain up to it. Hence no branch on the table's data in the IPv6
+//!   walk (step 7), few instructions per step, and reads without bounds checks (step 8).
+//! - **An 18-bit IPv4 root.** With 16 bits, 18.4% of random addresses find a node or a block at
+//!   the root, a branch the CPU cannot predict that then waits for a cache miss; 18 bits cost
+//!   0.75 MiB more and some latency (the 1 MiB root no longer stays in L2), well inside what a
+//!   connection can afford.
+//! - **Memory is speed.** Every IPv6 variant above about 4.5 MB measured slower whatever its
+//!   shape: depth is bought with memory only where that measured faster (the tail rule of
+//!   step 3).
 //!
 //! Values are opaque `u32`s to this module; [`super`] packs the jurisdiction id, the source and
 //! the matched prefix length into them.

@@ -3,7 +3,7 @@
 use hyper::{Method, Request};
 
 use crate::audit;
-use crate::destination::{Destination, DestinationError, Host, parse_authority};
+use crate::destination::{Destination, DestinationError, parse_authority};
 use crate::error::ProxyError;
 
 /// What a request asks the proxy to do.
@@ -77,9 +77,4 @@ pub fn classify<B>(req: &Request<B>) -> Result<Intent, ProxyError> {
     }
     let dest = parse_authority(authority.as_str(), Some(80)).map_err(bad)?;
     Ok(Intent::Forward(dest))
-}
-
-/// The host as policy and the audit record see it.
-pub fn host_text(host: &Host) -> String {
-    host.to_string()
 }

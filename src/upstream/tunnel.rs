@@ -21,8 +21,6 @@ pub struct TunnelStats {
     pub idle_timeout: bool,
     /// Closed because it had been open for its maximum lifetime.
     pub lifetime_exceeded: bool,
-    /// Closed because an I/O error occurred on either side.
-    pub io_error: bool,
 }
 
 const BUF: usize = 16 * 1024;
@@ -66,22 +64,22 @@ where
             r = cr.read(&mut up_buf), if up_open => match r {
                 Ok(0) => { up_open = false; let _ = uw.shutdown().await; }
                 Ok(n) => {
-                    if uw.write_all(&up_buf[..n]).await.is_err() { stats.io_error = true; break; }
+                    if uw.write_all(&up_buf[..n]).await.is_err() { break; }
                     stats.up += n as u64;
                     counters.up.fetch_add(n as u64, Ordering::Relaxed);
                     deadline.as_mut().reset(Instant::now() + idle);
                 }
-                Err(_) => { stats.io_error = true; break; }
+                Err(_) => break,
             },
             r = ur.read(&mut down_buf), if down_open => match r {
                 Ok(0) => { down_open = false; let _ = cw.shutdown().await; }
                 Ok(n) => {
-                    if cw.write_all(&down_buf[..n]).await.is_err() { stats.io_error = true; break; }
+                    if cw.write_all(&down_buf[..n]).await.is_err() { break; }
                     stats.down += n as u64;
                     counters.down.fetch_add(n as u64, Ordering::Relaxed);
                     deadline.as_mut().reset(Instant::now() + idle);
                 }
-                Err(_) => { stats.io_error = true; break; }
+                Err(_) => break,
             },
             _ = &mut deadline => { stats.idle_timeout = true; break; }
             _ = &mut life, if end_of_life.is_some() => { stats.lifetime_exceeded = true; break; }

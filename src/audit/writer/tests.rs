@@ -1,8 +1,11 @@
+use super::output::write_flush;
 use super::*;
 use crate::audit::{AuditAddr, Intent, keys, now_rfc3339};
 use crate::error::Side;
 use crate::policy::{Mode, Reason, Verdict};
 use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
 
 const WAIT: Duration = Duration::from_millis(20);
 

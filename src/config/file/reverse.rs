@@ -176,15 +176,13 @@ impl Compiler<'_> {
                 "a TLS listener cannot redirect to HTTPS (remove redirect_https_port or the certificates)",
             ));
         }
-        let (tls, cert_names) = if certs.is_empty() {
-            (None, Vec::new())
+        let tls = if certs.is_empty() {
+            None
         } else {
-            let (config, names) = self.certs(certs, i, h2)?;
-            (Some(config), names)
+            Some(self.certs(certs, i, h2)?)
         };
         Ok(ReverseListener {
             tls,
-            cert_names,
             redirect_https_port,
             proxy_protocol,
             trusted_proxies,
@@ -194,12 +192,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn certs(
-        &self,
-        certs: &[FileCert],
-        i: usize,
-        h2: bool,
-    ) -> Res<(Arc<rustls::ServerConfig>, Vec<String>)> {
+    fn certs(&self, certs: &[FileCert], i: usize, h2: bool) -> Res<Arc<rustls::ServerConfig>> {
         let now = SystemTime::now();
         let mut loaded = Vec::new();
         let mut default = None;
@@ -231,11 +224,10 @@ impl Compiler<'_> {
             }
             loaded.push(cert);
         }
-        let names = loaded.iter().flat_map(|c| c.names.clone()).collect();
         let config = tls::server_config(loaded, default.unwrap_or(0), h2).map_err(|e| {
             ConfigError::new(self.source, format!("listener[{i}].cert"), e.to_string())
         })?;
-        Ok((config, names))
+        Ok(config)
     }
 
     pub(super) fn pools(&self, raw: Vec<FilePool>) -> Res<Vec<PoolConfig>> {
