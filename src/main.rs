@@ -14,6 +14,9 @@ use residency_proxy::policy::profile::DEFAULT_PROFILE;
 
 mod commands;
 use commands::{cmd_check, cmd_explain, cmd_run};
+mod cli {
+    pub mod update_ranges;
+}
 
 /// Exit code for invalid configuration or data (EX_DATAERR is 65, EX_USAGE 64; linkerd and
 /// the BSD sysexits use 64 for "the input was wrong").
@@ -40,6 +43,9 @@ enum Command {
     Explain(ExplainArgs),
     /// Print the jurisdiction, class, source and matched prefix of addresses or host names.
     Lookup(LookupArgs),
+    /// Download the cloud providers' official range feeds, validate them and write them to a
+    /// directory (`jurisdiction.cloud_dir`).
+    UpdateRanges(cli::update_ranges::UpdateRangesArgs),
 }
 
 #[derive(Args)]
@@ -92,6 +98,12 @@ struct DataArgs {
     /// AWS ip-ranges.json file. Repeatable.
     #[arg(long, value_name = "PATH")]
     aws_ranges: Vec<PathBuf>,
+    /// Leave out the embedded cloud-provider ranges.
+    #[arg(long)]
+    no_cloud_ranges: bool,
+    /// Directory of provider feeds written by update-ranges (used instead of the embedded ones).
+    #[arg(long, value_name = "DIR")]
+    cloud_dir: Option<PathBuf>,
     /// Adequacy profile: a built-in name (uk-adequate, uk-only) or a .toml file.
     #[arg(long, default_value = DEFAULT_PROFILE)]
     profile: String,
@@ -146,6 +158,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd_check(&args),
         Command::Explain(args) => cmd_explain(&args),
         Command::Lookup(args) => cmd_lookup(&args),
+        Command::UpdateRanges(args) => cli::update_ranges::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -162,6 +175,8 @@ fn load_data(data: &DataArgs) -> Result<(JurisdictionTable, Profile), String> {
         geoip: data.geoip.clone(),
         overrides: data.overrides.clone(),
         aws_ranges: data.aws_ranges.clone(),
+        cloud_ranges: !data.no_cloud_ranges,
+        cloud_dir: data.cloud_dir.clone(),
     };
     let (table, _report) = load::load(&sources).map_err(|e| e.to_string())?;
     Ok((table, profile))
@@ -213,7 +228,7 @@ fn print_lookup(
             "address": ip.to_string(),
             "jurisdiction": l.jurisdiction().code(),
             "class": class.as_str(),
-            "source": l.source().as_str(),
+            "source": l.source_name(),
             "prefix": l.prefix().to_string(),
             "profile": profile.name,
         });
@@ -230,7 +245,7 @@ fn print_lookup(
             obj["relay"] = serde_json::json!({
                 "jurisdiction": r.jurisdiction.code(),
                 "class": profile.class_of(r.jurisdiction).as_str(),
-                "source": r.source.as_str(),
+                "source": r.source_name(),
                 "prefix": r.prefix.to_string(),
             });
             obj["decided_by"] = decisive.prefix.to_string().into();
@@ -241,7 +256,7 @@ fn print_lookup(
             "{ip}\t{}\t{}\t{}\t{}",
             l.jurisdiction(),
             class,
-            l.source(),
+            l.source_name(),
             l.prefix()
         );
         if let Some(label) = label {
@@ -255,7 +270,7 @@ fn print_lookup(
                 "\trelay {} {} {} {}",
                 r.jurisdiction,
                 profile.class_of(r.jurisdiction),
-                r.source,
+                r.source_name(),
                 r.prefix
             ));
         }
