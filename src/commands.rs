@@ -9,8 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use residency_proxy::audit::{self, AuditTarget};
 use residency_proxy::config::{AuditOutput, Config};
 use residency_proxy::destination::{self, Resolver, StaticResolver, SystemResolver};
-use residency_proxy::jurisdiction::JurisdictionTable;
+use residency_proxy::jurisdiction::cloud::Provider;
 use residency_proxy::jurisdiction::load::{self, LoadReport};
+use residency_proxy::jurisdiction::{Jurisdiction, JurisdictionTable};
 use residency_proxy::policy::{Decision, Subject, Verdict};
 use residency_proxy::server::{self, Deps, Snapshot};
 use residency_proxy::upstream::TcpConnector;
@@ -51,6 +52,13 @@ fn warn_if_stale(report: &LoadReport) {
     }
 }
 
+fn log_cloud_sources(report: &LoadReport) {
+    for c in &report.providers {
+        tracing::info!(provider = c.provider.name(), version = %c.version, origin = %c.origin, prefixes = c.prefixes, "Cloud ranges loaded");
+    }
+    residency_proxy::jurisdiction::cloud::warn_if_stale(&report.providers);
+}
+
 /// `run`: compile everything, bind, serve until SIGTERM/SIGINT, drain.
 pub fn cmd_run(args: &RunArgs) -> Result<ExitCode, String> {
     let _ = tracing_subscriber::fmt()
@@ -72,6 +80,7 @@ pub fn cmd_run(args: &RunArgs) -> Result<ExitCode, String> {
         "Configuration and jurisdiction table compiled"
     );
     warn_if_stale(&report);
+    log_cloud_sources(&report);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -259,11 +268,24 @@ pub fn cmd_explain(args: &ExplainArgs) -> Result<ExitCode, String> {
             a.ip,
             a.decided_by.jurisdiction,
             a.class,
-            a.decided_by.source,
+            a.decided_by.source_name(),
             a.decided_by.prefix,
             a.verdict.as_str(),
             if a.would_deny { " (would deny)" } else { "" },
             a.reason.as_str()
+        );
+    }
+    for a in d
+        .addrs
+        .iter()
+        .filter(|a| a.decided_by.jurisdiction == Jurisdiction::GLOBAL)
+    {
+        let provider = a.decided_by.cloud.map_or("a cloud provider", |o| {
+            Provider::from_name(o.provider()).map_or(o.provider(), Provider::display_name)
+        });
+        println!(
+            "global       {}: anycast/edge range of {provider}: the serving location cannot be known from the address",
+            a.ip
         );
     }
     print_verdict(&d);

@@ -1,0 +1,73 @@
+//! The binary on the embedded defaults: cloud addresses placed by their provider's region,
+//! anycast ranges `global`, `--no-cloud-ranges`, and `explain`'s line about `global`.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_residency-proxy"))
+}
+
+fn lookup(args: &[&str]) -> Vec<serde_json::Value> {
+    let o = bin()
+        .arg("lookup")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run lookup");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn lookup_places_cloud_addresses_by_their_providers_region() {
+    let ips = [
+        "15.129.62.1",
+        "121.91.98.1",
+        "84.13.128.1",
+        "104.44.89.225",
+        "104.255.58.238",
+        "1.179.52.1",
+        "2a06:98c0::1",
+    ];
+    let got = lookup(&ips);
+    let want = [
+        ("HK", "not-adequate", "cloud:aws:ap-east-1"),
+        ("US", "conditional", "cloud:aws:us-east-1"),
+        ("SA", "not-adequate", "cloud:oracle:me-riyadh-1"),
+        ("GB", "home", "cloud:azure:uksouth"),
+        ("GB", "home", "cloud:aws:eu-west-2"),
+        ("global", "conditional", "cloud:aws:GLOBAL"),
+        ("global", "conditional", "cloud:cloudflare"),
+    ];
+    assert_eq!(got.len(), want.len());
+    for (g, (j, class, source)) in got.iter().zip(want) {
+        assert_eq!(g["jurisdiction"], j, "{g}");
+        assert_eq!(g["class"], class, "{g}");
+        assert_eq!(g["source"], source, "{g}");
+    }
+    // Without the embedded cloud ranges, GeoIP decides again: no cloud source.
+    for g in lookup(&["--no-cloud-ranges", "15.129.62.1", "1.179.52.1"]) {
+        assert_eq!(g["source"], "geoip", "{g}");
+        assert_ne!(g["jurisdiction"], "global", "{g}");
+    }
+}
+
+#[test]
+fn explain_says_why_a_global_range_has_no_country() {
+    let o = bin()
+        .args(["explain", "1.179.52.1"])
+        .output()
+        .expect("run explain");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("via cloud:aws:GLOBAL"), "{out}");
+    assert!(
+        out.contains(
+            "anycast/edge range of AWS: the serving location cannot be known from the address"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("verdict      deny"), "{out}");
+}
