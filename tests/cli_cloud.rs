@@ -71,3 +71,40 @@ fn explain_says_why_a_global_range_has_no_country() {
     );
     assert!(out.contains("verdict      deny"), "{out}");
 }
+
+#[test]
+fn a_bad_cloud_key_is_refused_with_its_line() {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/residency-proxy.toml"
+    ))
+    .expect("shipped config");
+    let dir = tempfile::tempdir().expect("tmp");
+    for (extra, want) in [
+        ("cloud_dir = \"no-such-dir\"", "jurisdiction.cloud_dir"),
+        ("cloud_ranges = \"yes\"", "expected a boolean"),
+    ] {
+        let text = shipped.replacen("aws_ranges = []", &format!("aws_ranges = []\n{extra}"), 1);
+        let line = text.lines().position(|l| l == extra).expect("inserted") + 1;
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, &text).expect("write");
+        let o = bin().arg("check").arg(&path).output().expect("run check");
+        assert_eq!(o.status.code(), Some(64));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("bad.toml:{line}")), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::create_dir(dir.path().join("cloud")).expect("dir");
+    std::fs::write(
+        &good,
+        shipped.replacen(
+            "aws_ranges = []",
+            "aws_ranges = []\ncloud_dir = \"cloud\"\ncloud_ranges = false",
+            1,
+        ),
+    )
+    .expect("write");
+    let o = bin().arg("check").arg(&good).output().expect("run check");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
