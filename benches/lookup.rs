@@ -1,8 +1,12 @@
 //! How long does one jurisdiction lookup take on the full embedded table, and how does it
 //! compare with `maxminddb::Reader::lookup` on the same data, in the same run?
 //!
-//! Every bench runs on the full production table: the embedded DB-IP country database plus the
-//! built-in special-purpose ranges, built by `jurisdiction::load::load` with default sources.
+//! Every bench runs on the full production table: the embedded DB-IP country database, the
+//! built-in special-purpose ranges and the embedded cloud-provider ranges, built by
+//! `jurisdiction::load::load` with default sources. `table_no_cloud` (random IPv4 and IPv6) and
+//! `table_decode_no_cloud` run the same loop on the table built without the cloud ranges, in
+//! the same run, so the cost of the cloud source is read off one report; both tables' memory
+//! is printed at start.
 //! The baseline is the raw `maxminddb::Reader` over the same embedded database
 //! (`GeoIpDb::embedded()?.reader()`), measured in the same process and run:
 //! - `maxminddb`: `Reader::lookup` only (tree walk; the data offset is kept through
@@ -51,7 +55,7 @@ use criterion::{Bencher, BenchmarkId, Criterion, Throughput, criterion_group, cr
 use maxminddb::{PathElement, Reader, WithinOptions};
 use residency_proxy::jurisdiction::geoip::{self, GeoIpDb};
 use residency_proxy::jurisdiction::load::{TableSources, load};
-use residency_proxy::jurisdiction::{JurisdictionTable, Lookup};
+use residency_proxy::jurisdiction::{JurisdictionTable, Lookup, Source};
 
 /// Random addresses per fixture for the streaming benches (cycled by index).
 const FIXTURE_LEN: usize = 1 << 20;
@@ -149,11 +153,11 @@ fn config() -> Criterion {
         .warm_up_time(Duration::from_secs(1))
 }
 
-fn report_table(table: &JurisdictionTable, build_ms: f64) {
+fn report_table(what: &str, table: &JurisdictionTable, build_ms: f64) {
     let (v4, v6) = table.heap_bytes();
     let (r4, r6) = table.ranges();
     let total = v4 + v6;
-    eprintln!("compiled jurisdiction table (embedded DB-IP + special ranges):");
+    eprintln!("compiled jurisdiction table ({what}):");
     eprintln!("  memory v4:    {v4} bytes ({:.2} MiB)", v4 as f64 / MIB);
     eprintln!("  memory v6:    {v6} bytes ({:.2} MiB)", v6 as f64 / MIB);
     eprintln!(
@@ -172,7 +176,30 @@ fn report_table(table: &JurisdictionTable, build_ms: f64) {
 
 fn benches(c: &mut Criterion) {
     let (table, report) = load(&TableSources::default()).expect("build the embedded table");
-    report_table(&table, report.build_ms);
+    report_table(
+        "embedded DB-IP + special ranges + embedded cloud ranges",
+        &table,
+        report.build_ms,
+    );
+    let (bare, bare_report) = load(&TableSources {
+        cloud_ranges: false,
+        ..TableSources::default()
+    })
+    .expect("build the table without cloud ranges");
+    report_table(
+        "embedded DB-IP + special ranges, no cloud ranges",
+        &bare,
+        bare_report.build_ms,
+    );
+    let mem = |t: &JurisdictionTable| {
+        let (a, b) = t.heap_bytes();
+        a + b
+    };
+    eprintln!(
+        "memory with cloud ranges / without: {:.3}x ({} cloud prefixes)",
+        mem(&table) as f64 / mem(&bare) as f64,
+        table.info().prefixes[Source::Cloud as usize]
+    );
     let db = GeoIpDb::embedded().expect("open the embedded database");
     let reader = db.reader();
 
@@ -211,8 +238,8 @@ fn benches(c: &mut Criterion) {
         100.0 * countries as f64 / v4.len() as f64
     );
 
-    random_ipv4(c, &table, reader, &v4);
-    random_ipv6(c, &table, reader, &v6);
+    random_ipv4(c, &table, &bare, reader, &v4);
+    random_ipv6(c, &table, &bare, reader, &v6);
     hot_set(c, &table, reader, &hot);
     dependent_chain(c, &table, reader);
 }
@@ -264,6 +291,7 @@ fn cycle_ipaddr<R>(b: &mut Bencher<'_>, addrs: &[IpAddr], f: impl Fn(IpAddr) -> 
 fn random_ipv4(
     c: &mut Criterion,
     table: &JurisdictionTable,
+    bare: &JurisdictionTable,
     reader: &Reader<Vec<u8>>,
     v4: &[Ipv4Addr],
 ) {
@@ -272,6 +300,9 @@ fn random_ipv4(
     g.throughput(Throughput::Elements(1));
     g.bench_function(BenchmarkId::new("table", fixture), |b| {
         cycle(b, v4, |a| table.lookup(IpAddr::V4(a)))
+    });
+    g.bench_function(BenchmarkId::new("table_no_cloud", fixture), |b| {
+        cycle(b, v4, |a| bare.lookup(IpAddr::V4(a)))
     });
     g.bench_function(BenchmarkId::new("table_by_value", fixture), |b| {
         cycle(b, v4, |a| black_box(table.lookup(IpAddr::V4(a))))
@@ -283,6 +314,12 @@ fn random_ipv4(
     g.bench_function(BenchmarkId::new("table_decode", fixture), |b| {
         cycle(b, v4, |a| {
             let l = table.lookup(IpAddr::V4(a));
+            (l.jurisdiction(), l.source(), l.prefix())
+        })
+    });
+    g.bench_function(BenchmarkId::new("table_decode_no_cloud", fixture), |b| {
+        cycle(b, v4, |a| {
+            let l = bare.lookup(IpAddr::V4(a));
             (l.jurisdiction(), l.source(), l.prefix())
         })
     });
@@ -304,6 +341,7 @@ fn random_ipv4(
 fn random_ipv6(
     c: &mut Criterion,
     table: &JurisdictionTable,
+    bare: &JurisdictionTable,
     reader: &Reader<Vec<u8>>,
     v6: &[Ipv6Addr],
 ) {
@@ -312,6 +350,9 @@ fn random_ipv6(
     g.throughput(Throughput::Elements(1));
     g.bench_function(BenchmarkId::new("table", fixture), |b| {
         cycle(b, v6, |a| table.lookup(IpAddr::V6(a)))
+    });
+    g.bench_function(BenchmarkId::new("table_no_cloud", fixture), |b| {
+        cycle(b, v6, |a| bare.lookup(IpAddr::V6(a)))
     });
     let generic: Vec<IpAddr> = v6.iter().map(|&a| IpAddr::V6(a)).collect();
     g.bench_function(BenchmarkId::new("table_ipaddr", fixture), |b| {

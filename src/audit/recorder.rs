@@ -85,7 +85,7 @@ impl Recorder {
                 ip: a.ip,
                 jurisdiction: a.decided_by.jurisdiction.code().to_string(),
                 class: a.class.as_str().to_string(),
-                source: a.decided_by.source.as_str().to_string(),
+                source: a.decided_by.source_name().to_string(),
                 prefix: a.decided_by.prefix.to_string(),
             })
             .collect();

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use residency_proxy::destination::{self, Resolver, StaticResolver, SystemResolver};
+use residency_proxy::jurisdiction::Jurisdiction;
+use residency_proxy::jurisdiction::cloud::Provider;
 use residency_proxy::pipeline::vet::{self, Vetted};
 use residency_proxy::policy::{Decision, Subject, Verdict};
 
@@ -106,11 +108,24 @@ pub fn cmd_explain(args: &ExplainArgs) -> Result<ExitCode, CliError> {
             a.ip,
             a.decided_by.jurisdiction,
             a.class,
-            a.decided_by.source,
+            a.decided_by.source_name(),
             a.decided_by.prefix,
             a.verdict.as_str(),
             if a.would_deny { " (would deny)" } else { "" },
             a.reason.as_str()
+        );
+    }
+    for a in d
+        .addrs
+        .iter()
+        .filter(|a| a.decided_by.jurisdiction == Jurisdiction::GLOBAL)
+    {
+        let provider = a.decided_by.cloud.map_or("a cloud provider", |o| {
+            Provider::from_name(o.provider()).map_or(o.provider(), Provider::display_name)
+        });
+        println!(
+            "global       {}: anycast/edge range of {provider}: the serving location cannot be known from the address",
+            a.ip
         );
     }
     print_verdict(&d);

@@ -16,6 +16,8 @@ fn load_data(data: &DataArgs) -> Result<(JurisdictionTable, Profile), CliError> 
         geoip: data.geoip.clone(),
         overrides: data.overrides.clone(),
         aws_ranges: data.aws_ranges.clone(),
+        cloud_ranges: !data.no_cloud_ranges,
+        cloud_dir: data.cloud_dir.clone(),
     };
     let (table, _report) = load::load(&sources).map_err(|e| e.to_string())?;
     Ok((table, profile))
@@ -67,7 +69,7 @@ fn print_lookup(
             "address": ip.to_string(),
             "jurisdiction": l.jurisdiction().code(),
             "class": class.as_str(),
-            "source": l.source().as_str(),
+            "source": l.source_name(),
             "prefix": l.prefix().to_string(),
             "profile": profile.name,
         });
@@ -84,7 +86,7 @@ fn print_lookup(
             obj["relay"] = serde_json::json!({
                 "jurisdiction": r.jurisdiction.code(),
                 "class": profile.class_of(r.jurisdiction).as_str(),
-                "source": r.source.as_str(),
+                "source": r.source_name(),
                 "prefix": r.prefix.to_string(),
             });
             obj["decided_by"] = decisive.prefix.to_string().into();
@@ -95,7 +97,7 @@ fn print_lookup(
             "{ip}\t{}\t{}\t{}\t{}",
             l.jurisdiction(),
             class,
-            l.source(),
+            l.source_name(),
             l.prefix()
         );
         if let Some(label) = label {
@@ -109,7 +111,7 @@ fn print_lookup(
                 "\trelay {} {} {} {}",
                 r.jurisdiction,
                 profile.class_of(r.jurisdiction),
-                r.source,
+                r.source_name(),
                 r.prefix
             ));
         }

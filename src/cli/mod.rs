@@ -19,6 +19,7 @@ mod check;
 mod explain;
 mod lookup;
 mod run;
+pub mod update_ranges;
 
 /// Exit code for invalid configuration or data (EX_DATAERR is 65, EX_USAGE 64; linkerd and
 /// the BSD sysexits use 64 for "the input was wrong").
@@ -81,6 +82,9 @@ enum Command {
     Explain(ExplainArgs),
     /// Print the jurisdiction, class, source and matched prefix of addresses or host names.
     Lookup(LookupArgs),
+    /// Download the cloud providers' official range feeds, validate them and write them to a
+    /// directory (`jurisdiction.cloud_dir`).
+    UpdateRanges(update_ranges::UpdateRangesArgs),
 }
 
 #[derive(Args)]
@@ -133,6 +137,12 @@ pub(super) struct DataArgs {
     /// AWS ip-ranges.json file. Repeatable.
     #[arg(long, value_name = "PATH")]
     pub(super) aws_ranges: Vec<PathBuf>,
+    /// Leave out the embedded cloud-provider ranges.
+    #[arg(long)]
+    pub(super) no_cloud_ranges: bool,
+    /// Directory of provider feeds written by update-ranges (used instead of the embedded ones).
+    #[arg(long, value_name = "DIR")]
+    pub(super) cloud_dir: Option<PathBuf>,
     /// Adequacy profile: a built-in name (uk-adequate, uk-only) or a .toml file.
     #[arg(long, default_value = DEFAULT_PROFILE)]
     pub(super) profile: String,
@@ -188,6 +198,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::cmd_check(&args),
         Command::Explain(args) => explain::cmd_explain(&args),
         Command::Lookup(args) => lookup::cmd_lookup(&args),
+        Command::UpdateRanges(args) => update_ranges::run(&args).map_err(CliError::from),
     };
     match result {
         Ok(code) => code,
@@ -215,6 +226,20 @@ pub(super) fn load_config(
 
 pub(super) fn build_table(config: &Config) -> Result<(JurisdictionTable, LoadReport), String> {
     load::load(&config.jurisdiction).map_err(|e| e.to_string())
+}
+
+/// Log each cloud source's version, and warn about stale ones.
+pub(super) fn log_cloud_sources(report: &LoadReport) {
+    for c in &report.providers {
+        tracing::info!(
+            provider = c.provider.name(),
+            version = %c.version,
+            origin = %c.origin,
+            prefixes = c.prefixes,
+            "Cloud ranges loaded"
+        );
+    }
+    residency_proxy::jurisdiction::cloud::warn_if_stale(&report.providers);
 }
 
 pub(super) fn warn_if_stale(report: &LoadReport) {

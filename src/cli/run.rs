@@ -10,7 +10,7 @@ use residency_proxy::jurisdiction::JurisdictionTable;
 use residency_proxy::server::{self, Deps, Snapshot};
 use residency_proxy::upstream::TcpConnector;
 
-use super::{CliError, RunArgs, build_table, load_config, warn_if_stale};
+use super::{CliError, RunArgs, build_table, load_config, log_cloud_sources, warn_if_stale};
 
 /// `run`: compile everything, bind, serve until SIGTERM/SIGINT, drain.
 pub fn cmd_run(args: &RunArgs) -> Result<ExitCode, CliError> {
@@ -33,6 +33,7 @@ pub fn cmd_run(args: &RunArgs) -> Result<ExitCode, CliError> {
         "Configuration and jurisdiction table compiled"
     );
     warn_if_stale(&report);
+    log_cloud_sources(&report);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -116,6 +116,10 @@ pub struct FileJurisdiction {
     pub overrides: Option<Vec<Spanned<String>>>,
     /// AWS `ip-ranges.json` files.
     pub aws_ranges: Option<Vec<Spanned<String>>>,
+    /// Use the embedded cloud-provider ranges (default true).
+    pub cloud_ranges: Option<bool>,
+    /// Directory of provider feeds written by `update-ranges`.
+    pub cloud_dir: Option<Spanned<String>>,
 }
 
 /// `[resolver]`.
@@ -942,12 +946,28 @@ impl Compiler<'_> {
             .enumerate()
             .map(|(j, a)| self.path(a, &format!("jurisdiction.aws_ranges[{j}]")))
             .collect::<Res<Vec<_>>>()?;
+        let cloud_dir = match raw.cloud_dir.as_ref() {
+            Some(d) => {
+                let path = self.path(d, "jurisdiction.cloud_dir")?;
+                if !path.is_dir() {
+                    return Err(self.bad(
+                        d,
+                        "jurisdiction.cloud_dir",
+                        "not a directory (create it with `residency-proxy update-ranges --out DIR`)",
+                    ));
+                }
+                Some(path)
+            }
+            None => None,
+        };
         let profile = self.profile(raw.profile.as_ref())?;
         Ok((
             TableSources {
                 geoip,
                 overrides,
                 aws_ranges,
+                cloud_ranges: raw.cloud_ranges.unwrap_or(true),
+                cloud_dir,
             },
             profile,
         ))

@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::cloud::{self, CloudInfo};
 use super::geoip::{GeoIpDb, GeoIpError, GeoIpInfo};
 use super::sources::{self, CloudSummary, SourceError};
 use super::{JurisdictionTable, TableBuilder};
 
 /// Where the table's data comes from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSources {
     /// A MaxMind DB file; `None` uses the embedded DB-IP database.
     pub geoip: Option<PathBuf>,
@@ -16,6 +17,23 @@ pub struct TableSources {
     pub overrides: Vec<PathBuf>,
     /// AWS `ip-ranges.json` files.
     pub aws_ranges: Vec<PathBuf>,
+    /// Use the embedded cloud-provider ranges (default on).
+    pub cloud_ranges: bool,
+    /// A directory of provider feeds written by `update-ranges`: each file found there is used
+    /// instead of that provider's embedded ranges.
+    pub cloud_dir: Option<PathBuf>,
+}
+
+impl Default for TableSources {
+    fn default() -> Self {
+        TableSources {
+            geoip: None,
+            overrides: Vec::new(),
+            aws_ranges: Vec::new(),
+            cloud_ranges: true,
+            cloud_dir: None,
+        }
+    }
 }
 
 /// A source that could not be loaded.
@@ -36,8 +54,10 @@ pub struct LoadReport {
     pub geoip: GeoIpInfo,
     /// Override entries per file.
     pub overrides: Vec<(PathBuf, usize)>,
-    /// Cloud ranges per file.
+    /// AWS ranges per `aws_ranges` file.
     pub cloud: Vec<(PathBuf, CloudSummary)>,
+    /// The cloud-provider sources (embedded or from `cloud_dir`), with their versions.
+    pub providers: Vec<CloudInfo>,
     /// Wall time to read, merge and compile everything.
     pub build_ms: f64,
 }
@@ -50,6 +70,7 @@ pub fn load(src: &TableSources) -> Result<(JurisdictionTable, LoadReport), LoadE
     for path in &src.overrides {
         overrides.push((path.clone(), sources::load_overrides(path, &mut builder)?));
     }
+    let providers = cloud::load(src.cloud_ranges, src.cloud_dir.as_deref(), &mut builder)?;
     let mut cloud = Vec::new();
     for path in &src.aws_ranges {
         cloud.push((path.clone(), sources::load_aws_ranges(path, &mut builder)?));
@@ -65,6 +86,7 @@ pub fn load(src: &TableSources) -> Result<(JurisdictionTable, LoadReport), LoadE
         geoip,
         overrides,
         cloud,
+        providers,
         build_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     Ok((table, report))

@@ -7,17 +7,23 @@
 //! Sources, highest precedence first (within one source the most specific prefix wins):
 //! 1. special-purpose ranges from the IANA registries ([`special`]), built in;
 //! 2. operator overrides ([`sources`]);
-//! 3. cloud-provider ranges (AWS `ip-ranges.json`, [`sources`]): GeoIP misplaces many of them;
+//! 3. cloud-provider ranges ([`cloud`]: the embedded snapshot of AWS, Azure, GCP, Oracle,
+//!    DigitalOcean and Cloudflare, refreshed feeds, AWS `ip-ranges.json` files), placed by the
+//!    provider's own region: GeoIP misplaces many of them, and anycast / edge ranges are
+//!    `global`, which GeoIP never overrides;
 //! 4. the GeoIP database ([`geoip`]), DB-IP's country database embedded by default;
 //! 5. otherwise `unknown`, which policy fails closed on.
 //!
 //! Addresses that embed an IPv4 address (IPv4-mapped, NAT64, IPv4-compatible, 6to4, Teredo) are
 //! classified by the IPv4 address inside them, see [`Embedding`].
 
+pub mod cloud;
 mod embedding;
+pub mod fetch;
 pub mod geoip;
 pub mod iso3166;
 pub mod load;
+pub mod origin;
 pub mod sources;
 pub mod special;
 pub mod trie;
@@ -30,10 +36,11 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 pub use embedding::Embedding;
 use embedding::{NAT64, TEREDO, teredo_server};
+pub use origin::CloudOrigin;
 use trie::{RawPrefix, Table4, Table6};
 
 /// Names of the jurisdictions that are not countries, in id order after `unknown`.
-const NON_COUNTRY: [&str; 4] = ["unknown", "internal", "metadata", "reserved"];
+const NON_COUNTRY: [&str; 5] = ["unknown", "internal", "metadata", "reserved", "global"];
 
 /// A jurisdiction: a small integer id, stable for a given build of the country list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,6 +55,10 @@ impl Jurisdiction {
     pub const METADATA: Jurisdiction = Jurisdiction(2);
     /// Documentation, benchmarking, multicast, reserved, broadcast and unspecified space.
     pub const RESERVED: Jurisdiction = Jurisdiction(3);
+    /// Anycast and edge ranges that their provider declares regionless (AWS `GLOBAL`, GCP
+    /// `global`, Azure tags without a region, Cloudflare): the serving location cannot be known
+    /// from the address. GeoIP never overrides it.
+    pub const GLOBAL: Jurisdiction = Jurisdiction(4);
 
     /// `metadata`, `reserved` or `internal`: the safety jurisdictions, decided before any rule
     /// and opened only by configuration that names the address space.
@@ -75,7 +86,7 @@ impl Jurisdiction {
     pub const COUNT: usize = NON_COUNTRY.len() + iso3166::ALPHA2.len();
 
     /// The jurisdiction named by `code`: an ISO 3166-1 alpha-2 code (any case) or one of
-    /// `unknown`, `internal`, `metadata`, `reserved`. `None` for anything else.
+    /// `unknown`, `internal`, `metadata`, `reserved`, `global`. `None` for anything else.
     pub fn from_code(code: &str) -> Option<Jurisdiction> {
         if let Some(i) = NON_COUNTRY
             .iter()
@@ -105,7 +116,7 @@ impl Jurisdiction {
         }
     }
 
-    /// Is this an ISO country (not `internal`, `metadata`, `reserved` or `unknown`)?
+    /// Is this an ISO country (not `internal`, `metadata`, `reserved`, `global` or `unknown`)?
     pub fn is_country(self) -> bool {
         usize::from(self.0) >= NON_COUNTRY.len()
     }
@@ -189,6 +200,20 @@ pub struct Hit {
     pub source: Source,
     /// The matched prefix (for embedded addresses, the IPv4 prefix).
     pub prefix: IpNet,
+    /// For a cloud range: its provider and region.
+    pub cloud: Option<CloudOrigin>,
+}
+
+impl Hit {
+    /// The source as logs, `lookup`, `explain` and the audit record name it: `special`,
+    /// `override`, `geoip`, `none`, or for a cloud range its provider and region
+    /// (`cloud:aws:eu-west-2`, `cloud:cloudflare`).
+    pub fn source_name(&self) -> &'static str {
+        match self.cloud {
+            Some(o) => o.source_name(),
+            None => self.source.as_str(),
+        }
+    }
 }
 
 /// The answer for one address.
@@ -220,6 +245,11 @@ impl Lookup {
     #[inline]
     pub fn source(&self) -> Source {
         unpack_source(self.value)
+    }
+
+    /// The source with its provider and region for a cloud range (see [`Hit::source_name`]).
+    pub fn source_name(&self) -> &'static str {
+        self.hit().source_name()
     }
 
     /// The matched prefix (for embedded addresses, the IPv4 prefix).
@@ -289,6 +319,7 @@ impl Hit {
             jurisdiction: unpack_jurisdiction(value),
             source: unpack_source(value),
             prefix: prefix_of(addr, value),
+            cloud: unpack_origin(value),
         }
     }
 }
@@ -302,22 +333,41 @@ pub enum TableError {
     MappedPrefix(Ipv6Net),
 }
 
-// Packed table values: prefix length (bits 0-7), source (8-15), jurisdiction id (16-31).
-// Jurisdiction ids are below 256, so packed values are below 2^24 and the compiled tables hold
-// them directly in their entries (`trie::MAX_VALUE` is 2^30 - 1).
+// Packed table values: prefix length (bits 0-7), source (8-10) and a 15-bit payload (11-25):
+// the jurisdiction id, or for a cloud range its origin id ([`CloudOrigin`]), which names the
+// jurisdiction its region table gave it. Packed values are below 2^26, so the compiled tables
+// hold them directly in their leaf entries (`trie::MAX_VALUE`).
+const PAYLOAD_SHIFT: u32 = 11;
+const PAYLOAD_MASK: u32 = 0x7fff;
+
 fn pack(j: Jurisdiction, source: Source, len: u8) -> u32 {
-    u32::from(len) | (source as u32) << 8 | u32::from(j.0) << 16
+    pack_payload(j.0, source, len)
+}
+
+fn pack_payload(payload: u16, source: Source, len: u8) -> u32 {
+    u32::from(len) | (source as u32) << 8 | (u32::from(payload) & PAYLOAD_MASK) << PAYLOAD_SHIFT
 }
 
 #[inline]
 fn unpack_jurisdiction(v: u32) -> Jurisdiction {
-    Jurisdiction::from_raw((v >> 16) as u16)
+    let payload = ((v >> PAYLOAD_SHIFT) & PAYLOAD_MASK) as u16;
+    if (v >> 8) & 7 == Source::Cloud as u32 {
+        CloudOrigin::from_raw(payload).jurisdiction()
+    } else {
+        Jurisdiction::from_raw(payload)
+    }
+}
+
+#[inline]
+fn unpack_origin(v: u32) -> Option<CloudOrigin> {
+    ((v >> 8) & 7 == Source::Cloud as u32)
+        .then(|| CloudOrigin::from_raw(((v >> PAYLOAD_SHIFT) & PAYLOAD_MASK) as u16))
 }
 
 #[inline]
 fn unpack_source(v: u32) -> Source {
     Source::ALL
-        .get(((v >> 8) & 0xff) as usize)
+        .get(((v >> 8) & 7) as usize)
         .copied()
         .unwrap_or(Source::None)
 }
@@ -345,6 +395,8 @@ fn prefix_of(addr: IpAddr, v: u32) -> IpNet {
 pub struct TableInfo {
     /// The GeoIP database, if one was loaded.
     pub geoip: Option<geoip::GeoIpInfo>,
+    /// The cloud sources, one per provider and file, in load order.
+    pub cloud: Vec<cloud::CloudInfo>,
     /// Number of prefixes per source, in [`Source`] order (special, override, cloud, geoip).
     pub prefixes: [usize; 4],
 }
@@ -382,11 +434,32 @@ impl TableBuilder {
         b
     }
 
-    /// Add one prefix. Within a source, a later identical prefix replaces an earlier one.
+    /// Add one prefix. Within a source, a later identical prefix replaces an earlier one. A
+    /// [`Source::Cloud`] prefix added here gets an origin of provider `unnamed` with `label`
+    /// as its region; cloud data uses [`TableBuilder::add_cloud`].
     pub fn add(
         &mut self,
         net: IpNet,
         jurisdiction: Jurisdiction,
+        source: Source,
+        label: Option<&str>,
+    ) -> Result<(), TableError> {
+        if source == Source::Cloud {
+            let origin = CloudOrigin::intern("unnamed", label, jurisdiction);
+            return self.add_cloud(net, origin);
+        }
+        self.add_payload(net, jurisdiction.0, source, label)
+    }
+
+    /// Add one cloud prefix: its jurisdiction is its origin's.
+    pub fn add_cloud(&mut self, net: IpNet, origin: CloudOrigin) -> Result<(), TableError> {
+        self.add_payload(net, origin.raw(), Source::Cloud, None)
+    }
+
+    fn add_payload(
+        &mut self,
+        net: IpNet,
+        payload: u16,
         source: Source,
         label: Option<&str>,
     ) -> Result<(), TableError> {
@@ -398,7 +471,7 @@ impl TableBuilder {
                 addr: u128::from(u32::from(n.network())),
                 len: n.prefix_len(),
                 rank: rank(n.prefix_len()),
-                value: pack(jurisdiction, source, n.prefix_len()),
+                value: pack_payload(payload, source, n.prefix_len()),
             }),
             IpNet::V6(n) => {
                 if n.prefix_len() >= 96 && n.network().to_ipv4_mapped().is_some() {
@@ -408,7 +481,7 @@ impl TableBuilder {
                     addr: u128::from(n.network()),
                     len: n.prefix_len(),
                     rank: rank(n.prefix_len()),
-                    value: pack(jurisdiction, source, n.prefix_len()),
+                    value: pack_payload(payload, source, n.prefix_len()),
                 })
             }
         }
@@ -419,6 +492,11 @@ impl TableBuilder {
             self.labels.insert((net, source), label.to_string());
         }
         Ok(())
+    }
+
+    /// Record the cloud sources the table was built from.
+    pub fn add_cloud_info(&mut self, info: cloud::CloudInfo) {
+        self.info.cloud.push(info);
     }
 
     /// Record the GeoIP database the table was built from.

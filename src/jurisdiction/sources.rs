@@ -3,11 +3,12 @@
 //!
 //! - **Overrides** (`cidr, jurisdiction, label`) as CSV or TOML: the operator's word, e.g. a
 //!   partner's network whose GeoIP country is wrong, or the test networks of a lab.
-//! - **AWS `ip-ranges.json`**: `prefixes[].ip_prefix/region` and
+//! - **AWS `ip-ranges.json`** files named by the operator: `prefixes[].ip_prefix/region` and
 //!   `ipv6_prefixes[].ipv6_prefix/region`, mapped to countries by the shipped region table
 //!   (`config/cloud/aws-regions.toml`). GeoIP databases misplace many cloud ranges, so these
-//!   outrank GeoIP. `GLOBAL` (edge/anycast) and regions missing from the table map to `unknown`,
-//!   so policy fails closed on them until the table is updated.
+//!   outrank GeoIP. `GLOBAL` (edge/anycast) is `global`; regions missing from the table map to
+//!   `unknown`, so policy fails closed on them until the table is updated. The embedded ranges
+//!   of every provider are in [`super::cloud`].
 //!
 //! Every error names the file, the line where there is one, and the reason.
 
@@ -18,7 +19,7 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{Jurisdiction, Source, TableBuilder};
+use super::{CloudOrigin, Jurisdiction, Source, TableBuilder};
 
 /// The shipped AWS region → country table.
 pub const AWS_REGIONS: &str = include_str!("../../config/cloud/aws-regions.toml");
@@ -241,7 +242,9 @@ impl RegionTable {
         Self::parse(AWS_REGIONS, "config/cloud/aws-regions.toml")
     }
 
-    /// Parse a region table: `[regions]` of `"region" = "CC"`.
+    /// Parse a region table: `[regions]` of `"region" = "CC"` (an ISO 3166-1 code, `global`
+    /// for a provider's regionless name such as AWS `GLOBAL`, or `unknown` for a region whose
+    /// location is not established).
     pub fn parse(text: &str, file: &str) -> Result<RegionTable, SourceError> {
         let doc: RegionFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
@@ -256,7 +259,7 @@ impl RegionTable {
         Ok(RegionTable { regions })
     }
 
-    /// The jurisdiction of `region`: `unknown` for `GLOBAL` and regions not in the table.
+    /// The jurisdiction of `region`: `unknown` for regions not in the table.
     pub fn get(&self, region: &str) -> Jurisdiction {
         self.regions
             .get(region)
@@ -268,6 +271,11 @@ impl RegionTable {
     pub fn contains(&self, region: &str) -> bool {
         self.regions.contains_key(region)
     }
+
+    /// Every region the table lists.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.regions.keys().map(String::as_str)
+    }
 }
 
 /// One cloud range.
@@ -277,7 +285,7 @@ pub struct CloudEntry {
     pub net: IpNet,
     /// The provider's region name.
     pub region: String,
-    /// Its jurisdiction (`unknown` for `GLOBAL` and unmapped regions).
+    /// Its jurisdiction (`global` for `GLOBAL`, `unknown` for unmapped regions).
     pub jurisdiction: Jurisdiction,
 }
 
@@ -303,11 +311,10 @@ struct AwsPrefix6 {
     network_border_group: Option<String>,
 }
 
-/// Where a range really is: its network border group when that differs from the region. Local
-/// Zones and Wavelength Zones carry their parent region (e.g. `us-east-1`) but sit elsewhere
-/// (`us-east-1-bue-1` is Buenos Aires), so they map through the table by border group and are
-/// `unknown` unless listed.
-fn zone_of<'a>(region: &'a str, border_group: Option<&'a str>) -> &'a str {
+/// Where an AWS range really is: its network border group when that differs from the region.
+/// Local Zones and Wavelength Zones carry their parent region (e.g. `us-east-1`) but sit
+/// elsewhere (`us-east-1-bue-1` is Buenos Aires).
+pub fn aws_zone<'a>(region: &'a str, border_group: Option<&'a str>) -> &'a str {
     match border_group {
         Some(g) if !g.is_empty() && g != region => g,
         _ => region,
@@ -328,11 +335,11 @@ pub fn parse_aws_ranges(
         )
     })?;
     let v4 = doc.prefixes.iter().enumerate().map(|(i, p)| {
-        let zone = zone_of(&p.region, p.network_border_group.as_deref());
+        let zone = aws_zone(&p.region, p.network_border_group.as_deref());
         (format!("prefixes[{i}].ip_prefix"), &p.ip_prefix, zone)
     });
     let v6 = doc.ipv6_prefixes.iter().enumerate().map(|(i, p)| {
-        let zone = zone_of(&p.region, p.network_border_group.as_deref());
+        let zone = aws_zone(&p.region, p.network_border_group.as_deref());
         (
             format!("ipv6_prefixes[{i}].ipv6_prefix"),
             &p.ipv6_prefix,
@@ -360,7 +367,7 @@ pub struct CloudSummary {
     pub unmapped_regions: Vec<String>,
 }
 
-/// Add cloud ranges to `builder` (labelled `AWS <region>`).
+/// Add AWS ranges to `builder` (source `cloud:aws:<region>`).
 pub fn add_cloud(
     entries: &[CloudEntry],
     regions: &RegionTable,
@@ -368,17 +375,11 @@ pub fn add_cloud(
 ) -> CloudSummary {
     let mut summary = CloudSummary::default();
     for e in entries {
-        let label = format!("AWS {}", e.region);
-        if builder
-            .add(e.net, e.jurisdiction, Source::Cloud, Some(&label))
-            .is_ok()
-        {
+        let origin = CloudOrigin::intern("aws", Some(&e.region), e.jurisdiction);
+        if builder.add_cloud(e.net, origin).is_ok() {
             summary.prefixes += 1;
         }
-        if e.region != "GLOBAL"
-            && !regions.contains(&e.region)
-            && !summary.unmapped_regions.contains(&e.region)
-        {
+        if !regions.contains(&e.region) && !summary.unmapped_regions.contains(&e.region) {
             summary.unmapped_regions.push(e.region.clone());
         }
     }

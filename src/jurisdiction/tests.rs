@@ -38,7 +38,7 @@ fn world() -> JurisdictionTable {
             .expect("geo fixture");
     }
     let regions = RegionTable::parse(
-        "[regions]\n\"eu-west-2\" = \"GB\"\n\"eu-west-1\" = \"IE\"\n",
+        "[regions]\n\"eu-west-2\" = \"GB\"\n\"eu-west-1\" = \"IE\"\n\"GLOBAL\" = \"global\"\n",
         "regions.toml",
     )
     .expect("regions");
@@ -99,7 +99,7 @@ fn addresses_classify_as_expected() {
         ("1.2.3.5", "AU", Source::GeoIp, "0.0.0.0/0", "just after the /32"),
         ("52.56.1.1", "GB", Source::Cloud, "52.56.0.0/16", "cloud beats GeoIP's misplacement"),
         ("52.56.7.7", "FR", Source::Override, "52.56.7.0/24", "override beats cloud"),
-        ("52.56.200.1", "unknown", Source::Cloud, "52.56.128.0/17", "GLOBAL edge range: unknown, fails closed"),
+        ("52.56.200.1", "global", Source::Cloud, "52.56.128.0/17", "GLOBAL edge range: global, GeoIP's US never overrides it"),
         // IPv6
         ("::", "reserved", Source::Special, "::/128", "unspecified"),
         ("::1", "internal", Source::Special, "::1/128", "loopback"),
@@ -258,7 +258,15 @@ fn labels_are_kept_for_special_override_and_cloud() {
         Some("shared address space, CGNAT (RFC 6598)")
     );
     assert_eq!(label("52.56.7.7").as_deref(), Some("partner in Paris"));
-    assert_eq!(label("52.56.1.1").as_deref(), Some("AWS eu-west-2"));
+    assert_eq!(
+        label("52.56.1.1"),
+        None,
+        "a cloud range is named by its source"
+    );
+    let source = |a: &str| t.lookup(a.parse().expect("ip")).source_name();
+    assert_eq!(source("52.56.1.1"), "cloud:aws:eu-west-2");
+    assert_eq!(source("52.56.200.1"), "cloud:aws:GLOBAL");
+    assert_eq!(source("81.2.69.142"), "geoip");
     assert_eq!(label("81.2.69.142"), None);
 }
 
@@ -304,7 +312,7 @@ fn aws_ranges_map_regions_and_local_zones() {
     assert_eq!(regions.get("eu-north-1").code(), "SE");
     assert_eq!(regions.get("eu-west-3").code(), "FR");
     assert_eq!(regions.get("us-east-1").code(), "US");
-    assert_eq!(regions.get("GLOBAL"), Jurisdiction::UNKNOWN);
+    assert_eq!(regions.get("GLOBAL"), Jurisdiction::GLOBAL);
     let doc = r#"{"syncToken":"1","createDate":"2026-11-01-00-00-00","prefixes":[
         {"ip_prefix":"15.220.0.0/19","region":"us-east-1","service":"EC2","network_border_group":"us-east-1-bue-1"},
         {"ip_prefix":"3.8.0.0/14","region":"eu-west-2","service":"EC2","network_border_group":"eu-west-2"},
@@ -318,7 +326,7 @@ fn aws_ranges_map_regions_and_local_zones() {
     };
     assert_eq!(
         by("15.220.0.0/19"),
-        Some("unknown"),
+        Some("AR"),
         "Local Zone in Buenos Aires is not us-east-1"
     );
     assert_eq!(by("3.8.0.0/14"), Some("GB"));
@@ -326,10 +334,7 @@ fn aws_ranges_map_regions_and_local_zones() {
     let mut b = TableBuilder::new();
     let s = sources::add_cloud(&e, &regions, &mut b);
     assert_eq!(s.prefixes, 4);
-    assert_eq!(
-        s.unmapped_regions,
-        vec!["us-east-1-bue-1".to_string(), "xx-new-1".to_string()]
-    );
+    assert_eq!(s.unmapped_regions, vec!["xx-new-1".to_string()]);
     let bad = r#"{"prefixes":[{"ip_prefix":"3.8.0.0/33","region":"eu-west-2"}]}"#;
     let err = sources::parse_aws_ranges(bad, "r.json", &regions).expect_err("bad prefix");
     assert!(err.to_string().contains("prefixes[0].ip_prefix"), "{err}");

@@ -203,18 +203,29 @@ impl Profile {
         }
         let mut classes = vec![default_class; Jurisdiction::COUNT];
         let mut seen = vec![false; Jurisdiction::COUNT];
+        // `global` (anycast / edge cloud ranges) when the profile does not list it: never more
+        // open than conditional.
+        classes[Jurisdiction::GLOBAL.index()] =
+            if default_class.strictness() >= Class::Conditional.strictness() {
+                default_class
+            } else {
+                Class::Conditional
+            };
         for (i, e) in doc.jurisdictions.iter().enumerate() {
             let line = spans
                 .jurisdictions
                 .get(i)
                 .map(|s| line_of(text, s.code.span().start));
             let j = Jurisdiction::from_code(&e.code)
-                .filter(|j| j.is_country() && e.code.len() == 2 && e.code == e.code.to_uppercase())
+                .filter(|j| {
+                    (j.is_country() && e.code.len() == 2 && e.code == e.code.to_uppercase())
+                        || (*j == Jurisdiction::GLOBAL && e.code == "global")
+                })
                 .ok_or_else(|| {
                     fail(
                         line,
                         format!(
-                            "unknown jurisdiction code '{}' (expected an upper-case ISO 3166-1 alpha-2 code; the UK is GB, Greece is GR)",
+                            "unknown jurisdiction code '{}' (expected an upper-case ISO 3166-1 alpha-2 code or global; the UK is GB, Greece is GR)",
                             e.code
                         ),
                     )
