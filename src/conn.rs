@@ -18,6 +18,80 @@ use tokio::time::{Instant, Sleep};
 
 use crate::config::ListenerConfig;
 
+/// The `AsyncWrite` methods of a wrapper that only watches reads: each one forwards to the
+/// wrapped stream in field `$inner` (used by [`TimedIo`] and `upstream::watch::Watched`).
+macro_rules! delegate_async_write {
+    ($inner:ident) => {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.$inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.$inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.$inner).poll_shutdown(cx)
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.$inner).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.$inner.is_write_vectored()
+        }
+    };
+}
+pub(crate) use delegate_async_write;
+
+/// The timer of a read deadline that moves: one sleep, re-armed only when the deadline
+/// changes, that turns into a `TimedOut` read error when it fires.
+pub(crate) struct ReadTimer {
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl ReadTimer {
+    pub(crate) fn new() -> ReadTimer {
+        ReadTimer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+        }
+    }
+
+    /// Pending until `deadline`, then the `TimedOut` error `what`.
+    pub(crate) fn poll_at<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Poll<io::Result<T>> {
+        if self.armed != Some(deadline) {
+            self.sleep.as_mut().reset(deadline);
+            self.armed = Some(deadline);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// What one client connection is doing, shared by its requests and its timed I/O.
 #[derive(Debug)]
 pub struct Activity {
@@ -113,8 +187,7 @@ pub(crate) struct TimedIo {
     /// When the current wait for request-body bytes began (a relayed body is open and the
     /// last read found nothing).
     body_wait: Option<Instant>,
-    sleep: Pin<Box<Sleep>>,
-    armed: Option<Instant>,
+    timer: ReadTimer,
 }
 
 impl TimedIo {
@@ -131,8 +204,7 @@ impl TimedIo {
             keepalive_idle: idle,
             header_deadline: None,
             body_wait: None,
-            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed: None,
+            timer: ReadTimer::new(),
         }
     }
 
@@ -189,52 +261,17 @@ impl AsyncRead for TimedIo {
         let Some(deadline) = this.deadline() else {
             return Poll::Pending;
         };
-        if this.armed != Some(deadline) {
-            this.sleep.as_mut().reset(deadline);
-            this.armed = Some(deadline);
-        }
-        match this.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                if this.body_wait.is_some() {
-                    "client request body idle timeout"
-                } else {
-                    "client read timeout"
-                },
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
+        let what = if this.body_wait.is_some() {
+            "client request body idle timeout"
+        } else {
+            "client read timeout"
+        };
+        this.timer.poll_at(cx, deadline, what)
     }
 }
 
 impl AsyncWrite for TimedIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    delegate_async_write!(inner);
 }
 
 /// Per-connection facts the pipeline needs.

@@ -2,16 +2,18 @@
 //! `ArcSwap`, the I/O dependencies, and the shutdown and tracking handles.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::AuditSink;
+use crate::audit::{self, AuditRecord, AuditSink, Intent};
 use crate::config::{Config, ListenerConfig};
 use crate::destination::Resolver;
 use crate::jurisdiction::JurisdictionTable;
+use crate::policy::Verdict;
 use crate::upstream::Connector;
 use crate::upstream::pool::{IdleConns, PoolRegistry, PoolState};
 
@@ -48,6 +50,27 @@ impl Snapshot {
             db_version,
             listeners,
             pools: HashMap::new(),
+        }
+    }
+
+    /// The record every flow on `listener` starts from: who, where, under which profile and
+    /// data, and a deny until something decides otherwise. The one place a record is begun.
+    pub fn record(
+        &self,
+        listener: &ListenerConfig,
+        client: SocketAddr,
+        intent: Intent,
+    ) -> AuditRecord {
+        AuditRecord {
+            ts: audit::now_rfc3339(),
+            listener: listener.name.clone(),
+            client_addr: Some(client),
+            intent,
+            mode: listener.mode,
+            profile: self.config.profile.name.clone(),
+            db_version: self.db_version.clone(),
+            decision: Verdict::Deny,
+            ..AuditRecord::default()
         }
     }
 

@@ -154,12 +154,15 @@ pub enum Direction {
 }
 
 /// A body that counts its data bytes and, optionally, owns the recorder so the record is
-/// emitted when the body is finished or dropped.
+/// emitted when the body is finished or dropped, and a value released when the body ends (for
+/// example the guard that holds a client's reads to the body idle timeout while a request
+/// body is being relayed).
 pub struct Counted<B> {
     inner: B,
     bytes: Arc<Bytes2>,
     dir: Direction,
     recorder: Option<Recorder>,
+    held: Option<Box<dyn Send + Sync>>,
 }
 
 impl<B> Counted<B> {
@@ -170,7 +173,14 @@ impl<B> Counted<B> {
             bytes,
             dir,
             recorder,
+            held: None,
         }
+    }
+
+    /// Hold `value` until the body ends (its last frame, an error, or drop).
+    pub fn holding<T: Send + Sync + 'static>(mut self, value: Option<T>) -> Self {
+        self.held = value.map(|v| Box::new(v) as Box<dyn Send + Sync>);
+        self
     }
 }
 
@@ -199,18 +209,21 @@ where
                 }
                 // hyper stops polling a body that reports its end (e.g. Content-Length reached),
                 // so the last data frame can be the end: finish there too.
-                if this.inner.is_end_stream()
-                    && let Some(mut rec) = this.recorder.take()
-                {
-                    rec.finish();
+                if this.inner.is_end_stream() {
+                    this.held = None;
+                    if let Some(mut rec) = this.recorder.take() {
+                        rec.finish();
+                    }
                 }
             }
             Poll::Ready(None) => {
+                this.held = None;
                 if let Some(mut rec) = this.recorder.take() {
                     rec.finish();
                 }
             }
             Poll::Ready(Some(Err(e))) => {
+                this.held = None;
                 // The body broke off: the record says where, never a clean finish.
                 if let Some(mut rec) = this.recorder.take() {
                     let r = rec.rec();

@@ -8,23 +8,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::audit::recorder::Recorder;
-use crate::audit::{self, AuditRecord, ProxyReason};
+use crate::audit::{self};
 use crate::config::ListenerConfig;
 use crate::conn::{Activity, ConnInfo, TimedIo};
-use crate::error::Side;
 use crate::pipeline;
-use crate::policy::Verdict;
 use crate::state::Shared;
 
 /// Connections over the limit being answered 503 at once; past this many they are closed
@@ -133,37 +130,6 @@ async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, stream: TcpStream) {
     if let Err(e) = result {
         // hyper refused these itself before any request reached the pipeline: audit them here
         // so every refusal has its record, with the status hyper actually sent.
-        match crate::audit::recorder::hyper_refusal(&e) {
-            Some(status) => audit_protocol_error(&shared, &conn, status, &e),
-            None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
-        }
+        super::audit_connection_error(&shared, &conn, audit::Intent::Unknown, &e);
     }
-}
-
-fn audit_protocol_error(
-    shared: &Arc<Shared>,
-    conn: &ConnInfo,
-    status: Option<StatusCode>,
-    e: &hyper::Error,
-) {
-    let snap = shared.state.load();
-    let mut rec = Recorder::new(
-        shared.deps.audit.clone(),
-        AuditRecord {
-            ts: audit::now_rfc3339(),
-            listener: conn.listener.name.clone(),
-            client_addr: Some(conn.client),
-            intent: audit::Intent::Unknown,
-            decision: Verdict::Deny,
-            mode: conn.listener.mode,
-            reason: ProxyReason::MalformedRequest.into(),
-            profile: snap.config.profile.name.clone(),
-            db_version: snap.db_version.clone(),
-            status: status.map(|s| s.as_u16()),
-            error_side: Some(Side::Downstream),
-            error: Some(e.to_string()),
-            ..AuditRecord::default()
-        },
-    );
-    rec.finish();
 }

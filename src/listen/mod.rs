@@ -15,7 +15,11 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::audit::recorder::Recorder;
+use crate::audit::{Intent, ProxyReason};
 use crate::config::ListenerConfig;
+use crate::conn::ConnInfo;
+use crate::error::Side;
 use crate::state::Shared;
 
 /// Accept until shutdown with the listener's connection limit; each connection is served by
@@ -79,5 +83,51 @@ pub(crate) async fn accept(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Audit a connection refused before any request reached the pipeline: a malformed PROXY
+/// header, a failed TLS handshake, a request hyper refused (`status` is what it answered, if
+/// anything). One record each.
+pub(crate) fn audit_refused(
+    shared: &Shared,
+    listener: &ListenerConfig,
+    client: SocketAddr,
+    intent: Intent,
+    reason: ProxyReason,
+    status: Option<u16>,
+    error: &str,
+) {
+    let mut base = shared.state.load().record(listener, client, intent);
+    base.reason = reason.into();
+    base.status = status;
+    base.error_side = Some(Side::Downstream);
+    base.error = Some(error.into());
+    Recorder::new(shared.deps.audit.clone(), base).finish();
+}
+
+/// A connection ended with an error: if hyper refused a request itself (400, 414, 431, an
+/// HTTP/2 preface on HTTP/1.1), audit it with the status hyper sent; otherwise it is an
+/// ordinary end (I/O, timeout), logged at debug.
+pub(crate) fn audit_connection_error(
+    shared: &Shared,
+    conn: &ConnInfo,
+    intent: Intent,
+    e: &(dyn std::error::Error + 'static),
+) {
+    match e
+        .downcast_ref::<hyper::Error>()
+        .and_then(crate::audit::recorder::hyper_refusal)
+    {
+        Some(status) => audit_refused(
+            shared,
+            &conn.listener,
+            conn.client,
+            intent,
+            ProxyReason::MalformedRequest,
+            status.map(|s| s.as_u16()),
+            &e.to_string(),
+        ),
+        None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
     }
 }

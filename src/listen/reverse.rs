@@ -17,13 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::accept_with;
-use crate::audit::recorder::{Recorder, hyper_refusal};
-use crate::audit::{self, AuditRecord, ProxyReason};
+use crate::audit::{self, ProxyReason};
 use crate::config::ListenerConfig;
 use crate::conn::{Activity, ConnInfo, TimedIo};
-use crate::error::Side;
 use crate::pipeline::reverse;
-use crate::policy::Verdict;
 use crate::state::Shared;
 use crate::wire::proxy_protocol;
 
@@ -52,10 +49,11 @@ async fn serve(
             }
             Err(e) => {
                 let e = e.to_string();
-                audit_refused(
+                super::audit_refused(
                     &shared,
                     &cfg,
                     client,
+                    audit::Intent::Reverse,
                     ProxyReason::BadProxyProtocol,
                     None,
                     &e,
@@ -105,10 +103,11 @@ async fn serve(
                 Ok(s) => serve_http(shared, conn, TokioIo::new(s), true).await,
                 Err(Some(e)) => {
                     tracing::debug!(error = %e, client.addr = %client, "TLS handshake failed");
-                    audit_refused(
+                    super::audit_refused(
                         &shared,
                         &cfg,
                         client,
+                        audit::Intent::Reverse,
                         ProxyReason::TlsHandshakeFailed,
                         None,
                         &e,
@@ -203,17 +202,7 @@ async fn drive<C, E>(
         return;
     };
     let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-    match e.downcast_ref::<hyper::Error>().and_then(hyper_refusal) {
-        Some(status) => audit_refused(
-            shared,
-            &conn.listener,
-            conn.client,
-            ProxyReason::MalformedRequest,
-            status.map(|s| s.as_u16()),
-            &e.to_string(),
-        ),
-        None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
-    }
+    super::audit_connection_error(shared, conn, audit::Intent::Reverse, e.as_ref());
 }
 
 /// Spawns hyper's HTTP/2 stream tasks on the proxy's task tracker, cut at the drain deadline.
@@ -237,36 +226,4 @@ where
             }
         });
     }
-}
-
-/// Audit a connection refused before any request reached a route: a malformed PROXY header,
-/// a failed TLS handshake, a request hyper refused (`status` is what it answered, if anything).
-fn audit_refused(
-    shared: &Arc<Shared>,
-    cfg: &ListenerConfig,
-    client: SocketAddr,
-    reason: ProxyReason,
-    status: Option<u16>,
-    error: &str,
-) {
-    let snap = shared.state.load();
-    let mut rec = Recorder::new(
-        shared.deps.audit.clone(),
-        AuditRecord {
-            ts: audit::now_rfc3339(),
-            listener: cfg.name.clone(),
-            client_addr: Some(client),
-            intent: audit::Intent::Reverse,
-            decision: Verdict::Deny,
-            mode: cfg.mode,
-            reason: reason.into(),
-            profile: snap.config.profile.name.clone(),
-            db_version: snap.db_version.clone(),
-            status,
-            error_side: Some(Side::Downstream),
-            error: Some(error.into()),
-            ..AuditRecord::default()
-        },
-    );
-    rec.finish();
 }

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::audit::recorder::Recorder;
-use crate::audit::{self, AuditRecord, ProxyReason};
+use crate::audit::{self, ProxyReason};
 use crate::conn::ConnInfo;
 use crate::http::{ProxyBody, failure, listener_gone, never, refusal};
 use crate::pipeline::classify::{self, Intent};
@@ -40,17 +40,7 @@ pub async fn handle(
     };
     let mut rec = Recorder::new(
         shared.deps.audit.clone(),
-        AuditRecord {
-            ts: audit::now_rfc3339(),
-            listener: listener.name.clone(),
-            client_addr: Some(conn.client),
-            mode: listener.mode,
-            profile: cfg.profile.name.clone(),
-            db_version: snap.db_version.clone(),
-            decision: Verdict::Deny,
-            intent: audit::Intent::Unknown,
-            ..AuditRecord::default()
-        },
+        snap.record(&listener, conn.client, audit::Intent::Unknown),
     );
     rec.hold(busy);
     let listener = &listener;

@@ -1,21 +1,19 @@
 //! Absolute-form HTTP: relay one request to the vetted upstream connection, bodies streamed
 //! both ways, hop-by-hop headers removed (RFC 9110 §7.6.1), `Via` added.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use tokio::net::TcpStream;
 
 use crate::audit::recorder::{Counted, Direction, Recorder};
 use crate::config::Limits;
-use crate::conn::{Activity, BodyGuard};
+use crate::conn::Activity;
 use crate::destination::Destination;
 use crate::error::ProxyError;
 use crate::http::headers::{add_via, strip_hop_by_hop};
@@ -64,40 +62,6 @@ fn idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-/// A request body relayed from the client: while it is open, the client connection's reads
-/// are held to `body_idle_timeout` (see `listener::TimedIo`).
-struct ClientBody {
-    inner: Incoming,
-    guard: Option<BodyGuard>,
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.guard = None,
-            Poll::Ready(None | Some(Err(_))) => this.guard = None,
-            _ => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 async fn open(stream: TcpStream, body_idle: Duration) -> hyper::Result<UpstreamConn> {
@@ -166,8 +130,11 @@ pub async fn relay(
         )
     });
     let guard = (!body.is_end_stream()).then(|| ctx.activity.body());
-    let body = ClientBody { inner: body, guard };
-    let up_body = Counted::new(body, rec.bytes.clone(), Direction::Up, None).boxed();
+    // While the request body is open, the client's reads are held to `body_idle_timeout`
+    // (see `conn::TimedIo`).
+    let up_body = Counted::new(body, rec.bytes.clone(), Direction::Up, None)
+        .holding(guard)
+        .boxed();
     let mut req = Request::from_parts(parts, up_body);
     let body_idle = ctx.limits.body_idle_timeout;
     let mut conn = conn;

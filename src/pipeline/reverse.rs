@@ -11,7 +11,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 
 use crate::audit::recorder::{Counted, Direction, Recorder};
-use crate::audit::{self, AuditRecord, ProxyReason};
+use crate::audit::{self, ProxyReason};
 use crate::config::ListenerConfig;
 use crate::config::reverse::{Member, RouteConfig};
 use crate::conn::ConnInfo;
@@ -116,17 +116,7 @@ pub async fn handle(
     };
     let mut rec = Recorder::new(
         shared.deps.audit.clone(),
-        AuditRecord {
-            ts: audit::now_rfc3339(),
-            listener: listener.name.clone(),
-            client_addr: Some(client),
-            intent: audit::Intent::Reverse,
-            mode: listener.mode,
-            profile: cfg.profile.name.clone(),
-            db_version: snap.db_version.clone(),
-            decision: Verdict::Deny,
-            ..AuditRecord::default()
-        },
+        snap.record(&listener, client, audit::Intent::Reverse),
     );
     rec.hold(busy);
     let host = request_host(&req);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -61,31 +61,63 @@ where
     tokio::pin!(life);
     while up_open || down_open {
         tokio::select! {
-            r = cr.read(&mut up_buf), if up_open => match r {
-                Ok(0) => { up_open = false; let _ = uw.shutdown().await; }
-                Ok(n) => {
-                    if uw.write_all(&up_buf[..n]).await.is_err() { break; }
-                    stats.up += n as u64;
-                    counters.up.fetch_add(n as u64, Ordering::Relaxed);
-                    deadline.as_mut().reset(Instant::now() + idle);
+            r = cr.read(&mut up_buf), if up_open => {
+                match pass(r, &mut uw, &up_buf, &mut stats.up, &counters.up).await {
+                    Pass::Moved => deadline.as_mut().reset(Instant::now() + idle),
+                    Pass::Closed => up_open = false,
+                    Pass::Failed => break,
                 }
-                Err(_) => break,
-            },
-            r = ur.read(&mut down_buf), if down_open => match r {
-                Ok(0) => { down_open = false; let _ = cw.shutdown().await; }
-                Ok(n) => {
-                    if cw.write_all(&down_buf[..n]).await.is_err() { break; }
-                    stats.down += n as u64;
-                    counters.down.fetch_add(n as u64, Ordering::Relaxed);
-                    deadline.as_mut().reset(Instant::now() + idle);
+            }
+            r = ur.read(&mut down_buf), if down_open => {
+                match pass(r, &mut cw, &down_buf, &mut stats.down, &counters.down).await {
+                    Pass::Moved => deadline.as_mut().reset(Instant::now() + idle),
+                    Pass::Closed => down_open = false,
+                    Pass::Failed => break,
                 }
-                Err(_) => break,
-            },
+            }
             _ = &mut deadline => { stats.idle_timeout = true; break; }
             _ = &mut life, if end_of_life.is_some() => { stats.lifetime_exceeded = true; break; }
         }
     }
     stats
+}
+
+/// What one read on one side of a tunnel came to.
+enum Pass {
+    /// Bytes read and written to the other side.
+    Moved,
+    /// The side closed; the other side's write half is shut down.
+    Closed,
+    /// A read or write failed: the tunnel ends.
+    Failed,
+}
+
+/// Write what one side read (`read`, into `buf`) to the other side `to`, and count it.
+async fn pass<W: AsyncWrite + Unpin>(
+    read: std::io::Result<usize>,
+    to: &mut W,
+    buf: &[u8],
+    total: &mut u64,
+    counter: &AtomicU64,
+) -> Pass {
+    match read {
+        Ok(0) => {
+            let _ = to.shutdown().await;
+            Pass::Closed
+        }
+        Ok(n) => {
+            let Some(data) = buf.get(..n) else {
+                return Pass::Failed;
+            };
+            if to.write_all(data).await.is_err() {
+                return Pass::Failed;
+            }
+            *total += n as u64;
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            Pass::Moved
+        }
+        Err(_) => Pass::Failed,
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! or dropped), a read that waits `body_idle_timeout` for the next byte fails, which ends the
 //! response body with an error instead of leaving the client waiting for ever.
 
-use std::future::Future;
+use crate::conn::{ReadTimer, delegate_async_write};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// What a connection is doing, shared by its socket wrapper and whoever hands it out.
 #[derive(Debug)]
@@ -63,8 +63,7 @@ pub struct Watched<T> {
     watch: Arc<Watch>,
     /// When the current wait for response bytes began.
     wait_since: Option<Instant>,
-    sleep: Pin<Box<Sleep>>,
-    armed_at: Option<Instant>,
+    timer: ReadTimer,
 }
 
 impl<T> Watched<T> {
@@ -75,8 +74,7 @@ impl<T> Watched<T> {
             inner,
             watch: watch.clone(),
             wait_since: None,
-            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed_at: None,
+            timer: ReadTimer::new(),
         };
         (w, watch)
     }
@@ -84,23 +82,21 @@ impl<T> Watched<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    this.wait_since = None;
-                    if this.watch.in_use.load(Ordering::Acquire) {
-                        this.watch.started.store(true, Ordering::Release);
-                    }
+        let this = self.get_mut();
+        let filled = buf.filled().len();
+        if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+            // A byte arrived: the wait is over, and a response body under watch has begun.
+            if buf.filled().len() > filled {
+                this.wait_since = None;
+                if this.watch.in_use.load(Ordering::Acquire) {
+                    this.watch.started.store(true, Ordering::Release);
                 }
-                return Poll::Ready(r);
             }
-            Poll::Pending => {}
+            return Poll::Ready(r);
         }
         if !this.watch.armed() {
             this.wait_since = None;
@@ -110,48 +106,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let Some(deadline) = since.checked_add(this.watch.idle) else {
             return Poll::Pending;
         };
-        if this.armed_at != Some(deadline) {
-            this.sleep.as_mut().reset(deadline);
-            this.armed_at = Some(deadline);
-        }
-        match this.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "upstream response body idle timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
+        this.timer
+            .poll_at(cx, deadline, "upstream response body idle timeout")
     }
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    delegate_async_write!(inner);
 }
 
 #[cfg(test)]
