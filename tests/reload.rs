@@ -109,3 +109,28 @@ async fn new_requests_decide_on_the_new_snapshot_and_open_ones_finish_on_theirs(
     assert_eq!(echo.connections(), 1, "the denied CONNECT dialled nothing");
     p.assert_no_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_listener_the_new_snapshot_no_longer_has_is_refused_and_recorded() {
+    let other = "\n[[listener]]\nname = \"other\"\nbind = \"127.0.0.1:0\"\n";
+    let p = spawn_proxy_text(&format!("{}{other}", config_text(""))).await;
+    let _origin = p.http_origin(GB_IP, 80).await;
+    let mut c = KeepAliveClient::connect(p.listener_addr("other")).await;
+    assert_eq!(c.get("http://uk.test/").await.status, StatusCode::OK);
+
+    p.swap_config(&config_text(""));
+    let r = c.get("http://uk.test/").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.decision(), "error; reason=listener-not-configured");
+    let recs = p.audit.wait_records(2).await;
+    let last = recs.last().expect("a record");
+    assert_eq!(
+        (
+            last.listener.as_str(),
+            last.reason.to_string().as_str(),
+            last.status
+        ),
+        ("other", "listener-not-configured", Some(503))
+    );
+    assert_eq!(p.dials().len(), 1, "only the first request dialled");
+}

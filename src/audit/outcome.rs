@@ -42,6 +42,8 @@ labels! {
         MalformedRequest => "malformed-request",
         /// A reverse connection whose TLS handshake failed.
         TlsHandshakeFailed => "tls-handshake-failed",
+        /// A request on a listener the current configuration no longer has (after a swap).
+        ListenerNotConfigured => "listener-not-configured",
     }
 }
 

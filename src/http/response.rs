@@ -7,9 +7,9 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::body::{ProxyBody, never};
-use crate::audit::Outcome;
 use crate::audit::recorder::Recorder;
-use crate::error::ProxyError;
+use crate::audit::{Outcome, ProxyReason};
+use crate::error::{ProxyError, Side};
 use crate::policy::{Decision, Verdict};
 
 /// Header naming the proxy's decision on refusals.
@@ -90,15 +90,23 @@ pub fn failure(
 }
 
 /// A request on a connection whose listener the current configuration no longer has (or
-/// now has as another kind): 503, and the client reconnects. Nothing is decided or dialled.
-pub fn listener_gone(name: &str) -> Response<ProxyBody> {
+/// now has as another kind): 503, recorded, and the client reconnects. Nothing is decided or
+/// dialled.
+pub fn listener_gone(mut rec: Recorder) -> Response<ProxyBody> {
+    let name = rec.rec().listener.clone();
     tracing::warn!(
         listener = %name,
         "Request on a listener the current configuration no longer has"
     );
+    let r = rec.rec();
+    r.reason = ProxyReason::ListenerNotConfigured.into();
+    r.status = Some(503);
+    r.error_side = Some(Side::Internal);
+    r.error = Some(format!("listener {name} is no longer configured"));
+    rec.finish();
     text_response(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("residency-proxy: listener {name} is no longer configured\n"),
-        "error; reason=listener-not-configured",
+        &format!("error; reason={}", ProxyReason::ListenerNotConfigured),
     )
 }

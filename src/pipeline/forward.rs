@@ -36,7 +36,8 @@ pub async fn handle(
         .filter(|l| l.forward().is_some())
         .cloned()
     else {
-        return listener_gone(&conn.listener.name);
+        let base = snap.record(&conn.listener, conn.client, audit::Intent::Unknown);
+        return listener_gone(Recorder::new(shared.deps.audit.clone(), base));
     };
     let mut rec = Recorder::new(
         shared.deps.audit.clone(),

@@ -96,11 +96,15 @@ pub async fn handle(
     let snap = shared.state.load_full();
     let cfg = &snap.config;
     // This request's listener settings: from the snapshot it decides on.
+    let gone = || {
+        let base = snap.record(&conn.listener, conn.client, audit::Intent::Reverse);
+        listener_gone(Recorder::new(shared.deps.audit.clone(), base))
+    };
     let Some(listener) = snap.listener(&conn.listener.name).cloned() else {
-        return listener_gone(&conn.listener.name);
+        return gone();
     };
     let Some(rl) = listener.reverse() else {
-        return listener_gone(&conn.listener.name);
+        return gone();
     };
     // Client identity: the PROXY-protocol or socket peer, then the trusted forwarding header.
     let client_ip = forwarded::client_addr(
