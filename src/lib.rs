@@ -10,18 +10,18 @@
 
 pub mod audit;
 pub mod config;
-pub mod conn;
+mod conn;
 pub mod destination;
 pub mod error;
-pub mod http;
+mod http;
 pub mod jurisdiction;
 pub mod label;
-pub mod listen;
+mod listen;
 pub mod pipeline;
 pub mod policy;
 pub mod server;
-pub mod state;
-pub mod time;
+mod state;
+mod time;
 pub mod tls;
 pub mod upstream;
 pub mod wire;

@@ -11,9 +11,9 @@
 //!   body wrapper that counts bytes.
 //! - [`writer`]: the bounded queue, the writer thread, rotation and the fallback log.
 
-pub mod outcome;
-pub mod recorder;
-pub mod writer;
+pub(crate) mod outcome;
+pub(crate) mod recorder;
+pub(crate) mod writer;
 
 pub use outcome::{Intent, Outcome, ProxyReason};
 

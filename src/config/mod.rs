@@ -3,7 +3,7 @@
 //! bad value ([`ConfigError`]); the binary exits 64 on them.
 
 pub mod error;
-pub mod file;
+pub(crate) mod file;
 pub mod reverse;
 
 use std::net::SocketAddr;

@@ -1,9 +1,9 @@
 //! HTTP pieces shared by every listener: the body type, hop-by-hop and `Via` headers, and the
 //! proxy's own responses (refusal, failure).
 
-pub mod body;
-pub mod headers;
-pub mod response;
+pub(crate) mod body;
+pub(crate) mod headers;
+pub(crate) mod response;
 
 pub use body::{ProxyBody, never};
-pub use response::{DECISION_HEADER, failure, listener_gone, refusal, text_response};
+pub use response::{failure, listener_gone, refusal, text_response};

@@ -4,8 +4,8 @@
 //! - [`forward`]: HTTP/1.1 forward proxy (absolute-form and CONNECT), 503 over capacity.
 //! - [`reverse`]: PROXY protocol, TLS (SNI, ALPN), HTTP/1.1 and HTTP/2 to the reverse pipeline.
 
-pub mod forward;
-pub mod reverse;
+pub(crate) mod forward;
+pub(crate) mod reverse;
 
 use std::future::Future;
 use std::net::SocketAddr;

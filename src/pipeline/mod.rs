@@ -9,10 +9,10 @@
 //! - [`reverse`]: a reverse listener's request: route, pool member, vet, relay.
 //! - [`health`]: reverse pools' active health checks, vetted as live requests are.
 
-pub mod classify;
-pub mod connect;
-pub mod forward;
-pub mod health;
-pub mod relay;
-pub mod reverse;
+pub(crate) mod classify;
+pub(crate) mod connect;
+pub(crate) mod forward;
+pub(crate) mod health;
+pub(crate) mod relay;
+pub(crate) mod reverse;
 pub mod vet;

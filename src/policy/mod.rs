@@ -20,7 +20,7 @@
 //! 6to4 or Teredo address is decided on each of its two answers, and the worse outcome wins.
 
 pub mod profile;
-pub mod rules;
+pub(crate) mod rules;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

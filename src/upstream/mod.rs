@@ -1,8 +1,8 @@
 //! Stage 7 of the pipeline: talk to the destination we vetted. Nothing here takes a host name.
 
-pub mod connect;
-pub mod pool;
-pub mod tunnel;
-pub mod watch;
+pub(crate) mod connect;
+pub(crate) mod pool;
+pub(crate) mod tunnel;
+pub(crate) mod watch;
 
 pub use connect::{Connector, TcpConnector, connect_first};

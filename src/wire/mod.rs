@@ -4,5 +4,5 @@
 //! - [`proxy_protocol`]: the PROXY protocol v1/v2 header of a load balancer (AWS NLB).
 //! - [`forwarded`]: `Forwarded` / `X-Forwarded-For` from trusted proxies.
 
-pub mod forwarded;
+pub(crate) mod forwarded;
 pub mod proxy_protocol;
