@@ -159,6 +159,7 @@ fn audit_protocol_error(
             reason: ProxyReason::MalformedRequest.into(),
             profile: snap.config.profile.name.clone(),
             db_version: snap.db_version.clone(),
+            data_versions: snap.data_versions.clone(),
             status: status.map(|s| s.as_u16()),
             error_side: Some(Side::Downstream),
             error: Some(e.to_string()),

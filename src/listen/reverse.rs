@@ -262,6 +262,7 @@ fn audit_refused(
             reason: reason.into(),
             profile: snap.config.profile.name.clone(),
             db_version: snap.db_version.clone(),
+            data_versions: snap.data_versions.clone(),
             status,
             error_side: Some(Side::Downstream),
             error: Some(error.into()),

@@ -124,6 +124,7 @@ pub async fn handle(
             mode: listener.mode,
             profile: cfg.profile.name.clone(),
             db_version: snap.db_version.clone(),
+            data_versions: snap.data_versions.clone(),
             decision: Verdict::Deny,
             ..AuditRecord::default()
         },
