@@ -19,6 +19,7 @@ pub mod label;
 pub mod listen;
 pub mod pipeline;
 pub mod policy;
+pub mod refresh;
 pub mod server;
 pub mod state;
 pub mod time;
