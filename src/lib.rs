@@ -19,6 +19,7 @@ pub mod label;
 mod listen;
 pub mod pipeline;
 pub mod policy;
+pub mod refresh;
 pub mod server;
 mod state;
 mod time;

@@ -26,7 +26,43 @@ const RECORDS_WAIT: Duration = Duration::from_secs(30);
 pub struct ProxyHandle {
     listeners: Vec<(String, SocketAddr)>,
     shared: Arc<Shared>,
+    reloader: Reloader,
     accepts: Vec<JoinHandle<()>>,
+}
+
+/// Replaces the running proxy's snapshot; cloneable, for tasks that outlive a borrow of the
+/// [`ProxyHandle`] (the cloud-range refresh). Swaps are serialised: one that derives its
+/// snapshot from the current one ([`Reloader::swap_with`]) never overwrites another's.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+    swaps: Arc<Mutex<()>>,
+}
+
+impl Reloader {
+    /// The snapshot requests starting now decide on.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.shared.state.load_full()
+    }
+
+    /// Replace the snapshot with the one `next` derives from the current one, if it returns
+    /// one (see [`ProxyHandle::swap`]). Returns whether the snapshot was replaced.
+    pub fn swap_with(&self, next: impl FnOnce(&Snapshot) -> Option<Snapshot>) -> bool {
+        let _one_at_a_time = self.swaps.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.shared.state.load_full();
+        let Some(mut snapshot) = next(&current) else {
+            return false;
+        };
+        snapshot.attach_pools(&self.shared.pools);
+        self.shared.state.store(Arc::new(snapshot));
+        spawn_health_loops(&self.shared);
+        true
+    }
+
+    /// Cancelled when the proxy starts shutting down.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
 }
 
 impl ProxyHandle {
@@ -48,10 +84,18 @@ impl ProxyHandle {
     /// (health, ejections, idle connections) carries over for pools and members still
     /// configured, and a pool that gains an active health check gets its loop. Listeners are
     /// not re-bound: a listener's bind address and `max_connections` take effect at start.
-    pub fn swap(&self, mut snapshot: Snapshot) {
-        snapshot.attach_pools(&self.shared.pools);
-        self.shared.state.store(Arc::new(snapshot));
-        spawn_health_loops(&self.shared);
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.reloader.swap_with(|_| Some(snapshot));
+    }
+
+    /// The snapshot requests starting now decide on.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.reloader.current()
+    }
+
+    /// A cloneable handle that replaces the snapshot.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Stop accepting, let open requests and tunnels finish for up to `drain`, then cut them.
@@ -130,9 +174,14 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
         });
     }
     spawn_health_loops(&shared);
+    let reloader = Reloader {
+        shared: shared.clone(),
+        swaps: Arc::new(Mutex::new(())),
+    };
     Ok(ProxyHandle {
         listeners,
         shared,
+        reloader,
         accepts,
     })
 }

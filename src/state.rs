@@ -2,6 +2,7 @@
 //! `ArcSwap`, the I/O dependencies, and the shutdown and tracking handles.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::audit::{self, AuditRecord, AuditSink, Intent};
 use crate::config::{Config, ListenerConfig};
 use crate::destination::Resolver;
-use crate::jurisdiction::JurisdictionTable;
+use crate::jurisdiction::{JurisdictionTable, TableInfo};
 use crate::policy::Verdict;
 use crate::upstream::Connector;
 use crate::upstream::pool::{IdleConns, PoolRegistry, PoolState};
@@ -27,6 +28,10 @@ pub struct Snapshot {
     pub table: JurisdictionTable,
     /// GeoIP database build date, for audit records.
     pub db_version: String,
+    /// The version of every data source of the table, for audit records (`data.versions`):
+    /// `geoip=2026-06-01 aws=1761894521 azure=… gcp=…`, GeoIP first, then each cloud source in
+    /// load order. Shared, so a record takes a reference rather than a copy.
+    pub data_versions: Arc<str>,
     /// Listeners by name, as this snapshot configures them. A request reads its listener's
     /// settings here, from the snapshot it loaded, never from its connection's accept time.
     pub listeners: Vec<Arc<ListenerConfig>>,
@@ -44,10 +49,12 @@ impl Snapshot {
             .as_ref()
             .map_or_else(|| "none".to_string(), |g| g.build_date());
         let listeners = config.listeners.iter().cloned().map(Arc::new).collect();
+        let data_versions = data_versions(table.info()).into();
         Snapshot {
             config,
             table,
             db_version,
+            data_versions,
             listeners,
             pools: HashMap::new(),
         }
@@ -69,6 +76,7 @@ impl Snapshot {
             mode: listener.mode,
             profile: self.config.profile.name.clone(),
             db_version: self.db_version.clone(),
+            data_versions: self.data_versions.clone(),
             decision: Verdict::Deny,
             ..AuditRecord::default()
         }
@@ -84,6 +92,25 @@ impl Snapshot {
     pub fn attach_pools(&mut self, registry: &PoolRegistry) {
         self.pools = registry.sync(&self.config.pools);
     }
+}
+
+/// `geoip=DATE` (or `geoip=none`), then `PROVIDER=VERSION` for each cloud source.
+fn data_versions(info: &TableInfo) -> String {
+    let geoip = info
+        .geoip
+        .as_ref()
+        .map_or_else(|| "none".to_string(), |g| g.build_date());
+    let mut out = format!("geoip={geoip}");
+    for c in &info.cloud {
+        // One token per source: a version is never split by a space.
+        let version: String = c
+            .version
+            .chars()
+            .map(|ch| if ch.is_whitespace() { '_' } else { ch })
+            .collect();
+        let _ = write!(out, " {}={version}", c.provider.name());
+    }
+    out
 }
 
 /// The I/O the pipeline uses, replaceable in tests.
@@ -129,6 +156,45 @@ mod tests {
             "[[listener]]\nname = \"web\"\nkind = \"reverse\"\nbind = \"127.0.0.1:0\"\ndefault_pool = \"app\"\n\n[[pool]]\nname = \"app\"\nmembers = [{members}]\neject_after = 1\neject_for = \"1h\"\n"
         );
         Config::parse(&text, "test.toml", Path::new(".")).expect("config")
+    }
+
+    #[test]
+    fn data_versions_name_every_source_one_token_each() {
+        use crate::jurisdiction::TableInfo;
+        use crate::jurisdiction::cloud::{CloudInfo, Provider};
+        use crate::jurisdiction::geoip::{GeoIpInfo, Schema};
+
+        let cloud = |provider, version: &str| CloudInfo {
+            provider,
+            origin: "embedded".into(),
+            version: version.into(),
+            date: None,
+            prefixes: 1,
+            unmapped_regions: Vec::new(),
+        };
+        let mut info = TableInfo {
+            geoip: None,
+            cloud: vec![
+                cloud(Provider::Aws, "1761894521"),
+                cloud(Provider::Oracle, "2026-10-30 21:48"),
+            ],
+            prefixes: [0; 4],
+        };
+        assert_eq!(
+            super::data_versions(&info),
+            "geoip=none aws=1761894521 oracle=2026-10-30_21:48"
+        );
+        info.geoip = Some(GeoIpInfo {
+            origin: "embedded".into(),
+            database_type: "DBIP-Country-Lite".into(),
+            build_epoch: 1_780_272_000,
+            schema: Schema::MaxMind,
+            networks: 0,
+            without_country: 0,
+            unknown_codes: 0,
+        });
+        info.cloud.clear();
+        assert_eq!(super::data_versions(&info), "geoip=2026-06-01");
     }
 
     #[test]

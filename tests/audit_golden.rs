@@ -18,6 +18,7 @@ const GOLDEN: &str = concat!(
     r#"{"ip":"64:ff9b::cb00:7109","jurisdiction":"DE","class":"adequate","source":"rir","prefix":"203.0.113.0/24"}],"#,
     r#""dialed.ip":"64:ff9b::cb00:7109","decision":"deny","mode":"report","would_deny":true,"#,
     r#""reason":"not-adequate","rule":"eu-only","profile":"gdpr","db.version":"2026-11-01","#,
+    r#""data.versions":"geoip=2026-11-01 aws=1761894521 azure=392 cloudflare=c0ffee","#,
     r#""bytes.up":10,"bytes.down":20,"duration_ms":12.5,"status":403,"error.side":"upstream","#,
     r#""error":"upstream api.example.com:443 failed: connection reset"}"#
 );
@@ -56,6 +57,7 @@ fn full() -> AuditRecord {
         rule: Some("eu-only".into()),
         profile: "gdpr".into(),
         db_version: "2026-11-01".into(),
+        data_versions: "geoip=2026-11-01 aws=1761894521 azure=392 cloudflare=c0ffee".into(),
         bytes_up: 10,
         bytes_down: 20,
         duration_ms: 12.5,

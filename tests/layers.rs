@@ -42,6 +42,8 @@ const LAYERS: &[&[&str]] = &[
     &["listen"],
     // Start-up, shutdown, the running proxy.
     &["server"],
+    // Background work on a running proxy: the cloud-range refresh.
+    &["refresh"],
 ];
 
 /// A module path inside its crate (`[]` is the crate root).

@@ -3,6 +3,8 @@
 //! answers are each refused with one line, and the file already there is kept. Also through a
 //! local `CONNECT` proxy named by `HTTPS_PROXY`.
 
+#[path = "support/feeds.rs"]
+mod feeds;
 #[path = "support/pki.rs"]
 mod pki;
 
@@ -11,14 +13,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
 
-use residency_proxy::tls as ptls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 
-use pki::Pki;
+use feeds::{FeedServer, Reply, feed_server};
 
 /// An AWS feed of `n` prefixes in eu-west-2.
 fn aws_feed(n: usize) -> String {
@@ -35,90 +34,9 @@ fn aws_feed(n: usize) -> String {
     )
 }
 
-/// What the fixture server does for a path.
-#[derive(Clone)]
-enum Reply {
-    /// 200 with this body.
-    Body(String),
-    /// 200 announcing the whole body's length, then only half of it, then close.
-    CutShort(String),
-    /// Read the request and never answer.
-    Hang,
-}
-
-struct FeedServer {
-    port: u16,
-    ca: std::path::PathBuf,
-    _pki: Pki,
-}
-
-async fn feed_server(routes: HashMap<&'static str, Reply>) -> FeedServer {
-    ptls::install_default_provider();
-    let pki = Pki::new();
-    let spec = pki.leaf("localhost", &["localhost"]);
-    let loaded = ptls::load_cert(&spec, SystemTime::now()).expect("server cert loads");
-    let config = ptls::server_config(vec![loaded], 0, false).expect("server TLS config");
-    let acceptor = TlsAcceptor::from(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let routes = Arc::new(routes);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, routes) = (acceptor.clone(), routes.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match tls.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).to_string();
-                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-                match routes.get(path.as_str()).cloned() {
-                    Some(Reply::Body(b)) => {
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}",
-                            b.len()
-                        );
-                        let _ = tls.write_all(resp.as_bytes()).await;
-                        let _ = tls.shutdown().await;
-                    }
-                    Some(Reply::CutShort(b)) => {
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                            b.len(),
-                            &b[..b.len() / 2]
-                        );
-                        let _ = tls.write_all(resp.as_bytes()).await;
-                        let _ = tls.shutdown().await;
-                    }
-                    Some(Reply::Hang) => std::future::pending::<()>().await,
-                    None => {
-                        let _ = tls
-                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
-                            .await;
-                    }
-                }
-            });
-        }
-    });
-    let ca = pki.ca_path.clone();
-    FeedServer {
-        port,
-        ca,
-        _pki: pki,
-    }
-}
-
-impl FeedServer {
-    fn url(&self, path: &str) -> String {
-        format!("aws=https://localhost:{}{path}", self.port)
-    }
+/// `aws=URL` of `path` on the fixture server, for `--url`.
+fn aws_url(server: &FeedServer, path: &str) -> String {
+    format!("aws={}", server.https(path))
 }
 
 /// Run `update-ranges` for AWS from `path` into `out`, with `extra` arguments and environment.
@@ -134,7 +52,7 @@ async fn update(
         .arg("--out")
         .arg(out)
         .arg("--url")
-        .arg(server.url(path))
+        .arg(aws_url(server, path))
         .arg("--ca-file")
         .arg(&server.ca)
         .args(extra);

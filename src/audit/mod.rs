@@ -24,6 +24,7 @@ pub use writer::{
 };
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,9 @@ pub mod keys {
     pub const PROFILE: &str = "profile";
     /// GeoIP database build date.
     pub const DB_VERSION: &str = "db.version";
+    /// The version of every data source of the jurisdiction table, space-separated
+    /// `source=version` pairs (`geoip=2026-06-01 aws=1761894521 azure=392 …`).
+    pub const DATA_VERSIONS: &str = "data.versions";
     /// Bytes sent from client to destination.
     pub const BYTES_UP: &str = "bytes.up";
     /// Bytes sent from destination to client.
@@ -77,7 +81,7 @@ pub mod keys {
     pub const ERROR: &str = "error";
 
     /// Every key, in serialization order.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         TS,
         LISTENER,
         CLIENT_ADDR,
@@ -93,6 +97,7 @@ pub mod keys {
         RULE,
         PROFILE,
         DB_VERSION,
+        DATA_VERSIONS,
         BYTES_UP,
         BYTES_DOWN,
         DURATION_MS,
@@ -165,6 +170,9 @@ pub struct AuditRecord {
     /// GeoIP database build date.
     #[serde(rename = "db.version")]
     pub db_version: String,
+    /// The version of every data source of the jurisdiction table (see [`keys::DATA_VERSIONS`]).
+    #[serde(rename = "data.versions")]
+    pub data_versions: Arc<str>,
     /// Bytes sent from client to destination.
     #[serde(rename = "bytes.up")]
     pub bytes_up: u64,

@@ -18,6 +18,7 @@ fn load_data(data: &DataArgs) -> Result<(JurisdictionTable, Profile), CliError> 
         aws_ranges: data.aws_ranges.clone(),
         cloud_ranges: !data.no_cloud_ranges,
         cloud_dir: data.cloud_dir.clone(),
+        cloud_refresh: None,
     };
     let (table, _report) = load::load(&sources).map_err(|e| e.to_string())?;
     Ok((table, profile))

@@ -63,6 +63,7 @@ async fn serve(config: Config, table: JurisdictionTable) -> Result<(), String> {
     let handle = server::start(Snapshot::new(config, table), deps)
         .await
         .map_err(|e| e.to_string())?;
+    let _refresh = residency_proxy::refresh::spawn_configured(&handle)?;
     for (name, addr) in handle.listeners() {
         eprintln!("residency-proxy: listener {name} on {addr}");
     }

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use residency_proxy::jurisdiction::cloud::{self, Provider, Validation};
-use residency_proxy::jurisdiction::fetch::{self, Fetcher};
+use residency_proxy::jurisdiction::cloud::{Provider, Validation};
+use residency_proxy::jurisdiction::fetch::Fetcher;
+use residency_proxy::jurisdiction::update;
 
 /// `update-ranges` options.
 #[derive(Args)]
@@ -144,38 +145,6 @@ async fn update_one(
     out: &std::path::Path,
     v: &Validation,
 ) -> Result<String, String> {
-    let mut source = url.to_string();
-    let mut body = fetcher.get(url).await?;
-    if p == Provider::Azure && !body.trim_ascii_start().starts_with(b"{") {
-        // The download page, not the file: follow its link to this week's file.
-        let page = String::from_utf8_lossy(&body);
-        let link = fetch::azure_link(&page)
-            .ok_or_else(|| format!("{url}: no ServiceTags_Public link on the download page"))?;
-        body = fetcher.get(&link).await?;
-        source = link;
-    }
-    let text = std::str::from_utf8(&body).map_err(|e| format!("{source}: not UTF-8: {e}"))?;
-    let previous = match cloud::read_dir_feed(out, p) {
-        Ok(prev) => prev.map(|(f, _)| f),
-        Err(e) => {
-            tracing::warn!(error = %e, "The current file does not parse: it is replaced");
-            None
-        }
-    };
-    let feed = cloud::validate(p, text, &source, previous.as_ref(), v).map_err(|e| match e {
-        cloud::RefusedFeed::Invalid(e) => e.to_string(),
-        other => format!("{source}: {other}"),
-    })?;
-    let path = out.join(p.file_name());
-    cloud::write_atomically(&path, text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let was = previous
-        .map(|f| format!(", was {} prefixes, version {}", f.ranges.len(), f.version))
-        .unwrap_or_default();
-    Ok(format!(
-        "wrote {}: {} prefixes, version {}{was}",
-        path.display(),
-        feed.ranges.len(),
-        feed.version
-    ))
+    let feed = update::download(fetcher, p, url).await?;
+    update::store(&feed, out, v).map(|s| s.summary())
 }

@@ -120,6 +120,8 @@ pub struct FileJurisdiction {
     pub cloud_ranges: Option<bool>,
     /// Directory of provider feeds written by `update-ranges`.
     pub cloud_dir: Option<Spanned<String>>,
+    /// How often the running proxy refreshes `cloud_dir` from the feeds (duration or `"off"`).
+    pub cloud_refresh: Option<Spanned<String>>,
 }
 
 /// `[resolver]`.
@@ -960,6 +962,24 @@ impl Compiler<'_> {
             }
             None => None,
         };
+        let cloud_refresh = match raw.cloud_refresh.as_ref() {
+            None => None,
+            Some(v) if v.get_ref() == "off" => None,
+            Some(v) => {
+                const KEY: &str = "jurisdiction.cloud_refresh";
+                // The feeds change a few times a day at most: no need to ask more often.
+                const MIN_CLOUD_REFRESH: Duration = Duration::from_secs(600);
+                let every = parse_duration(v.get_ref())
+                    .map_err(|r| self.bad(v, KEY, format!("{r}, or \"off\"")))?;
+                if every < MIN_CLOUD_REFRESH {
+                    return Err(self.bad(v, KEY, "must be at least 10m"));
+                }
+                if cloud_dir.is_none() {
+                    return Err(self.bad(v, KEY, "needs jurisdiction.cloud_dir: the directory the refreshed feeds are written to"));
+                }
+                Some(every)
+            }
+        };
         let profile = self.profile(raw.profile.as_ref())?;
         Ok((
             TableSources {
@@ -968,6 +988,7 @@ impl Compiler<'_> {
                 aws_ranges,
                 cloud_ranges: raw.cloud_ranges.unwrap_or(true),
                 cloud_dir,
+                cloud_refresh,
             },
             profile,
         ))

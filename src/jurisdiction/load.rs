@@ -1,7 +1,7 @@
 //! Assemble a [`JurisdictionTable`] from its configured sources.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::cloud::{self, CloudInfo};
 use super::geoip::{GeoIpDb, GeoIpError, GeoIpInfo};
@@ -22,6 +22,9 @@ pub struct TableSources {
     /// A directory of provider feeds written by `update-ranges`: each file found there is used
     /// instead of that provider's embedded ranges.
     pub cloud_dir: Option<PathBuf>,
+    /// How often the running proxy downloads the providers' feeds into `cloud_dir` and rebuilds
+    /// the table (`None`: never; the table is built once, at start).
+    pub cloud_refresh: Option<Duration>,
 }
 
 impl Default for TableSources {
@@ -32,6 +35,7 @@ impl Default for TableSources {
             aws_ranges: Vec::new(),
             cloud_ranges: true,
             cloud_dir: None,
+            cloud_refresh: None,
         }
     }
 }

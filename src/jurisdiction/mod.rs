@@ -27,6 +27,7 @@ pub mod origin;
 pub mod sources;
 pub mod special;
 pub mod trie;
+pub mod update;
 
 use std::collections::HashMap;
 use std::fmt;

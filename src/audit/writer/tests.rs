@@ -65,6 +65,7 @@ fn serialized_keys_are_exactly_the_dotted_names() {
         rule: Some("eu-only".into()),
         profile: "gdpr".into(),
         db_version: "2026-11-01".into(),
+        data_versions: "geoip=2026-11-01 aws=1761894521".into(),
         bytes_up: 10,
         bytes_down: 20,
         duration_ms: 1.5,
@@ -77,7 +78,7 @@ fn serialized_keys_are_exactly_the_dotted_names() {
         let got: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let want: BTreeSet<&str> = keys::ALL.into_iter().collect();
         assert_eq!(got, want);
-        assert_eq!(keys::ALL.len(), 21);
+        assert_eq!(keys::ALL.len(), 22);
     }
 
     let v = serde_json::to_value(AuditRecord {
