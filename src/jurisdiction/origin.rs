@@ -1,7 +1,7 @@
 //! Where a cloud range's answer comes from: provider and region, as a small id.
 //!
 //! A cloud prefix's packed table value holds a [`CloudOrigin`] id in place of a jurisdiction
-//! id (see `pack` in the module root): the origin names the provider, its region string and the
+//! id (see `pack` in `lookup`): the origin names the provider, its region string and the
 //! jurisdiction the region table gave it. Ids are interned process-wide, append-only, so a
 //! [`Hit`](super::Hit) can name its source (`cloud:aws:eu-west-2`) without the table, in the
 //! audit record as in `lookup` and `explain`, and decoding the jurisdiction of a cloud answer

@@ -5,72 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Compiler, FileListener, Kind, Res};
+use super::raw::{FileCert, FileListener, FilePool, FileRoute, Kind};
+use super::{Compiler, Res};
 use crate::config::reverse::*;
 use crate::config::{ConfigError, ListenerConfig};
 use crate::destination::parse_authority;
 use crate::tls::{self, CertSpec};
 use crate::wire::forwarded::ForwardedHeader;
 use crate::wire::proxy_protocol::Accept;
-
-/// One `[[listener.cert]]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileCert {
-    /// PEM chain, leaf first.
-    pub chain: Spanned<String>,
-    /// PEM private key.
-    pub key: Spanned<String>,
-    /// Names the certificate must serve (checked against its SANs).
-    pub names: Option<Vec<String>>,
-    /// The certificate for clients without SNI or with an unknown name.
-    pub default: Option<bool>,
-}
-
-/// One `[[route]]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRoute {
-    /// Host pattern (required).
-    pub host: Spanned<String>,
-    /// Path prefix (default `/`).
-    pub path_prefix: Option<Spanned<String>>,
-    /// Pool name (required).
-    pub pool: Spanned<String>,
-    /// Listener names.
-    pub listeners: Option<Vec<Spanned<String>>>,
-}
-
-/// One `[[pool]]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilePool {
-    /// Unique name (required).
-    pub name: Spanned<String>,
-    /// `host:port` members (required, not empty).
-    pub members: Spanned<Vec<Spanned<String>>>,
-    /// `round-robin` or `least-connections`.
-    pub balance: Option<Spanned<String>>,
-    /// Consecutive failures that eject a member (default 3).
-    pub eject_after: Option<Spanned<i64>>,
-    /// Ejection time (default 30s).
-    pub eject_for: Option<Spanned<String>>,
-    /// TLS to members (default false).
-    pub tls: Option<bool>,
-    /// CA PEM file for upstream TLS (default: webpki roots).
-    pub ca: Option<Spanned<String>>,
-    /// Upstream TLS name (default: the member host).
-    pub server_name: Option<Spanned<String>>,
-    /// Active health check path (absent: passive health only).
-    pub health_check: Option<Spanned<String>>,
-    /// Health check interval (default 5s).
-    pub health_interval: Option<Spanned<String>>,
-    /// Health check timeout (default 2s).
-    pub health_timeout: Option<Spanned<String>>,
-}
 
 impl Compiler<'_> {
     /// Refuse keys that belong to the other listener kind.
