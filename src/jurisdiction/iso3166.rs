@@ -1,7 +1,8 @@
 //! ISO 3166-1 alpha-2 country codes, as data.
 //!
 //! Every jurisdiction key in the proxy (adequacy profiles, the cloud-region tables, GeoIP
-//! answers) is an ISO 3166-1 alpha-2 code. Loaders use [`is_known`] to reject typos such as
+//! answers) is an ISO 3166-1 alpha-2 code. Loaders look codes up with `Jurisdiction::from_code`
+//! (a binary search of [`ALPHA2`]), which rejects typos such as
 //! `UK` (the ISO code for the United Kingdom is `GB`) or `EL` (the EU protocol code for
 //! Greece, whose ISO code is `GR`) before a profile can silently fail to match.
 //!
@@ -53,7 +54,8 @@ pub const ALPHA2: &[&str] = &[
     "ZA", "ZM", "ZW",
 ];
 
-/// Is `code` (upper-case) a known code?
+/// Is `code` (upper-case) a known code? (For the tests of the list itself.)
+#[cfg(test)]
 ///
 /// Matching is exact: callers normalise case first, so `"gb"` is not known.
 pub fn is_known(code: &str) -> bool {

@@ -21,13 +21,13 @@ pub mod cloud;
 mod embedding;
 pub mod fetch;
 pub mod geoip;
-pub mod iso3166;
+pub(crate) mod iso3166;
 pub mod load;
 mod lookup;
-pub mod origin;
+pub(crate) mod origin;
 pub mod sources;
-pub mod special;
-pub mod trie;
+pub(crate) mod special;
+pub(crate) mod trie;
 pub mod update;
 
 use std::collections::HashMap;

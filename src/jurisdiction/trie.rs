@@ -884,6 +884,7 @@ impl Table6 {
 }
 
 /// The value a naive longest-prefix scan gives: the reference the tables are tested against.
+#[cfg(test)]
 pub fn naive(prefixes: &[RawPrefix], width: u8, addr: u128, default: u32) -> u32 {
     prefixes
         .iter()
