@@ -289,8 +289,13 @@ pub struct CloudEntry {
     pub jurisdiction: Jurisdiction,
 }
 
+/// An AWS `ip-ranges.json` document: read once here for both of its uses (`aws_ranges` files
+/// and the cloud feeds).
 #[derive(Deserialize)]
-struct AwsFile {
+pub(crate) struct AwsFile {
+    /// The feed's version token (an `aws_ranges` file may lack it; a feed may not).
+    #[serde(rename = "syncToken", default)]
+    pub(crate) sync_token: Option<String>,
     #[serde(default)]
     prefixes: Vec<AwsPrefix>,
     #[serde(default)]
@@ -311,6 +316,46 @@ struct AwsPrefix6 {
     network_border_group: Option<String>,
 }
 
+impl AwsFile {
+    /// Parse the document, or say at which line it is not one.
+    pub(crate) fn parse(text: &str, file: &str) -> Result<AwsFile, SourceError> {
+        serde_json::from_str(text).map_err(|e| {
+            err(
+                file,
+                Some(e.line()),
+                format!("not an AWS ip-ranges.json document: {e}"),
+            )
+        })
+    }
+
+    /// Number of prefixes, IPv4 and IPv6.
+    pub(crate) fn len(&self) -> usize {
+        self.prefixes.len() + self.ipv6_prefixes.len()
+    }
+
+    /// Every prefix: its key path (for errors), its CIDR text and where it is
+    /// ([`aws_zone`]).
+    pub(crate) fn prefixes(&self) -> impl Iterator<Item = (String, &str, &str)> {
+        let v4 = self.prefixes.iter().enumerate().map(|(i, p)| {
+            let zone = aws_zone(&p.region, p.network_border_group.as_deref());
+            (
+                format!("prefixes[{i}].ip_prefix"),
+                p.ip_prefix.as_str(),
+                zone,
+            )
+        });
+        let v6 = self.ipv6_prefixes.iter().enumerate().map(|(i, p)| {
+            let zone = aws_zone(&p.region, p.network_border_group.as_deref());
+            (
+                format!("ipv6_prefixes[{i}].ipv6_prefix"),
+                p.ipv6_prefix.as_str(),
+                zone,
+            )
+        });
+        v4.chain(v6)
+    }
+}
+
 /// Where an AWS range really is: its network border group when that differs from the region.
 /// Local Zones and Wavelength Zones carry their parent region (e.g. `us-east-1`) but sit
 /// elsewhere (`us-east-1-bue-1` is Buenos Aires).
@@ -327,27 +372,9 @@ pub fn parse_aws_ranges(
     file: &str,
     regions: &RegionTable,
 ) -> Result<Vec<CloudEntry>, SourceError> {
-    let doc: AwsFile = serde_json::from_str(text).map_err(|e| {
-        err(
-            file,
-            Some(e.line()),
-            format!("not an AWS ip-ranges.json document: {e}"),
-        )
-    })?;
-    let v4 = doc.prefixes.iter().enumerate().map(|(i, p)| {
-        let zone = aws_zone(&p.region, p.network_border_group.as_deref());
-        (format!("prefixes[{i}].ip_prefix"), &p.ip_prefix, zone)
-    });
-    let v6 = doc.ipv6_prefixes.iter().enumerate().map(|(i, p)| {
-        let zone = aws_zone(&p.region, p.network_border_group.as_deref());
-        (
-            format!("ipv6_prefixes[{i}].ipv6_prefix"),
-            &p.ipv6_prefix,
-            zone,
-        )
-    });
-    let mut out = Vec::with_capacity(doc.prefixes.len() + doc.ipv6_prefixes.len());
-    for (key, cidr, region) in v4.chain(v6) {
+    let doc = AwsFile::parse(text, file)?;
+    let mut out = Vec::with_capacity(doc.len());
+    for (key, cidr, region) in doc.prefixes() {
         let net = parse_cidr(cidr).map_err(|r| err(file, None, format!("{key}: {r}")))?;
         out.push(CloudEntry {
             net,

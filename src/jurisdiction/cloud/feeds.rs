@@ -5,57 +5,24 @@
 use serde::Deserialize;
 
 use super::{CloudRange, Feed, Provider, err, feed_cidr};
-use crate::jurisdiction::sources::{SourceError, aws_zone};
+use crate::jurisdiction::sources::{AwsFile, SourceError};
 
 fn region_of(text: &str) -> Option<String> {
     let t = text.trim();
     (!t.is_empty()).then(|| t.to_string())
 }
 
-#[derive(Deserialize)]
-struct AwsDoc {
-    #[serde(rename = "syncToken")]
-    sync_token: String,
-    prefixes: Vec<AwsPrefix>,
-    ipv6_prefixes: Vec<AwsPrefix6>,
-}
-
-#[derive(Deserialize)]
-struct AwsPrefix {
-    ip_prefix: String,
-    region: String,
-    network_border_group: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct AwsPrefix6 {
-    ipv6_prefix: String,
-    region: String,
-    network_border_group: Option<String>,
-}
-
 fn parse_aws(text: &str, file: &str) -> Result<Feed, SourceError> {
-    let doc: AwsDoc = serde_json::from_str(text).map_err(|e| {
-        err(
+    let doc = AwsFile::parse(text, file)?;
+    let Some(version) = doc.sync_token.clone() else {
+        return Err(err(
             file,
-            Some(e.line()),
-            format!("not an AWS ip-ranges.json document: {e}"),
-        )
-    })?;
-    let v4 = doc.prefixes.iter().enumerate().map(|(i, p)| {
-        let zone = aws_zone(&p.region, p.network_border_group.as_deref());
-        (format!("prefixes[{i}].ip_prefix"), &p.ip_prefix, zone)
-    });
-    let v6 = doc.ipv6_prefixes.iter().enumerate().map(|(i, p)| {
-        let zone = aws_zone(&p.region, p.network_border_group.as_deref());
-        (
-            format!("ipv6_prefixes[{i}].ipv6_prefix"),
-            &p.ipv6_prefix,
-            zone,
-        )
-    });
-    let mut ranges = Vec::with_capacity(doc.prefixes.len() + doc.ipv6_prefixes.len());
-    for (key, cidr, zone) in v4.chain(v6) {
+            None,
+            "not an AWS ip-ranges.json document: no syncToken",
+        ));
+    };
+    let mut ranges = Vec::with_capacity(doc.len());
+    for (key, cidr, zone) in doc.prefixes() {
         let net = feed_cidr(cidr).map_err(|r| err(file, None, format!("{key}: {r}")))?;
         ranges.push(CloudRange {
             net,
@@ -64,8 +31,8 @@ fn parse_aws(text: &str, file: &str) -> Result<Feed, SourceError> {
     }
     Ok(Feed {
         provider: Provider::Aws,
-        date: doc.sync_token.parse().ok(),
-        version: doc.sync_token,
+        date: version.parse().ok(),
+        version,
         ranges,
     })
 }
