@@ -21,6 +21,23 @@ pub async fn spawn_proxy_with(
     table: JurisdictionTable,
     resolver: StaticResolver,
 ) -> TestProxy {
+    spawn_proxy_full(
+        text,
+        table,
+        resolver,
+        Arc::new(RecordingConnector::default()),
+    )
+    .await
+}
+
+/// The one way a test proxy starts: configuration `text`, `table`, `resolver`, `connector`,
+/// and an in-memory audit log.
+pub async fn spawn_proxy_full(
+    text: &str,
+    table: JurisdictionTable,
+    resolver: StaticResolver,
+    connector: Arc<RecordingConnector>,
+) -> TestProxy {
     let config = Config::parse(text, "test.toml", Path::new("."))
         .unwrap_or_else(|e| panic!("test configuration refused: {e}\n{text}"));
     let records = Arc::new(Mutex::new(Vec::new()));
@@ -30,7 +47,6 @@ pub async fn spawn_proxy_with(
         Duration::from_secs(1),
     )
     .expect("start the in-memory audit writer");
-    let connector = Arc::new(RecordingConnector::default());
     let deps = Deps {
         resolver: Arc::new(resolver),
         connector: connector.clone(),

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,13 +27,12 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use residency_proxy::audit::{self, AuditRecord, AuditTarget, AuditWriter};
-use residency_proxy::config::Config;
+use residency_proxy::audit::{AuditRecord, AuditWriter};
 use residency_proxy::destination::{BoxFuture, StaticResolver};
 use residency_proxy::jurisdiction::sources::{add_overrides, parse_overrides_csv};
 use residency_proxy::jurisdiction::{JurisdictionTable, TableBuilder};
 use residency_proxy::policy::VettedAddr;
-use residency_proxy::server::{self, Deps, ProxyHandle, Snapshot};
+use residency_proxy::server::ProxyHandle;
 use residency_proxy::upstream::Connector;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -829,32 +827,7 @@ pub async fn spawn_proxy_text(text: &str) -> TestProxy {
 /// As [`spawn_proxy_text`], with a connector the test has already registered routes on (for
 /// what the proxy dials as soon as it starts, such as active health checks).
 pub async fn spawn_proxy_on(text: &str, connector: Arc<RecordingConnector>) -> TestProxy {
-    let config = Config::parse(text, "test.toml", Path::new("."))
-        .unwrap_or_else(|e| panic!("test configuration refused: {e}\n{text}"));
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let (sink, writer) = audit::spawn(
-        AuditTarget::Memory(records.clone()),
-        4096,
-        Duration::from_secs(1),
-    )
-    .expect("start the in-memory audit writer");
-    let deps = Deps {
-        resolver: Arc::new(world_resolver()),
-        connector: connector.clone(),
-        audit: sink,
-    };
-    let handle = server::start(Snapshot::new(config, world_table()), deps)
-        .await
-        .expect("start the proxy");
-    let addr = handle.addr("egress").expect("the egress listener is bound");
-    TestProxy {
-        addr,
-        connector,
-        audit: AuditLog { records },
-        handle: Some(handle),
-        writer: Some(writer),
-        barriers: AtomicUsize::new(0),
-    }
+    custom::spawn_proxy_full(text, world_table(), world_resolver(), connector).await
 }
 
 impl TestProxy {
