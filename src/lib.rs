@@ -8,6 +8,7 @@
 //! - [`jurisdiction`]: where is this address, legally? (pure, no I/O on the lookup path)
 //! - [`policy`]: adequacy profiles and the decision (pure)
 
+pub mod admin;
 pub mod audit;
 pub mod config;
 mod conn;
@@ -17,9 +18,11 @@ mod http;
 pub mod jurisdiction;
 pub mod label;
 mod listen;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod refresh;
+pub mod reload;
 pub mod server;
 mod state;
 mod time;

@@ -8,15 +8,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ListenerKind;
-use crate::listen::forward::accept_loop;
+mod listeners;
+mod timed;
+
+use crate::metrics::{AuditCounts, Metrics};
+use crate::state::tunnels::LiveTunnels;
 pub use crate::state::{Deps, Shared, Snapshot};
 use crate::upstream::pool::{IdleConns, PoolRegistry};
+use listeners::ListenerSet;
+use timed::{TimedConnector, TimedResolver};
 
 /// How long [`ProxyHandle::shutdown`] waits, after every flow has ended, for their records
 /// to reach the audit queue before it reports the ones still open.
@@ -24,19 +27,30 @@ const RECORDS_WAIT: Duration = Duration::from_secs(30);
 
 /// A running proxy.
 pub struct ProxyHandle {
-    listeners: Vec<(String, SocketAddr)>,
     shared: Arc<Shared>,
     reloader: Reloader,
-    accepts: Vec<JoinHandle<()>>,
 }
 
 /// Replaces the running proxy's snapshot; cloneable, for tasks that outlive a borrow of the
-/// [`ProxyHandle`] (the cloud-range refresh). Swaps are serialised: one that derives its
-/// snapshot from the current one ([`Reloader::swap_with`]) never overwrites another's.
+/// [`ProxyHandle`] (reload, the cloud-range refresh, the admin listener). Swaps are
+/// serialised: one that derives its snapshot from the current one ([`Reloader::swap_with`])
+/// never overwrites another's.
 #[derive(Clone)]
 pub struct Reloader {
     shared: Arc<Shared>,
     swaps: Arc<Mutex<()>>,
+    listeners: Arc<Mutex<ListenerSet>>,
+}
+
+/// What [`Reloader::apply`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Listeners bound (or moved to a new name or kind), by name.
+    pub added: Vec<String>,
+    /// Listeners stopped (or moved), by name.
+    pub removed: Vec<String>,
+    /// Open tunnels the new policy denies, closed.
+    pub tunnels_closed: usize,
 }
 
 impl Reloader {
@@ -50,13 +64,89 @@ impl Reloader {
     pub fn swap_with(&self, next: impl FnOnce(&Snapshot) -> Option<Snapshot>) -> bool {
         let _one_at_a_time = self.swaps.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.shared.state.load_full();
-        let Some(mut snapshot) = next(&current) else {
+        let Some(snapshot) = next(&current) else {
             return false;
         };
+        self.store(snapshot);
+        true
+    }
+
+    fn store(&self, mut snapshot: Snapshot) {
         snapshot.attach_pools(&self.shared.pools);
+        self.shared.metrics.set_profile(&snapshot.config.profile);
+        self.shared
+            .metrics
+            .set_listeners(snapshot.listeners.iter().map(|l| l.name.as_str()));
         self.shared.state.store(Arc::new(snapshot));
         spawn_health_loops(&self.shared);
-        true
+    }
+
+    /// A reload: make `snapshot` current together with its listeners. Every address it adds
+    /// is bound first; if one cannot be, nothing changes and the error says which. Then the
+    /// snapshot is swapped (requests already running finish on theirs), removed listeners stop
+    /// accepting (their connections drain), added ones start, and, with
+    /// `policy.reevaluate_tunnels`, every open tunnel the new policy denies is closed.
+    pub fn apply(&self, snapshot: Snapshot) -> Result<Applied, String> {
+        let _one_at_a_time = self.swaps.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut set = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let plan = set.plan(&snapshot.listeners).map_err(|e| e.to_string())?;
+        let (added, removed) = plan.changes(&set);
+        let reevaluate = snapshot.config.reevaluate_tunnels;
+        self.store(snapshot);
+        set.apply(&self.shared, plan).map_err(|e| e.to_string())?;
+        drop(set);
+        let tunnels_closed = if reevaluate {
+            crate::pipeline::connect::reevaluate(&self.shared, &self.shared.state.load())
+        } else {
+            0
+        };
+        self.shared
+            .metrics
+            .tunnels_closed_by_reload(tunnels_closed as u64);
+        Ok(Applied {
+            added,
+            removed,
+            tunnels_closed,
+        })
+    }
+
+    /// Every listener and its bound address.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .addrs()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// The Prometheus exposition of the metrics, as of now.
+    pub fn render_metrics(&self) -> String {
+        let audit = &self.shared.deps.audit;
+        let counts = AuditCounts {
+            written: audit.written(),
+            overflowed: audit.dropped() + audit.unwritten(),
+            dropped: 0,
+        };
+        self.shared
+            .metrics
+            .render(&self.current().data_state(), counts)
+    }
+
+    /// The I/O dependencies (the resolver `explain` uses).
+    pub fn deps(&self) -> &Deps {
+        &self.shared.deps
+    }
+
+    /// Whether the proxy is draining for shutdown (not ready for new work).
+    pub fn draining(&self) -> bool {
+        self.shared.shutdown.is_cancelled()
     }
 
     /// Cancelled when the proxy starts shutting down.
@@ -68,24 +158,29 @@ impl Reloader {
 impl ProxyHandle {
     /// Bound address of a listener.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
+        self.listeners()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
     }
 
     /// Every listener and its bound address.
-    pub fn listeners(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.reloader.listeners()
     }
 
-    /// Replace the snapshot (configuration reload): requests that start after this decide on
-    /// `snapshot`; requests already running finish on the one they loaded. Pool runtime state
-    /// (health, ejections, idle connections) carries over for pools and members still
-    /// configured, and a pool that gains an active health check gets its loop. Listeners are
-    /// not re-bound: a listener's bind address and `max_connections` take effect at start.
+    /// Replace the snapshot: requests that start after this decide on `snapshot`; requests
+    /// already running finish on the one they loaded. Pool runtime state (health, ejections,
+    /// idle connections) carries over for pools and members still configured, and a pool that
+    /// gains an active health check gets its loop. Listeners are not re-bound and tunnels are
+    /// not re-decided: [`Reloader::apply`] does both.
     pub fn swap(&self, snapshot: Snapshot) {
         self.reloader.swap_with(|_| Some(snapshot));
+    }
+
+    /// A reload with listener changes and tunnel re-evaluation ([`Reloader::apply`]).
+    pub fn apply(&self, snapshot: Snapshot) -> Result<Applied, String> {
+        self.reloader.apply(snapshot)
     }
 
     /// The snapshot requests starting now decide on.
@@ -98,6 +193,11 @@ impl ProxyHandle {
         self.reloader.clone()
     }
 
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
     /// Stop accepting, let open requests and tunnels finish for up to `drain`, then cut them.
     /// Returns true if everything finished within `drain`, false if flows were cut.
     ///
@@ -106,7 +206,13 @@ impl ProxyHandle {
     /// left is [`crate::audit::AuditWriter::shutdown`], which writes and flushes them.
     pub async fn shutdown(self, drain: Duration) -> bool {
         self.shared.shutdown.cancel();
-        for a in self.accepts {
+        let joins = self
+            .reloader
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_joins();
+        for a in joins {
             let _ = a.await;
         }
         self.shared.tracker.close();
@@ -136,15 +242,28 @@ impl ProxyHandle {
     }
 }
 
-/// Bind every listener of the snapshot's configuration and start serving.
+/// Bind every listener of the snapshot's configuration and start serving. The resolver and
+/// connector of `deps` are timed into the metrics, and the metrics observe every audit record.
 pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
     let mut bound = Vec::new();
-    for l in &snapshot.config.listeners {
-        let listener = TcpListener::bind(l.bind).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.bind))
-        })?;
-        bound.push((Arc::new(l.clone()), listener));
+    for l in &snapshot.listeners {
+        bound.push((l.clone(), listeners::bind(l)?));
     }
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_profile(&snapshot.config.profile);
+    metrics.set_listeners(snapshot.listeners.iter().map(|l| l.name.as_str()));
+    deps.audit.set_observer(metrics.clone());
+    let deps = Deps {
+        resolver: Arc::new(TimedResolver {
+            inner: deps.resolver,
+            metrics: metrics.clone(),
+        }),
+        connector: Arc::new(TimedConnector {
+            inner: deps.connector,
+            metrics: metrics.clone(),
+        }),
+        audit: deps.audit,
+    };
     let pools = PoolRegistry::default();
     let mut snapshot = snapshot;
     snapshot.attach_pools(&pools);
@@ -157,33 +276,20 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
         egress_idle: IdleConns::new(),
         pools,
         health_loops: Mutex::new(HashSet::new()),
+        metrics,
+        tunnels: Arc::new(LiveTunnels::default()),
     });
-    let mut listeners = Vec::new();
-    let mut accepts = Vec::new();
-    for (cfg, listener) in bound {
-        let addr = listener.local_addr()?;
-        tracing::info!(listener = %cfg.name, addr = %addr, "Listening");
-        listeners.push((cfg.name.clone(), addr));
-        accepts.push(match &cfg.kind {
-            ListenerKind::Forward(_) => tokio::spawn(accept_loop(shared.clone(), listener, cfg)),
-            ListenerKind::Reverse(_) => tokio::spawn(crate::listen::reverse::accept_loop(
-                shared.clone(),
-                listener,
-                cfg,
-            )),
-        });
+    let mut set = ListenerSet::default();
+    for (cfg, socket) in bound {
+        set.bound.push(listeners::spawn(&shared, cfg, socket)?);
     }
     spawn_health_loops(&shared);
     let reloader = Reloader {
         shared: shared.clone(),
         swaps: Arc::new(Mutex::new(())),
+        listeners: Arc::new(Mutex::new(set)),
     };
-    Ok(ProxyHandle {
-        listeners,
-        shared,
-        reloader,
-        accepts,
-    })
+    Ok(ProxyHandle { shared, reloader })
 }
 
 /// Start the active health check loop of every pool of the current snapshot that has a check

@@ -10,10 +10,13 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod tunnels;
+
 use crate::audit::{self, AuditRecord, AuditSink, Intent};
 use crate::config::{Config, ListenerConfig};
 use crate::destination::Resolver;
 use crate::jurisdiction::{JurisdictionTable, TableInfo};
+use crate::metrics::{DataState, Metrics};
 use crate::policy::Verdict;
 use crate::upstream::Connector;
 use crate::upstream::pool::{IdleConns, PoolRegistry, PoolState};
@@ -87,6 +90,49 @@ impl Snapshot {
         self.listeners.iter().find(|l| l.name == name)
     }
 
+    /// What a metrics scrape reports about this snapshot's data and certificates.
+    pub fn data_state(&self) -> DataState {
+        let info = self.table.info();
+        let geoip_build = info.geoip.as_ref().map(|g| g.build_epoch);
+        let mut sources = Vec::new();
+        if let Some(g) = geoip_build {
+            sources.push(("geoip".to_string(), g));
+        }
+        for c in &info.cloud {
+            if let Some(date) = c.date {
+                sources.push((c.provider.name().to_string(), date));
+            }
+        }
+        // A profile is as fresh as its least recently verified entry.
+        if let Some(verified) = self
+            .config
+            .profile
+            .entries
+            .iter()
+            .filter_map(|e| crate::time::parse_date(&e.last_verified))
+            .min()
+        {
+            sources.push(("profile".to_string(), verified));
+        }
+        let cert_expiry = self
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                let expiry = l.reverse()?.cert_expiry?;
+                let secs = expiry.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+                Some((l.name.clone(), secs))
+            })
+            .collect();
+        DataState {
+            sources,
+            geoip_build,
+            cert_expiry,
+            profile: self.config.profile.name.clone(),
+            data_versions: self.data_versions.to_string(),
+        }
+    }
+
     /// Attach this configuration's pools to their runtime state in `registry` (created for
     /// a new pool or member, kept for one that is still configured).
     pub fn attach_pools(&mut self, registry: &PoolRegistry) {
@@ -142,6 +188,10 @@ pub struct Shared {
     pub pools: PoolRegistry,
     /// Pools whose active health check loop is running.
     pub health_loops: Mutex<HashSet<String>>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Open CONNECT tunnels, for re-evaluation after a reload.
+    pub tunnels: Arc<tunnels::LiveTunnels>,
 }
 
 #[cfg(test)]

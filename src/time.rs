@@ -49,6 +49,32 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// A proleptic Gregorian date to days since 1970-01-01 (the inverse of [`civil_from_days`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD` as Unix seconds at midnight UTC, or `None` if it is not such a date.
+pub fn parse_date(text: &str) -> Option<u64> {
+    let mut parts = text.trim().splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    (civil_from_days(days) == (y, m, d))
+        .then(|| u64::try_from(days * 86_400).ok())
+        .flatten()
+}
+
 /// A Unix timestamp as RFC 3339 UTC (`2025-01-31T12:00:00Z`).
 pub fn rfc3339_seconds(seconds: i64) -> String {
     let days = seconds.div_euclid(86_400);
@@ -60,6 +86,17 @@ pub fn rfc3339_seconds(seconds: i64) -> String {
         secs % 3600 / 60,
         secs % 60
     )
+}
+
+#[cfg(test)]
+mod date_tests {
+    #[test]
+    fn dates_round_trip() {
+        assert_eq!(super::parse_date("1970-01-01"), Some(0));
+        assert_eq!(super::parse_date("2026-09-30"), Some(1_790_726_400));
+        assert_eq!(super::parse_date("2026-02-30"), None);
+        assert_eq!(super::parse_date("2026-9"), None);
+    }
 }
 
 #[cfg(test)]

@@ -187,8 +187,9 @@ fn listener_addr(child: &mut Child, listener: &str) -> SocketAddr {
             }
         }
     });
+    // Start-up compiles the embedded table, which takes seconds in a debug build.
     let addr = rx
-        .recv_timeout(WAIT)
+        .recv_timeout(WAIT * 6)
         .expect("the proxy names its listener on stderr");
     addr.parse().expect("a socket address")
 }
@@ -235,6 +236,9 @@ output = {audit:?}
 
 [limits]
 drain_timeout = "100ms"
+
+[admin]
+bind = "127.0.0.1:0"
 
 [policy]
 internal_allowed = ["127.0.0.1/32"]

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use residency_proxy::audit::{self, AuditAddr, AuditRecord, AuditTarget, Intent, Outcome};
+use residency_proxy::audit::{
+    self, AuditAddr, AuditRecord, AuditTarget, ClosedBy, Intent, Outcome,
+};
 use residency_proxy::error::Side;
 use residency_proxy::label::Label;
 use residency_proxy::policy::{Mode, Reason, Verdict};
@@ -20,7 +22,7 @@ const GOLDEN: &str = concat!(
     r#""reason":"not-adequate","rule":"eu-only","profile":"gdpr","db.version":"2026-11-01","#,
     r#""data.versions":"geoip=2026-11-01 aws=1761894521 azure=392 cloudflare=c0ffee","#,
     r#""bytes.up":10,"bytes.down":20,"duration_ms":12.5,"status":403,"error.side":"upstream","#,
-    r#""error":"upstream api.example.com:443 failed: connection reset"}"#
+    r#""error":"upstream api.example.com:443 failed: connection reset","closed_by":"reload"}"#
 );
 
 fn full() -> AuditRecord {
@@ -64,6 +66,7 @@ fn full() -> AuditRecord {
         status: Some(403),
         error_side: Some(Side::Upstream),
         error: Some("upstream api.example.com:443 failed: connection reset".into()),
+        closed_by: Some(ClosedBy::Reload),
     }
 }
 

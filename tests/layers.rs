@@ -30,6 +30,8 @@ const LAYERS: &[&[&str]] = &[
     &["policy", "tls"],
     // The audit trail; the compiled configuration.
     &["audit", "config"],
+    // Prometheus metrics, counted from audit records.
+    &["metrics"],
     // HTTP bodies, headers and responses; a client connection with timed I/O.
     &["http", "conn"],
     // Connecting to destinations and pools.
@@ -42,8 +44,10 @@ const LAYERS: &[&[&str]] = &[
     &["listen"],
     // Start-up, shutdown, the running proxy.
     &["server"],
-    // Background work on a running proxy: the cloud-range refresh.
-    &["refresh"],
+    // Work on a running proxy: configuration reload, the cloud-range refresh.
+    &["reload", "refresh"],
+    // The admin listener: metrics, health, reload and explain over HTTP.
+    &["admin"],
 ];
 
 /// A module path inside its crate (`[]` is the crate root).

@@ -15,12 +15,13 @@ pub(crate) mod outcome;
 pub(crate) mod recorder;
 pub(crate) mod writer;
 
-pub use outcome::{Intent, Outcome, ProxyReason};
+pub use outcome::{ClosedBy, Intent, Outcome, ProxyReason};
 
 pub use crate::time::{format_rfc3339_millis, now_rfc3339};
 
 pub use writer::{
-    AuditSink, AuditTarget, AuditWriter, RecordToken, spawn, spawn_reopen_on_sigusr1,
+    AuditSink, AuditTarget, AuditWriter, RecordObserver, RecordToken, spawn,
+    spawn_reopen_on_sigusr1,
 };
 
 use std::net::{IpAddr, SocketAddr};
@@ -79,9 +80,11 @@ pub mod keys {
     pub const ERROR_SIDE: &str = "error.side";
     /// Error message, if the request failed.
     pub const ERROR: &str = "error";
+    /// `reload` when the proxy closed an allowed tunnel because a reloaded policy denies it.
+    pub const CLOSED_BY: &str = "closed_by";
 
     /// Every key, in serialization order.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         TS,
         LISTENER,
         CLIENT_ADDR,
@@ -104,6 +107,7 @@ pub mod keys {
         STATUS,
         ERROR_SIDE,
         ERROR,
+        CLOSED_BY,
     ];
 }
 
@@ -191,4 +195,7 @@ pub struct AuditRecord {
     /// Error message, if the request failed.
     #[serde(rename = "error")]
     pub error: Option<String>,
+    /// What closed an allowed flow on purpose (`reload`), if anything did.
+    #[serde(rename = "closed_by", with = "as_optional_label", default)]
+    pub closed_by: Option<ClosedBy>,
 }

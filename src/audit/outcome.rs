@@ -47,6 +47,14 @@ labels! {
     }
 }
 
+labels! {
+    /// What closed a flow the proxy had allowed, when the proxy closed it on purpose.
+    pub enum ClosedBy {
+        /// A reload: the new policy denies the open tunnel (its `reason` is the new decision's).
+        Reload => "reload",
+    }
+}
+
 /// The `reason` of an audit record: every outcome the proxy records, one closed set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Outcome {

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -64,6 +65,8 @@ struct Shared {
     dropped: AtomicU64,
     write_errors: AtomicU64,
     unwritten: AtomicU64,
+    /// Records written to the audit output.
+    written: AtomicU64,
     /// Set when a reopen could not be queued in-band because the queue was full.
     reopen_pending: AtomicBool,
     /// Set once a shutdown has cut the flows still open at its drain deadline.
@@ -80,7 +83,19 @@ pub struct AuditSink {
     /// Records not yet handed to the writer: one token per record being built, one task per
     /// record waiting for queue space.
     in_flight: TaskTracker,
+    /// Sees every record as it is emitted (the metrics), shared by every clone.
+    observer: Arc<ArcSwapOption<ObserverSlot>>,
 }
+
+/// Sees every audit record as it is emitted, before it is queued: the metrics count flows
+/// from the very records the audit trail holds.
+pub trait RecordObserver: Send + Sync {
+    /// One record, about to be queued.
+    fn observe(&self, rec: &AuditRecord);
+}
+
+/// An installed [`RecordObserver`].
+struct ObserverSlot(Arc<dyn RecordObserver>);
 
 /// Held by a record that is being built; dropped once the record is queued or has taken the
 /// fallback. [`AuditSink::settled`] waits until none is left.
@@ -107,6 +122,7 @@ impl AuditSink {
     /// counted in [`dropped`](Self::dropped) and emitted as JSON through
     /// `tracing::error!(target: "audit_overflow", record = ...)` so it is not lost silently.
     pub async fn record(&self, rec: AuditRecord) {
+        self.observe(&rec);
         let msg = Msg::Record(Box::new(rec));
         let msg = match self.tx.try_send(msg) {
             Ok(()) => return,
@@ -129,6 +145,7 @@ impl AuditSink {
     /// space as [`record`](Self::record) does; outside a Tokio runtime the record takes the
     /// fallback at once.
     pub fn emit(&self, rec: AuditRecord) {
+        self.observe(&rec);
         let msg = Msg::Record(Box::new(rec));
         match self.tx.try_send(msg) {
             Ok(()) => {}
@@ -167,6 +184,18 @@ impl AuditSink {
                     Err(_) => self.overflow(msg, Overflow::QueueFull),
                 }
             }
+        }
+    }
+
+    /// Let `observer` see every record emitted from now on, through any clone of this sink
+    /// (replacing the one installed before, if any).
+    pub fn set_observer(&self, observer: Arc<dyn RecordObserver>) {
+        self.observer.store(Some(Arc::new(ObserverSlot(observer))));
+    }
+
+    fn observe(&self, rec: &AuditRecord) {
+        if let Some(slot) = self.observer.load().as_ref() {
+            slot.0.observe(rec);
         }
     }
 
@@ -224,6 +253,11 @@ impl AuditSink {
     /// `audit_overflow` tracing target.
     pub fn unwritten(&self) -> u64 {
         self.shared.unwritten.load(Ordering::Relaxed)
+    }
+
+    /// Number of records written to the audit output (and flushed).
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
     }
 
     /// Ask the writer to reopen its file (log rotation, SIGUSR1). No-op for stdout/memory.
@@ -357,6 +391,7 @@ fn spawn_inner(
         dropped: AtomicU64::new(0),
         write_errors: AtomicU64::new(0),
         unwritten: AtomicU64::new(0),
+        written: AtomicU64::new(0),
         reopen_pending: AtomicBool::new(false),
         drain_cut: AtomicBool::new(false),
     });
@@ -382,6 +417,7 @@ fn spawn_inner(
         full_wait,
         reopenable,
         in_flight: TaskTracker::new(),
+        observer: Arc::new(ArcSwapOption::empty()),
     };
     Ok((
         sink,

@@ -95,6 +95,20 @@ pub(super) struct RunArgs {
     /// A MaxMind DB file instead of the configured or embedded GeoIP database.
     #[arg(long, value_name = "PATH")]
     pub(super) geoip: Option<PathBuf>,
+    /// Log format on stderr: human on a terminal and JSON otherwise (auto), or either always.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub(super) log_format: LogFormat,
+}
+
+/// How `run` writes its log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum LogFormat {
+    /// Human on a terminal, JSON otherwise.
+    Auto,
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
 }
 
 #[derive(Args)]

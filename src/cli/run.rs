@@ -7,20 +7,17 @@ use residency_proxy::audit::{self, AuditTarget};
 use residency_proxy::config::{AuditOutput, Config};
 use residency_proxy::destination::SystemResolver;
 use residency_proxy::jurisdiction::JurisdictionTable;
+use residency_proxy::reload::{Loader, Reload};
 use residency_proxy::server::{self, Deps, Snapshot};
 use residency_proxy::upstream::TcpConnector;
 
-use super::{CliError, RunArgs, build_table, load_config, log_cloud_sources, warn_if_stale};
+use super::{
+    CliError, LogFormat, RunArgs, build_table, load_config, log_cloud_sources, warn_if_stale,
+};
 
 /// `run`: compile everything, bind, serve until SIGTERM/SIGINT, drain.
 pub fn cmd_run(args: &RunArgs) -> Result<ExitCode, CliError> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+    init_logging(args.log_format);
     let config = load_config(args.config.as_ref(), args.geoip.as_ref())?;
     let (table, report) = build_table(&config)?;
     tracing::info!(
@@ -38,13 +35,42 @@ pub fn cmd_run(args: &RunArgs) -> Result<ExitCode, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Os(format!("cannot start the runtime: {e}")))?;
+    let (path, geoip) = (args.config.clone(), args.geoip.clone());
+    // A reload re-reads the same file (or the embedded configuration) and every file it names.
+    let loader: Loader = Arc::new(move || {
+        let config = load_config(path.as_ref(), geoip.as_ref())?;
+        let (table, report) = build_table(&config)?;
+        warn_if_stale(&report);
+        log_cloud_sources(&report);
+        Ok(Snapshot::new(config, table))
+    });
     runtime
-        .block_on(serve(config, table))
+        .block_on(serve(config, table, loader))
         .map_err(CliError::Os)?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Config, table: JurisdictionTable) -> Result<(), String> {
+/// Log lines on stderr, filtered by `RUST_LOG` (default `info`); the audit stream is separate.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Human => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn serve(config: Config, table: JurisdictionTable, loader: Loader) -> Result<(), String> {
     let target = match &config.audit.output {
         AuditOutput::Stdout => AuditTarget::Stdout,
         AuditOutput::File(p) => AuditTarget::File(p.clone()),
@@ -55,6 +81,7 @@ async fn serve(config: Config, table: JurisdictionTable) -> Result<(), String> {
         .map_err(|e| format!("SIGUSR1 handler: {e}"))?;
     let resolver = SystemResolver::new(config.resolver_timeout).map_err(|e| e.to_string())?;
     let drain = config.limits.drain_timeout;
+    let admin = config.admin.clone();
     let deps = Deps {
         resolver: Arc::new(resolver),
         connector: Arc::new(TcpConnector),
@@ -64,8 +91,18 @@ async fn serve(config: Config, table: JurisdictionTable) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let _refresh = residency_proxy::refresh::spawn_configured(&handle)?;
+    let reload = Reload::new(handle.reloader(), loader);
+    let _hup = reload
+        .spawn_on_sighup()
+        .map_err(|e| format!("SIGHUP handler: {e}"))?;
     for (name, addr) in handle.listeners() {
         eprintln!("residency-proxy: listener {name} on {addr}");
+    }
+    if admin.enabled {
+        let (addr, _admin) = residency_proxy::admin::serve(reload.clone(), admin.bind)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("residency-proxy: admin on {addr}");
     }
     wait_for_signal().await?;
     tracing::info!(

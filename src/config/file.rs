@@ -19,6 +19,7 @@ use crate::destination::{Host, normalize_host};
 use crate::jurisdiction::sources::{line_of, parse_cidr};
 use crate::policy::{Action, HostPattern, Mode};
 
+mod admin;
 mod audit;
 mod jurisdiction;
 mod limits;
@@ -108,7 +109,10 @@ impl Compiler<'_> {
 
     fn config(&self, raw: FileConfig) -> Res<Config> {
         let listeners = self.listeners(raw.listener)?;
-        let policy = self.policy(raw.policy.unwrap_or_default(), &listeners)?;
+        let raw_policy = raw.policy.unwrap_or_default();
+        let reevaluate_tunnels = raw_policy.reevaluate_tunnels.unwrap_or(true);
+        let policy = self.policy(raw_policy, &listeners)?;
+        let admin = self.admin(raw.admin.unwrap_or_default(), &listeners)?;
         let resolver = raw.resolver.unwrap_or_default();
         let resolver_timeout = self.duration(
             resolver.timeout.as_ref(),
@@ -132,6 +136,8 @@ impl Compiler<'_> {
             limits,
             routes,
             pools,
+            admin,
+            reevaluate_tunnels,
         })
     }
 

@@ -138,6 +138,15 @@ pub struct AuditConfig {
 }
 
 /// The checked configuration.
+/// The admin listener (`[admin]`): metrics, health, readiness, reload and explain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Whether `run` starts it (default true).
+    pub enabled: bool,
+    /// Where it listens (default `127.0.0.1:9090`: loopback unless configured otherwise).
+    pub bind: SocketAddr,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file it came from (or the embedded example's name).
@@ -160,6 +169,11 @@ pub struct Config {
     pub routes: Vec<reverse::RouteConfig>,
     /// Upstream pools of reverse routes.
     pub pools: Vec<reverse::PoolConfig>,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// `policy.reevaluate_tunnels`: after a reload, re-decide every open tunnel on the address
+    /// it dialled and close the ones the new policy denies (default true).
+    pub reevaluate_tunnels: bool,
 }
 
 impl Config {

@@ -18,6 +18,8 @@ use crate::wire::proxy_protocol::Accept;
 pub struct ReverseListener {
     /// TLS server configuration (certificates by SNI, ALPN); `None` for plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The earliest `notAfter` of the listener's certificates (`None` for plain HTTP).
+    pub cert_expiry: Option<std::time::SystemTime>,
     /// Plain listeners: redirect every request to HTTPS on this port.
     pub redirect_https_port: Option<u16>,
     /// PROXY protocol versions accepted before anything else on a connection.

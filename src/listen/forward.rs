@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self};
 use crate::config::ListenerConfig;
@@ -44,11 +45,16 @@ residency-proxy: too many connections, try again shortly\n";
 /// once, a CONNECT tunnel being its client connection until the tunnel closes (the slot lives
 /// in the connection's [`Activity`], which the tunnel holds). A connection over the limit is
 /// accepted, answered 503 and closed, so clients see a refusal rather than a stall.
-pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    cfg: Arc<ListenerConfig>,
+    stop: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut last_warn: Option<Instant> = None;
-    while let Some((stream, peer)) = super::accept(&shared, &listener, &cfg.name).await {
+    while let Some((stream, peer)) = super::accept(&listener, &cfg.name, &stop).await {
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -76,7 +82,12 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<Li
             client: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
             activity: Activity::build(Some(permit), body_idle),
         });
-        shared.tracker.spawn(serve(shared.clone(), conn, stream));
+        let gauge = shared.metrics.connection(&cfg.name);
+        let task = serve(shared.clone(), conn, stream);
+        shared.tracker.spawn(async move {
+            task.await;
+            drop(gauge);
+        });
     }
 }
 

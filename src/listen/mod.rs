@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::recorder::Recorder;
 use crate::audit::{Intent, ProxyReason};
@@ -22,12 +23,14 @@ use crate::conn::ConnInfo;
 use crate::error::Side;
 use crate::state::Shared;
 
-/// Accept until shutdown with the listener's connection limit; each connection is served by
-/// `serve` in its own task, tracked for draining. Shared by forward and reverse listeners.
+/// Accept until `stop` (the listener is removed, or the proxy shuts down) with the
+/// listener's connection limit; each connection is served by `serve` in its own task, tracked
+/// for draining. Shared by forward and reverse listeners.
 pub async fn accept_with<F, Fut>(
     shared: Arc<Shared>,
     listener: TcpListener,
     cfg: Arc<ListenerConfig>,
+    stop: CancellationToken,
     serve: F,
 ) where
     F: Fn(Arc<Shared>, Arc<ListenerConfig>, TcpStream, SocketAddr) -> Fut,
@@ -37,15 +40,17 @@ pub async fn accept_with<F, Fut>(
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shared.shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
         };
-        let Some((stream, peer)) = accept(&shared, &listener, &cfg.name).await else {
+        let Some((stream, peer)) = accept(&listener, &cfg.name, &stop).await else {
             break;
         };
+        let gauge = shared.metrics.connection(&cfg.name);
         let task = serve(shared.clone(), current(&shared, &cfg), stream, peer);
         shared.tracker.spawn(async move {
             task.await;
             drop(permit);
+            drop(gauge);
         });
     }
 }
@@ -61,17 +66,18 @@ pub(crate) fn current(shared: &Shared, bound: &Arc<ListenerConfig>) -> Arc<Liste
         .unwrap_or_else(|| bound.clone())
 }
 
-/// The next connection, with `TCP_NODELAY` set, or `None` at shutdown. An accept error
-/// (EMFILE and friends) is logged and retried after a short back-off instead of spinning.
+/// The next connection, with `TCP_NODELAY` set, or `None` once `stop` is cancelled. An
+/// accept error (EMFILE and friends) is logged and retried after a short back-off instead of
+/// spinning.
 pub(crate) async fn accept(
-    shared: &Shared,
     listener: &TcpListener,
     name: &str,
+    stop: &CancellationToken,
 ) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = shared.shutdown.cancelled() => return None,
+            _ = stop.cancelled() => return None,
         };
         match accepted {
             Ok((stream, peer)) => {

@@ -25,8 +25,13 @@ use crate::state::Shared;
 use crate::wire::proxy_protocol;
 
 /// Accept loop of a reverse listener.
-pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
-    accept_with(shared, listener, cfg, serve).await;
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    cfg: Arc<ListenerConfig>,
+    stop: CancellationToken,
+) {
+    accept_with(shared, listener, cfg, stop, serve).await;
 }
 
 async fn serve(

@@ -17,6 +17,7 @@ use crate::pipeline::relay::{RelayCtx, Upstream};
 use crate::pipeline::{connect, relay, vet};
 use crate::policy::{Reason, Subject, Verdict};
 use crate::state::Shared;
+use crate::state::tunnels::TunnelSubject;
 use crate::upstream::connect_first;
 use crate::upstream::tunnel::TunnelLimits;
 
@@ -125,12 +126,23 @@ pub async fn handle(
                 lifetime: cfg.limits.max_tunnel_lifetime,
             };
             let hard = shared.hard.clone();
+            // Registered so a reload can re-decide it on the address it dialled.
+            let open = shared.tunnels.open(
+                TunnelSubject {
+                    listener: listener.name.clone(),
+                    client: client_ip,
+                    host,
+                    port: dest.port,
+                    dialed: dialled.addr().ip(),
+                },
+                shared.metrics.tunnel(&listener.name),
+            );
             // The tunnel keeps its client connection's slot of `max_connections` until it
             // closes: the upgraded socket (and the recorder's busy guard) hold the connection's
             // activity, which holds the slot.
             shared.tracker.spawn(async move {
                 tokio::select! {
-                    _ = connect::run(req, stream, limits, rec) => {}
+                    _ = connect::run(req, stream, limits, rec, open) => {}
                     _ = hard.cancelled() => {}
                 }
             });

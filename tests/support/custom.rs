@@ -78,3 +78,59 @@ impl TestProxy {
             .swap(Snapshot::new(config, super::world_table()));
     }
 }
+
+/// A reload loader for tests: compile the configuration file at `path` (read at each reload)
+/// with the test world's table, as `run` compiles its file with the real one.
+pub fn world_loader(path: std::path::PathBuf) -> residency_proxy::reload::Loader {
+    Arc::new(move || {
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        Ok(Snapshot::new(config, super::world_table()))
+    })
+}
+
+impl TestProxy {
+    /// The running proxy.
+    pub fn handle(&self) -> &server::ProxyHandle {
+        self.handle.as_ref().expect("the proxy is running")
+    }
+
+    /// Start the admin listener on an OS-picked loopback port, reloading with `loader`.
+    pub async fn admin(
+        &self,
+        loader: residency_proxy::reload::Loader,
+    ) -> (std::net::SocketAddr, Arc<residency_proxy::reload::Reload>) {
+        let reload = residency_proxy::reload::Reload::new(self.handle().reloader(), loader);
+        let (addr, _join) = residency_proxy::admin::serve(
+            reload.clone(),
+            "127.0.0.1:0".parse().expect("a socket address"),
+        )
+        .await
+        .expect("bind the admin listener");
+        (addr, reload)
+    }
+}
+
+/// One request to the admin listener at `addr` (`Connection: close`): status and body.
+pub async fn admin_request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the admin listener");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    tokio::time::timeout(super::WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("the admin listener answers in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, body.to_string())
+}

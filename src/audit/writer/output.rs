@@ -92,6 +92,7 @@ impl Output {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(rec.clone());
+            shared.written.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let start = batch.buf.len();
@@ -140,9 +141,17 @@ impl Output {
             Output::Memory(_) => Ok(()),
         };
         let outcome = match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                shared
+                    .written
+                    .fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
             Err((written, e)) => {
                 let first_lost = batch.ends.partition_point(|&end| end <= written);
+                shared
+                    .written
+                    .fetch_add(first_lost as u64, Ordering::Relaxed);
                 let lost = batch.ends.len() - first_lost;
                 shared.write_errors.fetch_add(1, Ordering::Relaxed);
                 shared.unwritten.fetch_add(lost as u64, Ordering::Relaxed);

@@ -72,13 +72,14 @@ fn serialized_keys_are_exactly_the_dotted_names() {
         status: Some(403),
         error_side: Some(Side::Upstream),
         error: Some("reset".into()),
+        closed_by: Some(crate::audit::ClosedBy::Reload),
     };
     for r in [full, AuditRecord::default()] {
         let v = serde_json::to_value(&r).unwrap();
         let got: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let want: BTreeSet<&str> = keys::ALL.into_iter().collect();
         assert_eq!(got, want);
-        assert_eq!(keys::ALL.len(), 22);
+        assert_eq!(keys::ALL.len(), 23);
     }
 
     let v = serde_json::to_value(AuditRecord {

@@ -31,6 +31,18 @@ pub struct FileConfig {
     pub route: Option<Vec<FileRoute>>,
     /// `[[pool]]`: upstream pools of reverse routes.
     pub pool: Option<Vec<FilePool>>,
+    /// `[admin]`: the admin listener (metrics, health, reload, explain).
+    pub admin: Option<FileAdmin>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// `IP:port` of the admin listener.
+    pub bind: Option<Spanned<String>>,
+    /// Whether the admin listener runs at all.
+    pub enabled: Option<bool>,
 }
 
 /// `[jurisdiction]`.
@@ -151,6 +163,8 @@ pub struct FilePolicy {
     pub rule: Option<Vec<FileRule>>,
     /// `[[policy.attestation]]`.
     pub attestation: Option<Vec<FileAttestation>>,
+    /// Re-decide open tunnels after a reload and close the ones now denied.
+    pub reevaluate_tunnels: Option<bool>,
 }
 
 /// One `[[policy.rule]]`.

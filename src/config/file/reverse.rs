@@ -120,13 +120,15 @@ impl Compiler<'_> {
                 "a TLS listener cannot redirect to HTTPS (remove redirect_https_port or the certificates)",
             ));
         }
-        let tls = if certs.is_empty() {
-            None
+        let (tls, cert_expiry) = if certs.is_empty() {
+            (None, None)
         } else {
-            Some(self.certs(certs, i, h2)?)
+            let (config, expiry) = self.certs(certs, i, h2)?;
+            (Some(config), expiry)
         };
         Ok(ReverseListener {
             tls,
+            cert_expiry,
             redirect_https_port,
             proxy_protocol,
             trusted_proxies,
@@ -136,7 +138,13 @@ impl Compiler<'_> {
         })
     }
 
-    fn certs(&self, certs: &[FileCert], i: usize, h2: bool) -> Res<Arc<rustls::ServerConfig>> {
+    /// The listener's rustls configuration, and the earliest `notAfter` of its certificates.
+    fn certs(
+        &self,
+        certs: &[FileCert],
+        i: usize,
+        h2: bool,
+    ) -> Res<(Arc<rustls::ServerConfig>, Option<SystemTime>)> {
         let now = SystemTime::now();
         let mut loaded = Vec::new();
         let mut default = None;
@@ -168,10 +176,11 @@ impl Compiler<'_> {
             }
             loaded.push(cert);
         }
+        let expiry = loaded.iter().map(|c| c.not_after).min();
         let config = tls::server_config(loaded, default.unwrap_or(0), h2).map_err(|e| {
             ConfigError::new(self.source, format!("listener[{i}].cert"), e.to_string())
         })?;
-        Ok(config)
+        Ok((config, expiry))
     }
 
     pub(super) fn pools(&self, raw: Vec<FilePool>) -> Res<Vec<PoolConfig>> {

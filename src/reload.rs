@@ -1,0 +1,86 @@
+//! Configuration reload (SIGHUP, `POST /-/reload`): re-read the configuration and everything
+//! it names (profile, GeoIP database, overrides, cloud ranges, certificates), compile it on a
+//! blocking thread (never a runtime worker), and apply it ([`Reloader::apply`]). A reload that
+//! fails at any step changes nothing: the running snapshot keeps serving, one log line says
+//! why (file, line and reason), and `config_reloads_total{result="error"}` counts it.
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::server::{Applied, Reloader, Snapshot};
+
+/// Builds the next snapshot from the configuration's sources (blocking: it reads files and
+/// compiles the jurisdiction table).
+pub type Loader = Arc<dyn Fn() -> Result<Snapshot, String> + Send + Sync>;
+
+/// Reloads a running proxy, one reload at a time.
+pub struct Reload {
+    reloader: Reloader,
+    loader: Loader,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Reload {
+    /// Reload `reloader`'s proxy from what `loader` builds.
+    pub fn new(reloader: Reloader, loader: Loader) -> Arc<Reload> {
+        Arc::new(Reload {
+            reloader,
+            loader,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The proxy this reloads.
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
+    /// Reload now; `trigger` (`SIGHUP`, `admin`) is logged. Returns what changed, or why
+    /// nothing did.
+    pub async fn run(&self, trigger: &str) -> Result<Applied, String> {
+        let _one = self.one_at_a_time.lock().await;
+        let loader = self.loader.clone();
+        let result = match tokio::task::spawn_blocking(move || loader()).await {
+            Ok(built) => built,
+            Err(e) => Err(format!("the reload task failed: {e}")),
+        }
+        .and_then(|snapshot| self.reloader.apply(snapshot));
+        self.reloader.metrics().reloaded(result.is_ok());
+        match &result {
+            Ok(applied) => {
+                let snap = self.reloader.current();
+                tracing::info!(
+                    trigger,
+                    source = %snap.config.source,
+                    profile = %snap.config.profile.name,
+                    data.versions = %snap.data_versions,
+                    listeners.added = ?applied.added,
+                    listeners.removed = ?applied.removed,
+                    tunnels_closed = applied.tunnels_closed,
+                    "Configuration reloaded"
+                );
+            }
+            Err(e) => tracing::error!(
+                trigger,
+                error = %e,
+                "Reload refused: the running configuration keeps serving"
+            ),
+        }
+        result
+    }
+
+    /// Reload on every SIGHUP (unix). The handler is installed before this returns.
+    #[cfg(unix)]
+    pub fn spawn_on_sighup(self: &Arc<Self>) -> io::Result<JoinHandle<()>> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        let reload = self.clone();
+        Ok(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = reload.run("SIGHUP").await;
+            }
+        }))
+    }
+}
