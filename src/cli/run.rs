@@ -31,6 +31,7 @@ pub fn cmd_run(args: &RunArgs) -> Result<ExitCode, CliError> {
     );
     warn_if_stale(&report);
     log_cloud_sources(&report);
+    residency_proxy::reload::release_freed_memory();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
