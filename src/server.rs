@@ -171,6 +171,11 @@ pub async fn start(snapshot: Snapshot, deps: Deps) -> io::Result<ProxyHandle> {
                 listener,
                 cfg,
             )),
+            ListenerKind::Transparent(_) => tokio::spawn(crate::listen::transparent::accept_loop(
+                shared.clone(),
+                listener,
+                cfg,
+            )),
         });
     }
     spawn_health_loops(&shared);

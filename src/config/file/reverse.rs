@@ -20,8 +20,11 @@ impl Compiler<'_> {
     /// Refuse keys that belong to the other listener kind.
     pub(super) fn kind_keys(&self, l: &FileListener, kind: Kind, i: usize) -> Res<()> {
         let key = |k: &str| format!("listener[{i}].{k}");
+        if kind != Kind::Transparent {
+            self.no_transparent_keys(l, i)?;
+        }
         match kind {
-            Kind::Forward => {
+            Kind::Forward | Kind::Transparent => {
                 let reverse_only = [
                     ("cert", l.cert.is_some()),
                     ("h2", l.h2.is_some()),
