@@ -82,9 +82,27 @@ const HOSTS: &str = "81.2.69.160 gb.test
 2600:1f18::1 attested.test
 ";
 
-/// The two namespaces, the origins, and the proxy in the app namespace.
+/// Where the redirect happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    /// The proxy in the application's namespace, `residency-redirect.sh sidecar` (nat OUTPUT,
+    /// the proxy's uid exempt).
+    Sidecar,
+    /// As `Sidecar`, by hand, without the owner exemption: the proxy's own connections are
+    /// redirected back to it.
+    SidecarWithoutExemption,
+    /// A container host: the client in a container namespace, the proxy in the host
+    /// namespace, `residency-redirect.sh host IFACE` (nat PREROUTING from the container's
+    /// veth); the listener is one dual-stack socket on `[::]`.
+    Host,
+}
+
+/// The namespaces, the origins, and the proxy.
 struct Lab {
-    app: Netns,
+    /// Where curl runs.
+    client: Netns,
+    /// Where the proxy runs, if not beside the client.
+    gateway: Option<Netns>,
     _net: Netns,
     pki: pki::Pki,
     dir: tempfile::TempDir,
@@ -93,84 +111,107 @@ struct Lab {
     stop_origins: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// The redirect script, as deployed.
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/transparent/residency-redirect.sh"
+);
+
 impl Lab {
-    /// Build the lab, or `None` (with a message) where namespace tests cannot run. With
-    /// `exempt_proxy` false the redirect rule catches the proxy's own connections too.
-    fn start(test: &str, exempt_proxy: bool) -> Option<Lab> {
+    /// Build the lab, or `None` (with a message) where namespace tests cannot run.
+    fn start(test: &str, topology: Topology) -> Option<Lab> {
         if let Some(why) = netns::missing(&["ip", "iptables", "ip6tables", "setpriv", "curl"]) {
             eprintln!("SKIPPED {test}: transparent namespace tests cannot run here: {why}");
             return None;
         }
         let base = netns::unique("rt");
-        let app = Netns::add(&format!("{base}-app"));
+        let client = Netns::add(&format!("{base}-app"));
         let net = Netns::add(&format!("{base}-net"));
+        // The namespace the proxy runs in, and its way out to the net namespace.
+        let gateway = (topology == Topology::Host).then(|| Netns::add(&format!("{base}-host")));
+        let egress = gateway.as_ref().unwrap_or(&client);
         veth(
-            &base,
-            &app,
+            &format!("{base}o"),
+            egress,
             &["10.77.0.1/24", "fd77::1/64"],
             &net,
             &["10.77.0.2/24", "fd77::2/64"],
         );
-        app.ip(&["route", "add", "default", "via", "10.77.0.2"]);
-        app.ip(&["-6", "route", "add", "default", "via", "fd77::2"]);
+        egress.ip(&["route", "add", "default", "via", "10.77.0.2"]);
+        egress.ip(&["-6", "route", "add", "default", "via", "fd77::2"]);
+        if let Some(host) = &gateway {
+            veth(
+                &format!("{base}c"),
+                host,
+                &["10.78.0.1/24", "fd78::1/64"],
+                &client,
+                &["10.78.0.2/24", "fd78::2/64"],
+            );
+            client.ip(&["route", "add", "default", "via", "10.78.0.1"]);
+            client.ip(&["-6", "route", "add", "default", "via", "fd78::1"]);
+        }
         for addr in [GB4, CN4, US4, US4_OTHER, METADATA] {
             net.ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
         }
         for addr in [GB6, CN6, US6] {
             net.ip(&["addr", "add", &format!("{addr}/128"), "dev", "lo"]);
         }
-        // The sidecar's redirect, as deploy/transparent installs it.
-        for (tool, loopback) in [("iptables", "127.0.0.0/8"), ("ip6tables", "::1/128")] {
-            if exempt_proxy {
-                app.must(
-                    tool,
-                    &[
-                        "-t",
-                        "nat",
-                        "-A",
-                        "OUTPUT",
-                        "-p",
-                        "tcp",
-                        "-m",
-                        "owner",
-                        "--uid-owner",
-                        PROXY_UID,
-                        "-j",
-                        "RETURN",
-                    ],
-                );
+        let env = [("PROXY_UID", PROXY_UID), ("PROXY_PORT", PORT)];
+        match (topology, &gateway) {
+            (Topology::Sidecar, _) => client.must_env(&env, "sh", &[SCRIPT, "sidecar"]),
+            (Topology::Host, Some(host)) => {
+                host.must_env(&env, "sh", &[SCRIPT, "host", &format!("{base}ca")])
             }
-            app.must(
-                tool,
-                &[
-                    "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", loopback, "-j", "RETURN",
-                ],
-            );
-            app.must(
-                tool,
-                &[
-                    "-t",
-                    "nat",
-                    "-A",
-                    "OUTPUT",
-                    "-p",
-                    "tcp",
-                    "-j",
-                    "REDIRECT",
-                    "--to-ports",
-                    PORT,
-                ],
-            );
+            (Topology::Host, None) => unreachable!("a host topology has a gateway"),
+            (Topology::SidecarWithoutExemption, _) => {
+                for tool in ["iptables", "ip6tables"] {
+                    client.must(
+                        tool,
+                        &[
+                            "-t",
+                            "nat",
+                            "-A",
+                            "OUTPUT",
+                            "-p",
+                            "tcp",
+                            "-m",
+                            "addrtype",
+                            "--dst-type",
+                            "LOCAL",
+                            "-j",
+                            "RETURN",
+                        ],
+                    );
+                    client.must(
+                        tool,
+                        &[
+                            "-t",
+                            "nat",
+                            "-A",
+                            "OUTPUT",
+                            "-p",
+                            "tcp",
+                            "-j",
+                            "REDIRECT",
+                            "--to-ports",
+                            PORT,
+                        ],
+                    );
+                }
+            }
         }
-        app.etc("hosts", HOSTS);
-        // No DNS server: every name the test uses is in the hosts file.
-        app.etc("resolv.conf", "nameserver 127.0.0.1\n");
+        for ns in std::iter::once(&client).chain(&gateway) {
+            ns.etc("hosts", HOSTS);
+            // No DNS server: every name the test uses is in the hosts file.
+            ns.etc("resolv.conf", "nameserver 127.0.0.1\n");
+        }
 
         let pki = pki::Pki::new();
         let stop_origins = origins(&net, &pki);
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut lab = Lab {
-            app,
+            client,
+            gateway,
             _net: net,
             pki,
             dir,
@@ -178,7 +219,7 @@ impl Lab {
             log: Arc::new(Mutex::new(Vec::new())),
             stop_origins: Some(stop_origins),
         };
-        lab.start_proxy();
+        lab.start_proxy(topology);
         Some(lab)
     }
 
@@ -186,9 +227,9 @@ impl Lab {
         self.dir.path().join(name)
     }
 
-    /// Write the configuration and start the proxy binary in the app namespace as
-    /// [`PROXY_UID`]; return once both listeners are bound.
-    fn start_proxy(&mut self) {
+    /// Write the configuration and start the proxy binary in its namespace as [`PROXY_UID`];
+    /// return once its listeners are bound.
+    fn start_proxy(&mut self, topology: Topology) {
         std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod the directory");
         let mut geo = mmdb::MmdbBuilder::new(6, "GeoLite2-Country");
@@ -199,6 +240,18 @@ impl Lab {
         std::fs::write(&audit, "").expect("create the audit log");
         std::fs::set_permissions(&audit, std::fs::Permissions::from_mode(0o666))
             .expect("chmod the audit log");
+        // Sidecar: REDIRECT from OUTPUT goes to 127.0.0.1 or ::1. Host: to the address of the
+        // interface the connection arrived on; one dual-stack socket takes both families.
+        let listeners = match topology {
+            Topology::Host => format!(
+                "[[listener]]\nname = \"gateway\"\nkind = \"transparent\"\nbind = \"[::]:{PORT}\"\n"
+            ),
+            _ => format!(
+                "[[listener]]\nname = \"sidecar\"\nkind = \"transparent\"\nbind = \"127.0.0.1:{PORT}\"\n\n\
+                 [[listener]]\nname = \"sidecar6\"\nkind = \"transparent\"\nbind = \"[::1]:{PORT}\"\n"
+            ),
+        };
+        let expected = if topology == Topology::Host { 1 } else { 2 };
         let config = format!(
             r#"[jurisdiction]
 geoip = "geo.mmdb"
@@ -214,16 +267,7 @@ output = {audit:?}
 [limits]
 drain_timeout = "2s"
 
-[[listener]]
-name = "sidecar"
-kind = "transparent"
-bind = "127.0.0.1:{PORT}"
-
-[[listener]]
-name = "sidecar6"
-kind = "transparent"
-bind = "[::1]:{PORT}"
-
+{listeners}
 [[policy.attestation]]
 host = "attested.test"
 organisation = "Attested Ltd"
@@ -233,7 +277,9 @@ basis = "test attestation"
         let config_path = self.path("residency-proxy.toml");
         std::fs::write(&config_path, config).expect("write the configuration");
         let mut child = self
-            .app
+            .gateway
+            .as_ref()
+            .unwrap_or(&self.client)
             .command("setpriv")
             .args([
                 &format!("--reuid={PROXY_UID}"),
@@ -262,7 +308,7 @@ basis = "test attestation"
                 log.lock().expect("log").push(line);
             }
         });
-        for _ in 0..2 {
+        for _ in 0..expected {
             if rx.recv_timeout(WAIT).is_err() {
                 panic!("the proxy did not start:\n{}", self.log());
             }
@@ -274,12 +320,12 @@ basis = "test attestation"
         self.log.lock().expect("log").join("\n")
     }
 
-    /// Run curl in the app namespace, as root (so redirected), trusting only the test CA.
+    /// Run curl in the client namespace, as root (so redirected), trusting only the test CA.
     fn curl(&self, args: &[&str]) -> Curl {
         let ca = self.pki.ca_path.display().to_string();
         let mut all = vec!["-sS", "--max-time", "20", "--cacert", ca.as_str()];
         all.extend_from_slice(args);
-        let out = self.app.run("curl", &all);
+        let out = self.client.run("curl", &all);
         Curl {
             exit: out.status.code().unwrap_or(-1),
             out: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -447,11 +493,23 @@ fn dest(r: &Value) -> Option<&str> {
 }
 
 #[test]
-fn curl_without_proxy_settings_reaches_allowed_origins_only() {
-    let Some(mut lab) = Lab::start("curl_without_proxy_settings", true) else {
-        return;
-    };
+fn a_sidecar_redirect_lets_curl_reach_allowed_origins_only() {
+    if let Some(lab) = Lab::start("sidecar", Topology::Sidecar) {
+        the_bar(lab, "sidecar", "sidecar6", "127.0.0.1");
+    }
+}
 
+#[test]
+fn a_container_host_redirect_lets_curl_reach_allowed_origins_only() {
+    if let Some(lab) = Lab::start("container_host", Topology::Host) {
+        the_bar(lab, "gateway", "gateway", "10.78.0.1");
+    }
+}
+
+/// curl, with no proxy settings, from the client namespace: each case, then each record.
+/// `v4` and `v6` are the listeners IPv4 and IPv6 connections reach; `direct` is the address
+/// a connection straight to the listener (not redirected) goes to.
+fn the_bar(mut lab: Lab, v4: &str, v6: &str, direct: &str) {
     // Allowed TLS: the handshake completes with the origin's own certificate (curl trusts
     // only the test CA, and the proxy holds no key), the origin saw the client's SNI.
     let gb = lab.curl(&["-4", "https://gb.test/"]);
@@ -510,8 +568,8 @@ fn curl_without_proxy_settings_reaches_allowed_origins_only() {
     );
     let cn6 = lab.curl(&["-6", "https://cn.test/"]);
     assert_ne!(cn6.exit, 0, "{cn6:?}");
-    // Straight to the listener (loopback is not redirected): refused.
-    let direct = lab.curl(&[&format!("http://127.0.0.1:{PORT}/")]);
+    // Straight to the listener (local addresses are not redirected): refused.
+    let direct = lab.curl(&[&format!("http://{direct}:{PORT}/")]);
     assert_ne!(direct.exit, 0, "{direct:?}");
 
     let records = lab.stop();
@@ -522,7 +580,7 @@ fn curl_without_proxy_settings_reaches_allowed_origins_only() {
     let r = one(&records, "gb.test over TLS", |r| {
         claimed(r) == Some("gb.test") && dest(r) == Some(GB4) && r["dest.port"] == 443
     });
-    assert_eq!(r["listener"], "sidecar");
+    assert_eq!(r["listener"], v4);
     assert_eq!(r["decision"], "allow");
     assert_eq!(r["reason"], "home");
     assert_eq!(r["dest.verified"], true);
@@ -592,7 +650,7 @@ fn curl_without_proxy_settings_reaches_allowed_origins_only() {
     assert_eq!(r["dialed.ip"], Value::Null);
 
     let r = one(&records, "gb.test over IPv6", |r| dest(r) == Some(GB6));
-    assert_eq!(r["listener"], "sidecar6");
+    assert_eq!(r["listener"], v6);
     assert_eq!(
         (&r["decision"], &r["dest.verified"]),
         (&"allow".into(), &true.into())
@@ -613,7 +671,7 @@ fn curl_without_proxy_settings_reaches_allowed_origins_only() {
 
 #[test]
 fn a_redirect_that_catches_the_proxy_itself_is_refused_as_a_loop() {
-    let Some(mut lab) = Lab::start("redirect_loop", false) else {
+    let Some(mut lab) = Lab::start("redirect_loop", Topology::SidecarWithoutExemption) else {
         return;
     };
     let looped = lab.curl(&["-4", "http://gb.test/"]);

@@ -95,6 +95,24 @@ impl Netns {
         must("ip", &all);
     }
 
+    /// `ip netns exec NAME program args` with `env` set, checked.
+    pub fn must_env(&self, env: &[(&str, &str)], program: &str, args: &[&str]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {} in {}: {}",
+            args.join(" "),
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `ip netns exec NAME program args`, its output whatever its status.
     pub fn run(&self, program: &str, args: &[&str]) -> Output {
         let mut all = vec!["netns", "exec", self.name.as_str(), program];
