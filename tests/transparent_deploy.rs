@@ -34,11 +34,20 @@ fn the_sidecar_configuration_compiles_to_transparent_listeners_on_the_redirect_p
     let config = Config::load(&Path::new(DIR).join("residency-proxy.toml")).expect("compiles");
     let manifest = read("sidecar.yaml");
     let port: u16 = env_value(&manifest, "PROXY_PORT").parse().expect("a port");
-    let binds: Vec<String> = config.listeners.iter().map(|l| l.bind.to_string()).collect();
+    let binds: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| l.bind.to_string())
+        .collect();
     assert_eq!(binds, ["127.0.0.1:15001", "[::1]:15001"]);
     for l in &config.listeners {
         let t = l.transparent().expect("a transparent listener");
-        assert_eq!(l.bind.port(), port, "{} binds the port the rules redirect to", l.name);
+        assert_eq!(
+            l.bind.port(),
+            port,
+            "{} binds the port the rules redirect to",
+            l.name
+        );
         assert!(t.host_must_resolve);
     }
 }
@@ -56,21 +65,35 @@ fn the_kubernetes_example_exempts_the_proxys_uid_the_admin_port_and_dns() {
         .map(str::trim)
         .find_map(|l| l.strip_prefix("runAsUser: "))
         .expect("the proxy's runAsUser");
-    assert_eq!(run_as, uid, "the redirect exempts the uid the proxy runs as");
+    assert_eq!(
+        run_as, uid,
+        "the redirect exempts the uid the proxy runs as"
+    );
     assert_eq!(env_value(&manifest, "EXCLUDE_PORTS"), "9090");
     let script = read("residency-redirect.sh");
     assert!(script.contains("--dport 53 -j RETURN"), "DNS stays direct");
     assert!(script.contains("--uid-owner \"$PROXY_UID\" -j RETURN"));
     let kustomization = read("kustomization.yaml");
-    for file in ["residency-redirect.sh", "residency-proxy.toml", "sidecar.yaml"] {
-        assert!(kustomization.contains(file), "kustomization.yaml names {file}");
+    for file in [
+        "residency-redirect.sh",
+        "residency-proxy.toml",
+        "sidecar.yaml",
+    ] {
+        assert!(
+            kustomization.contains(file),
+            "kustomization.yaml names {file}"
+        );
     }
 }
 
 #[test]
 fn the_redirect_script_parses_and_refuses_a_bad_mode() {
     let script = Path::new(DIR).join("residency-redirect.sh");
-    let syntax = Command::new("sh").arg("-n").arg(&script).status().expect("run sh");
+    let syntax = Command::new("sh")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .expect("run sh");
     assert!(syntax.success());
     let bad = Command::new("sh")
         .arg(&script)

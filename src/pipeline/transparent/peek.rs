@@ -55,3 +55,6 @@ pub async fn peek_first(stream: &TcpStream, max: usize, wait: Duration) -> Peeke
         last = n;
     }
 }
+
+#[cfg(test)]
+mod tests;
