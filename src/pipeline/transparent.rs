@@ -102,11 +102,11 @@ pub async fn handle(
     own: Arc<OwnConnections>,
 ) {
     let snap = shared.state.load_full();
-    let Some(listener) = snap
+    // This connection's listener settings: from the snapshot it decides on.
+    let current = snap
         .listener(&bound.name)
-        .filter(|l| l.transparent().is_some())
-        .cloned()
-    else {
+        .and_then(|l| l.transparent().map(|t| (l.clone(), t.clone())));
+    let Some((listener, settings)) = current else {
         let base = snap.record(&bound, conn.client, Intent::Transparent);
         let mut rec = Recorder::new(shared.deps.audit.clone(), base);
         tracing::warn!(listener = %bound.name, "Connection on a listener the current configuration no longer has");
@@ -115,9 +115,6 @@ pub async fn handle(
         r.error_side = Some(Side::Internal);
         r.error = Some(format!("listener {} is no longer configured", bound.name));
         rec.finish();
-        return;
-    };
-    let Some(settings) = listener.transparent().cloned() else {
         return;
     };
     let mut rec = Recorder::new(

@@ -529,3 +529,21 @@ fn claims_are_cut_on_a_character_boundary() {
     assert_eq!(truncate("é", 1), "");
     assert_eq!(truncate("short", 512), "short");
 }
+
+#[tokio::test]
+async fn a_connection_on_a_listener_no_longer_configured_is_recorded_and_closed() {
+    let origin = echo_origin(GB, b"").await;
+    let mut w = World::new("", &[origin.port()]).await;
+    // A reload that turned `sidecar` into a forward listener.
+    let text = "[[listener]]\nname = \"sidecar\"\nbind = \"127.0.0.1:0\"\n";
+    let config = Config::parse(text, "test.toml", Path::new(".")).expect("config");
+    let table = TableBuilder::with_special_ranges_where(|r| r.cidr != "127.0.0.0/8").build();
+    w.shared.state.store(Arc::new(Snapshot::new(config, table)));
+    let mut c = w.connect(Ok(origin)).await;
+    assert!(read_all(&mut c).await.is_empty());
+    let recs = w.records().await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].reason, "listener-not-configured");
+    assert_eq!(recs[0].intent, Intent::Transparent);
+    assert_eq!(recs[0].dialed_ip, None);
+}
