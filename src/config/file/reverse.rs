@@ -17,7 +17,7 @@ use crate::wire::forwarded::ForwardedHeader;
 use crate::wire::proxy_protocol::Accept;
 
 impl Compiler<'_> {
-    /// Refuse keys that belong to the other listener kind.
+    /// Refuse keys that belong to another listener kind.
     pub(super) fn kind_keys(&self, l: &FileListener, kind: Kind, i: usize) -> Res<()> {
         let key = |k: &str| format!("listener[{i}].{k}");
         if kind != Kind::Transparent {
@@ -49,7 +49,7 @@ impl Compiler<'_> {
                         p.span(),
                         key("allowed_ports"),
                         None,
-                        "only forward listeners take allowed_ports (reverse listeners reach their pools)",
+                        "only forward and transparent listeners take allowed_ports (reverse listeners reach their pools)",
                     ));
                 }
             }
