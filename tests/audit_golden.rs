@@ -15,7 +15,8 @@ use residency_proxy::policy::{Mode, Reason, Verdict};
 /// The committed line (without its newline).
 const GOLDEN: &str = concat!(
     r#"{"ts":"2026-11-23T11:00:00.123Z","listener":"egress","client.addr":"[2001:db8::7]:40000","#,
-    r#""intent":"connect","dest.host":"api.example.com","dest.port":443,"dest.addrs":["#,
+    r#""intent":"connect","dest.host":"api.example.com","dest.port":443,"#,
+    r#""dest.claimed":"api.example.com","dest.verified":true,"dest.addrs":["#,
     r#"{"ip":"::ffff:198.51.100.7","jurisdiction":"US","class":"not-adequate","source":"geoip","prefix":"198.51.100.0/24"},"#,
     r#"{"ip":"64:ff9b::cb00:7109","jurisdiction":"DE","class":"adequate","source":"rir","prefix":"203.0.113.0/24"}],"#,
     r#""dialed.ip":"64:ff9b::cb00:7109","decision":"deny","mode":"report","would_deny":true,"#,
@@ -33,6 +34,8 @@ fn full() -> AuditRecord {
         intent: Intent::Connect,
         dest_host: Some("api.example.com".into()),
         dest_port: Some(443),
+        dest_claimed: Some("api.example.com".into()),
+        dest_verified: Some(true),
         dest_addrs: vec![
             AuditAddr {
                 // IPv4-mapped: decided on the IPv4 address inside.

@@ -360,10 +360,10 @@ fn bad_files() -> Vec<(String, usize, Vec<&'static str>)> {
             ],
         ),
         (
-            l("kind = \"transparent\"\n"),
+            l("kind = \"sidecar\"\n"),
             4,
             vec![
-                "listener[0].kind: unknown listener kind (expected forward or reverse) ('transparent')",
+                "listener[0].kind: unknown listener kind (expected forward, reverse or transparent) ('sidecar')",
             ],
         ),
         (

@@ -41,12 +41,18 @@ pub mod keys {
     pub const LISTENER: &str = "listener";
     /// Client socket address.
     pub const CLIENT_ADDR: &str = "client.addr";
-    /// `forward`, `connect`, `reverse` or `unknown`.
+    /// `forward`, `connect`, `reverse`, `transparent` or `unknown`.
     pub const INTENT: &str = "intent";
     /// Destination host name as requested.
     pub const DEST_HOST: &str = "dest.host";
     /// Destination port.
     pub const DEST_PORT: &str = "dest.port";
+    /// Transparent connections: the name the client's first bytes claimed (TLS SNI or HTTP
+    /// `Host`), as sent; `null` when none was seen and on other intents.
+    pub const DEST_CLAIMED: &str = "dest.claimed";
+    /// Transparent connections: whether the claimed name resolved to the original destination
+    /// and so was used as `dest.host` for rules and attestations; `null` on other intents.
+    pub const DEST_VERIFIED: &str = "dest.verified";
     /// Every resolved address of the destination with its jurisdiction.
     pub const DEST_ADDRS: &str = "dest.addrs";
     /// The address actually dialed, if any.
@@ -84,13 +90,15 @@ pub mod keys {
     pub const CLOSED_BY: &str = "closed_by";
 
     /// Every key, in serialization order.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 25] = [
         TS,
         LISTENER,
         CLIENT_ADDR,
         INTENT,
         DEST_HOST,
         DEST_PORT,
+        DEST_CLAIMED,
+        DEST_VERIFIED,
         DEST_ADDRS,
         DIALED_IP,
         DECISION,
@@ -138,7 +146,7 @@ pub struct AuditRecord {
     /// Client socket address.
     #[serde(rename = "client.addr")]
     pub client_addr: Option<SocketAddr>,
-    /// `forward`, `connect`, `reverse` or `unknown`.
+    /// `forward`, `connect`, `reverse`, `transparent` or `unknown`.
     #[serde(rename = "intent", with = "as_label")]
     pub intent: Intent,
     /// Destination host name as requested.
@@ -147,6 +155,12 @@ pub struct AuditRecord {
     /// Destination port.
     #[serde(rename = "dest.port")]
     pub dest_port: Option<u16>,
+    /// Transparent connections: the TLS SNI or HTTP `Host` the client sent.
+    #[serde(rename = "dest.claimed")]
+    pub dest_claimed: Option<String>,
+    /// Transparent connections: whether `dest.claimed` was verified and decided on.
+    #[serde(rename = "dest.verified")]
+    pub dest_verified: Option<bool>,
     /// Every resolved address of the destination with its jurisdiction.
     #[serde(rename = "dest.addrs")]
     pub dest_addrs: Vec<AuditAddr>,

@@ -19,6 +19,8 @@ labels! {
         Connect => "connect",
         /// A request on a reverse listener.
         Reverse => "reverse",
+        /// A connection redirected to a transparent listener (one record per connection).
+        Transparent => "transparent",
         /// A forward-listener request that could not be classified (malformed).
         #[default]
         Unknown => "unknown",
@@ -44,6 +46,12 @@ labels! {
         TlsHandshakeFailed => "tls-handshake-failed",
         /// A request on a listener the current configuration no longer has (after a swap).
         ListenerNotConfigured => "listener-not-configured",
+        /// A connection on a transparent listener that no redirect rule sent there (no
+        /// original destination, or the listener's own address).
+        NotRedirected => "not-redirected",
+        /// A transparent connection that would loop: its original destination is one of the
+        /// proxy's own listeners, or it is the proxy's own upstream connection redirected back.
+        RedirectLoop => "redirect-loop",
     }
 }
 

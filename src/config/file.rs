@@ -28,6 +28,7 @@ mod policy;
 mod raw;
 mod reverse;
 mod toml_error;
+mod transparent;
 
 pub use limits::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_MAX, DEFAULT_UPSTREAM_IDLE_TIMEOUT,

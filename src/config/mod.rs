@@ -5,6 +5,7 @@
 pub mod error;
 pub(crate) mod file;
 pub mod reverse;
+pub mod transparent;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use error::ConfigError;
+pub use transparent::TransparentListener;
 
 use crate::jurisdiction::load::TableSources;
 use crate::policy::{Mode, Policy, Profile};
@@ -31,6 +33,9 @@ pub enum ListenerKind {
     Forward(ForwardListener),
     /// Reverse proxy: TLS termination (or plain HTTP), routes to upstream pools.
     Reverse(reverse::ReverseListener),
+    /// Transparent (sidecar): connections redirected by iptables/nftables, decided on the
+    /// original destination and the TLS SNI or HTTP Host, never terminated.
+    Transparent(TransparentListener),
 }
 
 impl ListenerKind {
@@ -39,6 +44,7 @@ impl ListenerKind {
         match self {
             ListenerKind::Forward(_) => "forward",
             ListenerKind::Reverse(_) => "reverse",
+            ListenerKind::Transparent(_) => "transparent",
         }
     }
 }
@@ -72,7 +78,7 @@ impl ListenerConfig {
     pub fn forward(&self) -> Option<&ForwardListener> {
         match &self.kind {
             ListenerKind::Forward(f) => Some(f),
-            ListenerKind::Reverse(_) => None,
+            ListenerKind::Reverse(_) | ListenerKind::Transparent(_) => None,
         }
     }
 
@@ -80,7 +86,26 @@ impl ListenerConfig {
     pub fn reverse(&self) -> Option<&reverse::ReverseListener> {
         match &self.kind {
             ListenerKind::Reverse(r) => Some(r),
-            ListenerKind::Forward(_) => None,
+            ListenerKind::Forward(_) | ListenerKind::Transparent(_) => None,
+        }
+    }
+
+    /// The transparent settings, on a transparent listener.
+    pub fn transparent(&self) -> Option<&TransparentListener> {
+        match &self.kind {
+            ListenerKind::Transparent(t) => Some(t),
+            ListenerKind::Forward(_) | ListenerKind::Reverse(_) => None,
+        }
+    }
+
+    /// The destination ports the listener lets clients reach: a forward or transparent
+    /// listener's `allowed_ports`; `None` on a reverse listener (its destinations are its pool
+    /// members, whose ports the configuration names).
+    pub fn allowed_ports(&self) -> Option<&[u16]> {
+        match &self.kind {
+            ListenerKind::Forward(f) => Some(&f.allowed_ports),
+            ListenerKind::Transparent(t) => Some(&t.allowed_ports),
+            ListenerKind::Reverse(_) => None,
         }
     }
 }

@@ -3,9 +3,12 @@
 //!
 //! - [`forward`]: HTTP/1.1 forward proxy (absolute-form and CONNECT), 503 over capacity.
 //! - [`reverse`]: PROXY protocol, TLS (SNI, ALPN), HTTP/1.1 and HTTP/2 to the reverse pipeline.
+//! - [`transparent`]: redirected connections and their original destinations, to the
+//!   transparent pipeline.
 
 pub(crate) mod forward;
 pub(crate) mod reverse;
+pub mod transparent;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +28,7 @@ use crate::state::Shared;
 
 /// Accept until `stop` (the listener is removed, or the proxy shuts down) with the
 /// listener's connection limit; each connection is served by `serve` in its own task, tracked
-/// for draining. Shared by forward and reverse listeners.
+/// for draining. Shared by reverse and transparent listeners.
 pub async fn accept_with<F, Fut>(
     shared: Arc<Shared>,
     listener: TcpListener,

@@ -8,6 +8,7 @@
 //! - [`connect`]: a CONNECT tunnel.
 //! - [`reverse`]: a reverse listener's request: route, pool member, vet, relay.
 //! - [`health`]: reverse pools' active health checks, vetted as live requests are.
+//! - [`transparent`]: a redirected connection: original destination, SNI or Host, vet, tunnel.
 
 pub(crate) mod classify;
 pub(crate) mod connect;
@@ -15,4 +16,5 @@ pub(crate) mod forward;
 pub(crate) mod health;
 pub(crate) mod relay;
 pub(crate) mod reverse;
+pub mod transparent;
 pub mod vet;

@@ -38,14 +38,15 @@ impl Vetted {
 }
 
 /// The listener's own checks, before any lookup: the client must be in `allowed_clients`
-/// (never an open proxy) and, on a forward listener, the port in `allowed_ports` (a reverse
-/// listener's destinations are its pool members, whose ports the configuration names).
+/// (never an open proxy) and, on a forward or transparent listener, the port in
+/// `allowed_ports` (a reverse listener's destinations are its pool members, whose ports the
+/// configuration names).
 pub fn gate(listener: &ListenerConfig, client: IpAddr, port: u16) -> Option<Reason> {
     if !listener.allowed_clients.iter().any(|n| n.contains(&client)) {
         return Some(Reason::ClientNotAllowed);
     }
-    if let Some(f) = listener.forward()
-        && !f.allowed_ports.contains(&port)
+    if let Some(ports) = listener.allowed_ports()
+        && !ports.contains(&port)
     {
         return Some(Reason::PortNotAllowed);
     }

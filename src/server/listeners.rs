@@ -167,6 +167,12 @@ pub(crate) fn spawn(
             cfg,
             stop.clone(),
         )),
+        ListenerKind::Transparent(_) => tokio::spawn(crate::listen::transparent::accept_loop(
+            shared.clone(),
+            listener,
+            cfg,
+            stop.clone(),
+        )),
     };
     Ok(Bound {
         name,

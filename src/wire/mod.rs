@@ -3,6 +3,8 @@
 //!
 //! - [`proxy_protocol`]: the PROXY protocol v1/v2 header of a load balancer (AWS NLB).
 //! - [`forwarded`]: `Forwarded` / `X-Forwarded-For` from trusted proxies.
+//! - [`sniff`]: the TLS SNI or HTTP `Host` a transparent connection's first bytes claim.
 
 pub(crate) mod forwarded;
 pub mod proxy_protocol;
+pub mod sniff;

@@ -50,6 +50,8 @@ fn serialized_keys_are_exactly_the_dotted_names() {
         intent: Intent::Connect,
         dest_host: Some("example.com".into()),
         dest_port: Some(443),
+        dest_claimed: Some("example.com".into()),
+        dest_verified: Some(true),
         dest_addrs: vec![AuditAddr {
             ip: "2001:db8::1".parse().unwrap(),
             jurisdiction: "DE".into(),
@@ -79,7 +81,7 @@ fn serialized_keys_are_exactly_the_dotted_names() {
         let got: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let want: BTreeSet<&str> = keys::ALL.into_iter().collect();
         assert_eq!(got, want);
-        assert_eq!(keys::ALL.len(), 23);
+        assert_eq!(keys::ALL.len(), 25);
     }
 
     let v = serde_json::to_value(AuditRecord {

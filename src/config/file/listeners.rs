@@ -74,11 +74,12 @@ impl Compiler<'_> {
                 None => Kind::Forward,
                 Some(k) if k.get_ref() == "forward" => Kind::Forward,
                 Some(k) if k.get_ref() == "reverse" => Kind::Reverse,
+                Some(k) if k.get_ref() == "transparent" => Kind::Transparent,
                 Some(k) => {
                     return Err(self.bad(
                         k,
                         key("kind"),
-                        "unknown listener kind (expected forward or reverse)",
+                        "unknown listener kind (expected forward, reverse or transparent)",
                     ));
                 }
             };
@@ -104,10 +105,13 @@ impl Compiler<'_> {
                 Some(m) => self.mode(m, &key("mode"))?,
             };
             let allowed_clients = match kind {
-                Kind::Forward => self.allowed_clients(l.allowed_clients.as_ref(), i)?,
+                Kind::Forward | Kind::Transparent => {
+                    self.allowed_clients(l.allowed_clients.as_ref(), i)?
+                }
                 Kind::Reverse => self.reverse_clients(l.allowed_clients.as_ref(), i)?,
             };
-            // Forward listeners only (a reverse listener with the key is refused above).
+            // Forward and transparent listeners only (a reverse listener with the key is
+            // refused above).
             let allowed_ports = match &l.allowed_ports {
                 None => DEFAULT_ALLOWED_PORTS.to_vec(),
                 Some(ports) if ports.get_ref().is_empty() => {
@@ -135,6 +139,9 @@ impl Compiler<'_> {
             let kind = match kind {
                 Kind::Forward => ListenerKind::Forward(ForwardListener { allowed_ports }),
                 Kind::Reverse => ListenerKind::Reverse(self.reverse_listener(&l, i)?),
+                Kind::Transparent => {
+                    ListenerKind::Transparent(self.transparent_listener(&l, i, allowed_ports)?)
+                }
             };
             out.push(ListenerConfig {
                 name: name.clone(),

@@ -9,6 +9,7 @@ use toml::Spanned;
 pub(super) enum Kind {
     Forward,
     Reverse,
+    Transparent,
 }
 
 /// The whole file, as written.
@@ -123,7 +124,7 @@ pub struct FileLimits {
 pub struct FileListener {
     /// Unique name, `[a-z0-9_-]+` (required).
     pub name: Spanned<String>,
-    /// `forward` (the only kind so far).
+    /// `forward`, `reverse` or `transparent`.
     pub kind: Option<Spanned<String>>,
     /// Socket address to bind (required).
     pub bind: Spanned<String>,
@@ -149,6 +150,12 @@ pub struct FileListener {
     pub forwarded_header: Option<Spanned<String>>,
     /// Reverse listeners: pool for requests no route matches (else 404).
     pub default_pool: Option<Spanned<String>>,
+    /// Transparent listeners: wait for the client's first bytes (duration string).
+    pub peek_timeout: Option<Spanned<String>>,
+    /// Transparent listeners: most bytes peeked for the SNI or Host.
+    pub peek_max_bytes: Option<Spanned<i64>>,
+    /// Transparent listeners: believe a name only if it resolves to the original destination.
+    pub host_must_resolve: Option<bool>,
 }
 
 /// `[policy]`.

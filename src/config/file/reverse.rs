@@ -17,11 +17,14 @@ use crate::wire::forwarded::ForwardedHeader;
 use crate::wire::proxy_protocol::Accept;
 
 impl Compiler<'_> {
-    /// Refuse keys that belong to the other listener kind.
+    /// Refuse keys that belong to another listener kind.
     pub(super) fn kind_keys(&self, l: &FileListener, kind: Kind, i: usize) -> Res<()> {
         let key = |k: &str| format!("listener[{i}].{k}");
+        if kind != Kind::Transparent {
+            self.no_transparent_keys(l, i)?;
+        }
         match kind {
-            Kind::Forward => {
+            Kind::Forward | Kind::Transparent => {
                 let reverse_only = [
                     ("cert", l.cert.is_some()),
                     ("h2", l.h2.is_some()),
@@ -46,7 +49,7 @@ impl Compiler<'_> {
                         p.span(),
                         key("allowed_ports"),
                         None,
-                        "only forward listeners take allowed_ports (reverse listeners reach their pools)",
+                        "only forward and transparent listeners take allowed_ports (reverse listeners reach their pools)",
                     ));
                 }
             }
