@@ -93,7 +93,7 @@ ncpu=$(nproc --all)
 ((ROUNDS >= 1 && DURATION >= 1)) || die "ROUNDS and DURATION must be at least 1"
 
 # Enough descriptors for S6 (client and upstream side of every connection, in every process).
-want_nofile=$((S6_CONNS * 3 + 8192))
+want_nofile=$((S6_CONNS * 6 + 8192))
 if (($(ulimit -Hn) < want_nofile)); then ulimit -Hn "$want_nofile" 2>/dev/null || true; fi
 ulimit -Sn "$(ulimit -Hn)"
 (($(ulimit -n) >= want_nofile)) ||
