@@ -9,7 +9,8 @@
 //!
 //! Settings come from the environment or from `KEY=VALUE` arguments (arguments win):
 //! `PROXY=127.0.0.1:3128 TARGET=127.0.0.1:8080 CONCURRENCY=50 SECONDS=10`, and optionally
-//! `TIMEOUT_MS=5000` (limit for one whole tunnel). Without `PROXY` and `TARGET` (as under a
+//! `TIMEOUT_MS=5000` (limit for one whole tunnel). `PROXY=direct` connects to `TARGET` itself
+//! and skips the CONNECT: the same loop over plain TCP, the baseline. Without `PROXY` and `TARGET` (as under a
 //! plain `cargo bench`) it prints its usage and exits 0.
 //!
 //! It runs on one thread (a current-thread tokio runtime), so `taskset -c N` pins all of it.
@@ -27,11 +28,12 @@ use tokio::net::TcpStream;
 
 const USAGE: &str = "connect_rate: CONNECT tunnels/s through a forward proxy
 
-usage: PROXY=HOST:PORT TARGET=HOST:PORT [CONCURRENCY=50] [SECONDS=10] [TIMEOUT_MS=5000] connect_rate
+usage: PROXY=HOST:PORT|direct TARGET=HOST:PORT [CONCURRENCY=50] [SECONDS=10] [TIMEOUT_MS=5000] connect_rate
    or: connect_rate PROXY=HOST:PORT TARGET=HOST:PORT [CONCURRENCY=N] [SECONDS=N] [TIMEOUT_MS=N]
 
 Each of CONCURRENCY loops repeats for SECONDS: connect to PROXY, CONNECT TARGET, read the 200,
 GET / with Connection: close through the tunnel, read the full response, close.
+PROXY=direct: the same without a proxy (connect to TARGET, GET, close).
 Prints tunnels/s, p50/p99 latency and error counts. With no PROXY/TARGET it prints this and
 exits 0 (so a plain `cargo bench` does not hang).";
 
@@ -155,15 +157,24 @@ fn content_length(head: &str) -> Option<usize> {
 
 /// One tunnel, start to finish.
 async fn one_tunnel(proxy: &str, target: &str) -> Result<(), Failure> {
-    let mut s = TcpStream::connect(proxy)
+    let direct = proxy == "direct";
+    let mut s = TcpStream::connect(if direct { target } else { proxy })
         .await
         .map_err(io_fail("proxy-connect"))?;
     let _ = s.set_nodelay(true);
+    if !direct {
+        connect_through(&mut s, target).await?;
+    }
+    get_through(&mut s, target).await
+}
+
+/// `CONNECT target` and the proxy's 200.
+async fn connect_through(s: &mut TcpStream, target: &str) -> Result<(), Failure> {
     let connect = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     s.write_all(connect.as_bytes())
         .await
         .map_err(io_fail("connect-write"))?;
-    let (head, early) = read_head(&mut s, "connect-read").await?;
+    let (head, early) = read_head(s, "connect-read").await?;
     match status_of(&head) {
         Some(200) => {}
         Some(code) => return Err(Failure("connect-status", format!("{code}: {head:?}"))),
@@ -175,13 +186,18 @@ async fn one_tunnel(proxy: &str, target: &str) -> Result<(), Failure> {
             format!("{} unexpected bytes after the 200", early.len()),
         ));
     }
+    Ok(())
+}
+
+/// `GET /` with `Connection: close`, the whole response read and checked.
+async fn get_through(s: &mut TcpStream, target: &str) -> Result<(), Failure> {
     let get = format!(
         "GET / HTTP/1.1\r\nHost: {target}\r\nUser-Agent: connect_rate\r\nConnection: close\r\n\r\n"
     );
     s.write_all(get.as_bytes())
         .await
         .map_err(io_fail("tunnel-write"))?;
-    let (head, mut body) = read_head(&mut s, "tunnel-read").await?;
+    let (head, mut body) = read_head(s, "tunnel-read").await?;
     let mut chunk = [0u8; 16 * 1024];
     loop {
         let n = s.read(&mut chunk).await.map_err(io_fail("tunnel-read"))?;
