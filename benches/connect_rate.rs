@@ -17,14 +17,17 @@
 //! The last output line is machine-readable:
 //! `RESULT tunnels_per_s=… p50_ms=… p99_ms=… completed=… errors=… elapsed_s=…`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::env;
-use std::io;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use common::{Failure, content_length, io_fail, percentile_ms, read_head, status_of};
 
 const USAGE: &str = "connect_rate: CONNECT tunnels/s through a forward proxy
 
@@ -38,7 +41,6 @@ Prints tunnels/s, p50/p99 latency and error counts. With no PROXY/TARGET it prin
 exits 0 (so a plain `cargo bench` does not hang).";
 
 /// Largest response header section accepted, from the proxy or the origin.
-const MAX_HEAD: usize = 64 * 1024;
 /// Largest origin response accepted (the harness serves about 1 KiB).
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
@@ -104,57 +106,6 @@ impl LoopStats {
     }
 }
 
-/// Why one tunnel failed: a kind (counted) and a detail (the first one is printed).
-struct Failure(&'static str, String);
-
-fn io_fail(kind: &'static str) -> impl Fn(io::Error) -> Failure {
-    move |e| Failure(kind, e.to_string())
-}
-
-/// Read until the end of a header section; returns (head, bytes read past it).
-async fn read_head(s: &mut TcpStream, kind: &'static str) -> Result<(String, Vec<u8>), Failure> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk).await.map_err(io_fail(kind))?;
-        if n == 0 {
-            return Err(Failure(
-                kind,
-                format!("EOF after {} bytes, before the header end", buf.len()),
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Ok((String::from_utf8_lossy(&buf).into_owned(), rest));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(Failure(kind, "header section too large".into()));
-        }
-    }
-}
-
-fn status_of(head: &str) -> Option<u16> {
-    let line = head.lines().next()?;
-    let mut parts = line.split_whitespace();
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    parts.next()?.parse().ok()
-}
-
-fn content_length(head: &str) -> Option<usize> {
-    head.lines().skip(1).find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        if name.trim().eq_ignore_ascii_case("content-length") {
-            value.trim().parse().ok()
-        } else {
-            None
-        }
-    })
-}
-
 /// One tunnel, start to finish.
 async fn one_tunnel(proxy: &str, target: &str) -> Result<(), Failure> {
     let direct = proxy == "direct";
@@ -215,7 +166,7 @@ async fn get_through(s: &mut TcpStream, target: &str) -> Result<(), Failure> {
         None => return Err(Failure("origin-status", format!("unparsable: {head:?}"))),
     }
     if let Some(len) = content_length(&head)
-        && len != body.len()
+        && len != body.len() as u64
     {
         return Err(Failure(
             "origin-body",
@@ -242,16 +193,6 @@ async fn run_loop(cfg: Settings, end: Instant) -> LoopStats {
         }
     }
     stats
-}
-
-fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return f64::NAN;
-    }
-    // Nearest rank.
-    let rank = ((p / 100.0) * sorted_us.len() as f64).ceil() as usize;
-    let idx = rank.clamp(1, sorted_us.len()) - 1;
-    sorted_us[idx] as f64 / 1000.0
 }
 
 fn main() -> ExitCode {
