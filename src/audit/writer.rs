@@ -435,7 +435,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// Runs on the writer thread until the queue is closed and drained.
 fn writer_loop(mut rx: mpsc::Receiver<Msg>, mut out: Output, shared: &Shared) -> io::Result<()> {
     let mut batch = Batch::default();
-    while let Some(msg) = rx.blocking_recv() {
+    while let Some(msg) = next_msg(&mut rx) {
         match msg {
             Msg::Record(rec) => {
                 if shared.reopen_pending.swap(false, Ordering::AcqRel) {
@@ -459,6 +459,29 @@ fn writer_loop(mut rx: mpsc::Receiver<Msg>, mut out: Output, shared: &Shared) ->
         }
     }
     out.flush(&mut batch, shared)
+}
+
+/// While records keep arriving, the writer naps this long between drains instead of parking
+/// on the queue: a parked writer must be woken by the request task that queues the next
+/// record (a futex wake and a context switch per record on a busy proxy), a napping one
+/// takes everything queued meanwhile in one batch.
+const NAP: Duration = Duration::from_millis(2);
+
+/// Empty naps in a row after which the writer parks on the queue again (an idle proxy does
+/// not wake its writer hundreds of times a second).
+const NAPS_BEFORE_PARK: u32 = 4;
+
+/// The next message: at once if one is queued, else after naps of [`NAP`] while the proxy
+/// is busy, else by parking until one arrives. `None` once the queue is closed and empty.
+fn next_msg(rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
+    for _ in 0..NAPS_BEFORE_PARK {
+        match rx.try_recv() {
+            Ok(msg) => return Some(msg),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(NAP),
+        }
+    }
+    rx.blocking_recv()
 }
 
 /// Install a SIGUSR1 handler task that calls `sink.reopen()` (unix only).
