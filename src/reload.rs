@@ -11,10 +11,16 @@ use tokio::task::JoinHandle;
 
 use crate::server::{Applied, Reloader, Snapshot};
 
-/// Hand memory freed by a table build back to the operating system. Building the table takes
-/// several times its final size in short-lived allocations, which the C allocator otherwise
-/// keeps in its arenas (the RSS of a process that has reloaded would stay near its peak).
+/// Hand memory freed by a table build back to the operating system (the binary's mimalloc,
+/// and glibc's malloc for what C code allocates). Building the table takes several times its
+/// final size in short-lived allocations, which an allocator otherwise keeps (the RSS of a process that has reloaded would stay near its peak).
 pub fn release_freed_memory() {
+    crate::jurisdiction::release_embedded_data();
+    // SAFETY: mi_collect only returns mimalloc's own free pages to the system; it has no
+    // preconditions (a process whose global allocator is not mimalloc has none to return).
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it has no
     // preconditions and is safe to call at any time from any thread.

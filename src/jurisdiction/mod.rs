@@ -457,5 +457,41 @@ impl JurisdictionTable {
     }
 }
 
+/// Let the kernel drop the resident pages of the data compiled into the binary (the GeoIP
+/// database, 8 MB, and the cloud-range snapshot): they are read only while a table is built,
+/// and are part of the binary's file mapping, so the kernel reads them back from the file if a
+/// later build (a reload) touches them again. Called once a table is built.
+pub fn release_embedded_data() {
+    release_pages(geoip::EMBEDDED);
+    release_pages(cloud::SNAPSHOT.as_bytes());
+}
+
+/// `madvise(MADV_DONTNEED)` on the whole pages inside `data`, a read-only part of the binary.
+fn release_pages(data: &'static [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = match usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) {
+            Ok(p) if p.is_power_of_two() => p,
+            _ => return,
+        };
+        let start = (data.as_ptr() as usize).next_multiple_of(page);
+        let end = (data.as_ptr() as usize + data.len()) & !(page - 1);
+        if end <= start {
+            return;
+        }
+        // SAFETY: the range lies inside `data`, read-only static data of a private file
+        // mapping that is never written: dropping its pages changes no byte of it (the next
+        // read faults the same bytes back in from the file), so every `&'static` reference to
+        // it stays valid. madvise reports failure by its return value, which is ignored: the
+        // pages then simply stay resident.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = data;
+}
+
 #[cfg(test)]
 mod tests;
