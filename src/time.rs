@@ -26,6 +26,24 @@ pub fn format_rfc3339_millis(t: SystemTime) -> String {
     let ms_of_day = millis.rem_euclid(86_400_000);
     let (year, month, day) = civil_from_days(days);
     let secs = ms_of_day / 1000;
+    if let Ok(y @ 0..=9999) = u32::try_from(year) {
+        // Every audit record is stamped: digits by hand, not through `format!`'s machinery.
+        let fields = [
+            (y, 4),
+            (month, 2),
+            (day, 2),
+            (secs as u32 / 3600, 2),
+            (secs as u32 / 60 % 60, 2),
+            (secs as u32 % 60, 2),
+            (ms_of_day as u32 % 1000, 3),
+        ];
+        let mut out = String::with_capacity(24);
+        for ((value, width), sep) in fields.into_iter().zip(["-", "-", "T", ":", ":", ".", "Z"]) {
+            push_digits(&mut out, value, width);
+            out.push_str(sep);
+        }
+        return out;
+    }
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         secs / 3600,
@@ -33,6 +51,14 @@ pub fn format_rfc3339_millis(t: SystemTime) -> String {
         secs % 60,
         ms_of_day % 1000
     )
+}
+
+/// Append `value` as exactly `width` decimal digits (zero-padded; `value < 10^width`).
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for i in (0..width).rev() {
+        let digit = value / 10u32.pow(i) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -127,6 +153,9 @@ mod tests {
         assert_eq!(at(951_868_800_000), "2000-03-01T00:00:00.000Z");
         assert_eq!(at(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(at(-2_208_988_800_000), "1900-01-01T00:00:00.000Z");
+        // Outside years 0-9999, the general formatting.
+        assert_eq!(at(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        assert_eq!(at(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
         // Sub-millisecond parts are truncated.
         assert_eq!(
             format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(1_999_999)),

@@ -10,7 +10,9 @@
 //! - [`recorder`]: the exactly-once [`Recorder`](recorder::Recorder) a request holds, and the
 //!   body wrapper that counts bytes.
 //! - [`writer`]: the bounded queue, the writer thread, rotation and the fallback log.
+//! - `json`: the line itself, written by hand to the bytes serde_json would write.
 
+mod json;
 pub(crate) mod outcome;
 pub(crate) mod recorder;
 pub(crate) mod writer;

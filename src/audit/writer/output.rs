@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{AuditRecord, AuditTarget, Overflow, Shared, emit_fallback, emit_fallback_json};
+use super::{AuditRecord, AuditTarget, Overflow, Shared, emit_fallback_json};
 
 /// Lines serialized but not yet written, each kept until its write has succeeded.
 #[derive(Default)]
@@ -95,15 +95,7 @@ impl Output {
             shared.written.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let start = batch.buf.len();
-        if let Err(e) = serde_json::to_writer(&mut batch.buf, rec) {
-            batch.buf.truncate(start);
-            shared.write_errors.fetch_add(1, Ordering::Relaxed);
-            shared.unwritten.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "Audit record could not be serialized");
-            emit_fallback(rec, Overflow::WriteFailed);
-            return;
-        }
+        crate::audit::json::write_record(&mut batch.buf, rec);
         batch.buf.push(b'\n');
         batch.ends.push(batch.buf.len());
     }
