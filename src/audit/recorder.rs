@@ -86,7 +86,7 @@ impl Recorder {
                 jurisdiction: a.decided_by.jurisdiction.code().to_string(),
                 class: a.class.as_str().to_string(),
                 source: a.decided_by.source_name().to_string(),
-                prefix: a.decided_by.prefix.to_string(),
+                prefix: prefix_text(&a.decided_by.prefix),
             })
             .collect();
         r.decision = d.verdict;
@@ -117,6 +117,26 @@ impl Recorder {
         // Queued now, or handed to a task the sink tracks: only then is the token released.
         self.sink.emit(rec);
         self.token = None;
+    }
+}
+
+/// `net` in CIDR notation, as `Display` spells it; IPv4 (the common case) without `fmt`.
+fn prefix_text(net: &ipnet::IpNet) -> String {
+    match net {
+        ipnet::IpNet::V4(v4) => {
+            let mut out = String::with_capacity(18);
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.addr().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+            out.push('/');
+            out.push_str(digits.format(v4.prefix_len()));
+            out
+        }
+        ipnet::IpNet::V6(_) => net.to_string(),
     }
 }
 
@@ -280,6 +300,22 @@ mod tests {
     use http_body_util::BodyExt;
     use std::sync::Mutex;
     use std::time::Duration;
+
+    #[test]
+    fn prefixes_are_spelled_as_display_spells_them() {
+        for text in [
+            "0.0.0.0/0",
+            "127.0.0.0/8",
+            "81.2.69.0/24",
+            "255.255.255.255/32",
+            "2001:db8::/32",
+            "::ffff:81.2.69.0/120",
+        ] {
+            let net: ipnet::IpNet = text.parse().expect("a prefix");
+            assert_eq!(prefix_text(&net), net.to_string());
+            assert_eq!(prefix_text(&net), text);
+        }
+    }
 
     /// A body yielding `frames` data frames, then the error if `fail`, else its end.
     struct Scripted {

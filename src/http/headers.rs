@@ -18,6 +18,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
+///
+/// One pass over the names present, then a removal for each hop-by-hop one found: most
+/// messages carry one or none, and a removal of an absent name still hashes it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -26,14 +29,67 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+    let present: Vec<HeaderName> = headers
+        .keys()
+        // Transfer-Encoding is hop-by-hop too; hyper re-frames the body itself.
+        .filter(|k| HOP_BY_HOP.contains(k) || *k == header::TRANSFER_ENCODING || named.contains(k))
+        .cloned()
+        .collect();
+    for n in present {
         headers.remove(n);
     }
-    // Transfer-Encoding is hop-by-hop too; hyper re-frames the body itself.
-    headers.remove(header::TRANSFER_ENCODING);
 }
 
 /// Append this proxy's `Via` entry.
 pub fn add_via(headers: &mut HeaderMap) {
     headers.append(header::VIA, HeaderValue::from_static(VIA));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_every_hop_by_hop_header_and_those_connection_names() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Private"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("proxy-authenticate", "Basic"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("upgrade", "websocket"),
+            ("transfer-encoding", "chunked"),
+            ("x-private", "1"),
+            ("x-private", "2"),
+            ("x-kept", "yes"),
+            ("host", "example.org"),
+        ] {
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-kept"]);
+        assert_eq!(
+            h.get("x-kept").map(HeaderValue::as_bytes),
+            Some(&b"yes"[..])
+        );
+    }
+
+    #[test]
+    fn leaves_a_message_without_hop_by_hop_headers_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.org"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
 }

@@ -433,14 +433,16 @@ fn rewrite(
     parts
         .headers
         .append(header::VIA, HeaderValue::from_static(VIA));
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = path
-        .parse::<Uri>()
-        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    // Origin-form: the path and query alone (a cheap clone of the parsed part, not a re-parse).
+    let mut origin_form = hyper::http::uri::Parts::default();
+    origin_form.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+    );
+    parts.uri = Uri::from_parts(origin_form).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     parts.version = Version::HTTP_11;
     let body = Counted::new(body, rec.bytes.clone(), Direction::Up, None);
     Ok(Request::from_parts(parts, body.boxed()))
