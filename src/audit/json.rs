@@ -142,7 +142,7 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// A JSON string: copied whole when nothing in it needs escaping, else serde_json's escaper.
 fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(s.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -150,6 +150,33 @@ fn string(out: &mut Vec<u8>, s: &str) {
         // Writing to a Vec cannot fail; keep the line valid JSON regardless.
         null(out);
     }
+}
+
+/// Whether `bytes` holds a quote, a backslash or a control character (below 0x20): eight
+/// bytes at a time, with the classic "has a zero / a byte less than n" word tricks.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// A byte of `x` is below `n` (n ≤ 128): its lane's high bit is set in the result.
+    fn has_less(x: u64, n: u8) -> u64 {
+        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS
+    }
+    fn has_byte(x: u64, b: u8) -> u64 {
+        has_less(x ^ (ONES * u64::from(b)), 1)
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        if has_less(x, 0x20) | has_byte(x, b'"') | has_byte(x, b'\\') != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn quoted_ip(out: &mut Vec<u8>, ip: &IpAddr) {
@@ -297,6 +324,26 @@ mod tests {
         #[test]
         fn writes_what_serde_json_writes(rec in any_record()) {
             same_as_serde(&rec);
+        }
+    }
+
+    #[test]
+    fn finds_every_byte_that_needs_escaping_at_every_position() {
+        for len in 0..20 {
+            let plain = vec![b'a'; len];
+            assert!(!needs_escape(&plain));
+            for at in 0..len {
+                for b in (0u8..0x20).chain([b'"', b'\\']) {
+                    let mut s = plain.clone();
+                    s[at] = b;
+                    assert!(needs_escape(&s), "byte {b:#x} at {at} of {len}");
+                }
+                for b in [0x20u8, b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff] {
+                    let mut s = plain.clone();
+                    s[at] = b;
+                    assert!(!needs_escape(&s), "byte {b:#x} at {at} of {len}");
+                }
+            }
         }
     }
 

@@ -5,18 +5,6 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// The `Via` value this proxy adds (RFC 9110 §7.6.3).
 pub const VIA: &str = "1.1 residency-proxy";
 
-/// Headers that apply to one connection only and are never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 ///
 /// One pass over the names present, then a removal for each hop-by-hop one found: most
@@ -32,12 +20,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let present: Vec<HeaderName> = headers
         .keys()
         // Transfer-Encoding is hop-by-hop too; hyper re-frames the body itself.
-        .filter(|k| HOP_BY_HOP.contains(k) || *k == header::TRANSFER_ENCODING || named.contains(k))
+        .filter(|k| is_hop_by_hop(k.as_str()) || named.contains(k))
         .cloned()
         .collect();
     for n in present {
         headers.remove(n);
     }
+}
+
+/// Headers that apply to one connection only and are never forwarded (RFC 9110 §7.6.1, plus
+/// `proxy-connection`, `keep-alive` and `transfer-encoding`, which hyper re-frames); names
+/// are lower case in a `HeaderMap`.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "transfer-encoding"
+    )
 }
 
 /// Append this proxy's `Via` entry.
@@ -81,6 +87,24 @@ mod tests {
             h.get("x-kept").map(HeaderValue::as_bytes),
             Some(&b"yes"[..])
         );
+    }
+
+    #[test]
+    fn the_name_match_covers_the_list() {
+        for name in [
+            header::CONNECTION,
+            HeaderName::from_static("keep-alive"),
+            HeaderName::from_static("proxy-connection"),
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+            header::TE,
+            header::TRAILER,
+            header::UPGRADE,
+            header::TRANSFER_ENCODING,
+        ] {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        }
+        assert!(!is_hop_by_hop("host"));
     }
 
     #[test]

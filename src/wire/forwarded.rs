@@ -150,15 +150,27 @@ pub fn apply(
     believed: ForwardedHeader,
 ) {
     let trusted_peer = is_trusted(peer, trusted);
+    // One pass over the names present: most requests carry none of these headers, and
+    // removing or reading an absent name still hashes it.
+    let carries_any = headers.keys().any(|k| {
+        matches!(
+            k.as_str(),
+            "forwarded" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+        )
+    });
     match believed {
         ForwardedHeader::XForwardedFor => {
-            headers.remove(FORWARDED);
-            if !trusted_peer {
-                for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
-                    headers.remove(name);
+            if carries_any {
+                headers.remove(FORWARDED);
+                if !trusted_peer {
+                    for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+                        headers.remove(name);
+                    }
                 }
             }
-            let xff = joined_list(headers, &X_FORWARDED_FOR, |v| v);
+            let xff = carries_any
+                .then(|| joined_list(headers, &X_FORWARDED_FOR, |v| v))
+                .flatten();
             set_list(headers, X_FORWARDED_FOR, xff, peer.to_string().as_bytes());
             if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO))
                 && let Ok(value) = HeaderValue::from_str(proto)
@@ -172,11 +184,13 @@ pub fn apply(
             }
         }
         ForwardedHeader::Forwarded => {
-            for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
-                headers.remove(name);
-            }
-            if !trusted_peer {
-                headers.remove(FORWARDED);
+            if carries_any {
+                for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+                    headers.remove(name);
+                }
+                if !trusted_peer {
+                    headers.remove(FORWARDED);
+                }
             }
             // A field with an unterminated quoted-string would swallow every element appended
             // after it; `for=unknown` stops a walk exactly where that malformed field did.
