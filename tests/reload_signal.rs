@@ -33,7 +33,28 @@ impl Drop for Proxy {
 
 impl Proxy {
     fn start(config: &Path) -> Proxy {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_residency-proxy"))
+        Proxy::spawn(Command::new(env!("CARGO_BIN_EXE_residency-proxy")), config)
+    }
+
+    /// The proxy on CPU 0 alone (so it runs its current-thread scheduler).
+    fn start_on_one_cpu(config: &Path) -> Proxy {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_residency-proxy"));
+        // SAFETY: between fork and exec only sched_setaffinity runs, which is async-signal-safe
+        // and allocates nothing (the CPU set is built before the fork).
+        let mut one = nix::sched::CpuSet::new();
+        one.set(0).expect("CPU 0 fits a CPU set");
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        Proxy::spawn(cmd, config)
+    }
+
+    fn spawn(mut cmd: Command, config: &Path) -> Proxy {
+        let mut child = cmd
             .args(["run", "--log-format", "json", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -296,4 +317,44 @@ fn a_certificate_whose_key_does_not_match_is_refused_and_the_old_one_is_served()
         })
         .map(str::to_string);
     assert_eq!(still, expiry, "the old certificate is still the one served");
+}
+
+#[test]
+fn on_one_cpu_the_current_thread_scheduler_serves_reloads_and_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = echo_server();
+    small_db(dir.path());
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, config(echo, "")).expect("write");
+    let mut p = Proxy::start_on_one_cpu(&path);
+    let line = p.wait_line("\"Runtime\"");
+    assert!(line.contains("current-thread"), "{line}");
+    let proxy = p.addr("listener egress");
+    let admin = p.addr("admin");
+    assert!(tunnel_works(proxy, echo));
+
+    // Reloads run their blocking build off the one thread, by signal and over HTTP.
+    p.hup();
+    p.wait_line("Configuration reloaded");
+    let (status, body) = http(admin, "POST", "/-/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("success"), "{body}");
+    assert!(tunnel_works(proxy, echo));
+
+    // SIGTERM drains and exits 0.
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "SIGTERM sent");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = p.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
 }
