@@ -64,6 +64,13 @@ fn inline(svg: String) -> String {
     svg.replacen(r#" xmlns="http://www.w3.org/2000/svg""#, "", 1)
 }
 
+/// `n` segments, one per bar or bucket (plotters' integer ranges include their end).
+fn segments(
+    n: usize,
+) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordusize> {
+    (0..n.saturating_sub(1)).into_segmented()
+}
+
 /// One bar of a horizontal bar chart.
 struct Bar {
     label: String,
@@ -160,7 +167,7 @@ fn hbar(
                 .margin_right(24)
                 .x_label_area_size(28)
                 .y_label_area_size(label_w)
-                .build_cartesian_2d(0f64..max * 1.2, (0..n).into_segmented())
+                .build_cartesian_2d(0f64..max * 1.2, segments(n))
                 .map_err(&e)?;
             // Row i from the top is segment n-1-i.
             let label_of = |v: &SegmentValue<usize>| match v {
@@ -196,11 +203,8 @@ fn hbar(
                 TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
             chart
                 .draw_series(bars.iter().enumerate().map(|(i, b)| {
-                    Text::new(
-                        format!(" {}", fmt(b.value)),
-                        (b.value, SegmentValue::CenterOf(n - 1 - i)),
-                        style.clone(),
-                    )
+                    EmptyElement::at((b.value, SegmentValue::CenterOf(n - 1 - i)))
+                        + Text::new(fmt(b.value), (6, 0), style.clone())
                 }))
                 .map_err(&e)?;
             root.present().map_err(&e)?;
@@ -254,7 +258,7 @@ fn over_time(
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(80)
-            .build_cartesian_2d((0..n).into_segmented(), 0f64..max * 1.1)
+            .build_cartesian_2d(segments(n), 0f64..max * 1.1)
             .map_err(&e)?;
         let x_label = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) if *i < n => label(*i),
@@ -263,6 +267,7 @@ fn over_time(
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .x_labels(n.min(8))
             .x_label_formatter(&x_label)
             .y_labels(6)

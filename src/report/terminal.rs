@@ -130,7 +130,7 @@ pub fn terminal(r: &Report) -> String {
     use Align::{Left, Right};
     let mut out = String::new();
     out.push_str("Residency report\n");
-    wrap(&mut out, "", &format!("Chain:  {}", r.chain.line()));
+    wrap(&mut out, "", &format!("Chain: {}", r.chain.line()));
     let seen = match (&r.period.first, &r.period.last) {
         (Some(f), Some(l)) => format!("{f} to {l}"),
         _ => "no flows".to_owned(),
