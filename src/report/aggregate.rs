@@ -6,10 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
-use super::summary::{self, Report};
+use super::Options;
+use super::summary::Position;
 use super::topn::{Capped, TopN};
 use super::when::{self, DAY_MS, HOUR_MS};
-use super::{ChainStatus, Options};
 use crate::audit::AuditRecord;
 use crate::policy::{Reason, Verdict};
 
@@ -25,19 +25,6 @@ const VERSIONS: usize = 32;
 const HITTERS: usize = 2048;
 /// Buckets of the over-time series before they are made wider.
 const MAX_BUCKETS: usize = 2048;
-/// Keep hourly buckets up to this span, daily past it.
-const HOURLY_SPAN_MS: i64 = 3 * DAY_MS;
-
-/// Where the first unparseable line was.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Position {
-    /// The file, as named by [`Aggregator::file`] (empty if never named).
-    pub file: String,
-    /// 1-based line number in that file.
-    pub line: u64,
-    /// What was wrong with it.
-    pub error: String,
-}
 
 /// Flows and bytes, the pair most tables count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -135,7 +122,7 @@ impl Basis {
 pub(crate) struct BasisTally {
     pub(crate) tally: Tally,
     pub(crate) places: Capped<u64>,
-    /// Hosts (attested) or rule ids (rule-allow), by bytes... counted by flows.
+    /// Hosts (attested) or rule ids (rule-allow): flows counted, bytes as the value.
     pub(crate) detail: TopN<String, u64>,
 }
 
@@ -407,7 +394,7 @@ impl Aggregator {
     }
 
     /// Re-bucket the series at width `ms`.
-    fn widen(&mut self, ms: i64) {
+    pub(crate) fn widen(&mut self, ms: i64) {
         let old = std::mem::take(&mut self.buckets);
         self.bucket_ms = ms;
         for (start, classes) in old {
@@ -419,15 +406,6 @@ impl Aggregator {
                 e.down = e.down.saturating_add(t.down);
             }
         }
-    }
-
-    /// The report, with what the chain verification (if any) said.
-    pub fn finish(mut self, chain: ChainStatus) -> Report {
-        let span = self.last_ms.unwrap_or(0) - self.first_ms.unwrap_or(0);
-        if self.bucket_ms < DAY_MS && span > HOURLY_SPAN_MS {
-            self.widen(DAY_MS);
-        }
-        summary::build(self, chain)
     }
 }
 

@@ -18,6 +18,7 @@
 //!   `minijinja` template).
 
 mod aggregate;
+mod build;
 mod charts;
 mod headline;
 mod html;
@@ -26,7 +27,7 @@ mod terminal;
 mod topn;
 mod when;
 
-pub use aggregate::{Aggregator, Position};
+pub use aggregate::Aggregator;
 pub use html::html;
 pub use summary::{
     Bucket, ClassRow, Client, Count, Denied, DeniedHost, Input, Named, OverTime, Period, PlaceRow,
