@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod refresh;
 pub mod reload;
+pub mod report;
 pub mod server;
 mod state;
 mod time;

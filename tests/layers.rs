@@ -30,8 +30,8 @@ const LAYERS: &[&[&str]] = &[
     &["policy", "tls"],
     // The audit trail; the compiled configuration.
     &["audit", "config"],
-    // Prometheus metrics, counted from audit records.
-    &["metrics"],
+    // Prometheus metrics, counted from audit records; the residency report, read from them.
+    &["metrics", "report"],
     // HTTP bodies, headers and responses; a client connection with timed I/O.
     &["http", "conn"],
     // Connecting to destinations and pools.

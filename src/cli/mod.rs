@@ -18,6 +18,7 @@ use residency_proxy::policy::profile::DEFAULT_PROFILE;
 mod check;
 mod explain;
 mod lookup;
+mod report;
 mod run;
 pub mod update_ranges;
 
@@ -85,6 +86,9 @@ enum Command {
     /// Download the cloud providers' official range feeds, validate them and write them to a
     /// directory (`jurisdiction.cloud_dir`).
     UpdateRanges(update_ranges::UpdateRangesArgs),
+    /// Summarise audit logs for the risk owner: where data went, what was denied, what
+    /// enforcement would break (text, --json, or one --html page).
+    Report(report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -213,6 +217,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::cmd_explain(&args),
         Command::Lookup(args) => lookup::cmd_lookup(&args),
         Command::UpdateRanges(args) => update_ranges::run(&args).map_err(CliError::from),
+        Command::Report(args) => report::cmd_report(&args),
     };
     match result {
         Ok(code) => code,
