@@ -19,10 +19,17 @@
 //!   checkpoint, or its process was killed.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::chain::Link;
+
+/// Default `audit.checkpoint_records`: a checkpoint every this many records.
+pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 10_000;
+/// Default `audit.checkpoint_interval`: a checkpoint this long after the last one, if records
+/// were written since.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// `kind` of a start line.
 pub const START: &str = "start";

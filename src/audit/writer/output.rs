@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::seal::Sealer;
 use super::{AuditRecord, AuditTarget, Overflow, Shared, emit_fallback, emit_fallback_json};
 
 /// Lines serialized but not yet written, each kept until its write has succeeded.
@@ -15,6 +16,9 @@ pub(super) struct Batch {
     pub(super) buf: Vec<u8>,
     /// End offset in `buf` of each line (after its newline).
     pub(super) ends: Vec<usize>,
+    /// Whether each line is a flow record (not a start, continue or checkpoint line): only
+    /// records are counted as written or unwritten and sent to the fallback.
+    pub(super) flow: Vec<bool>,
 }
 
 impl Batch {
@@ -24,9 +28,22 @@ impl Batch {
         &self.buf[start..self.ends[i].saturating_sub(1)]
     }
 
+    /// End the line being built in `buf` with its newline.
+    pub(super) fn push_end(&mut self, flow: bool) {
+        self.buf.push(b'\n');
+        self.ends.push(self.buf.len());
+        self.flow.push(flow);
+    }
+
+    /// Flow records among lines `from..`.
+    fn flows(&self, from: usize) -> u64 {
+        self.flow[from..].iter().filter(|&&f| f).count() as u64
+    }
+
     fn clear(&mut self) {
         self.buf.clear();
         self.ends.clear();
+        self.flow.clear();
     }
 }
 
@@ -85,8 +102,20 @@ impl Output {
         })
     }
 
-    /// Add one record to the batch (memory targets store it at once).
-    pub(super) fn write(&mut self, rec: &AuditRecord, batch: &mut Batch, shared: &Shared) {
+    /// Whether lines written here are sealed (files and stdout; memory keeps records).
+    pub(super) fn sealed(&self) -> bool {
+        !matches!(self, Output::Memory(_))
+    }
+
+    /// Add one record to the batch, sealed as the next line of the chain (memory targets
+    /// store it at once, unsealed).
+    pub(super) fn write(
+        &mut self,
+        rec: &AuditRecord,
+        batch: &mut Batch,
+        shared: &Shared,
+        sealer: &mut Sealer,
+    ) {
         if let Output::Memory(records) = self {
             records
                 .lock()
@@ -104,8 +133,7 @@ impl Output {
             emit_fallback(rec, Overflow::WriteFailed);
             return;
         }
-        batch.buf.push(b'\n');
-        batch.ends.push(batch.buf.len());
+        sealer.seal(batch, start, true);
     }
 
     /// Write and flush the batch. Every record not known to be written (from the one the
@@ -142,25 +170,24 @@ impl Output {
         };
         let outcome = match result {
             Ok(()) => {
-                shared
-                    .written
-                    .fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
+                shared.written.fetch_add(batch.flows(0), Ordering::Relaxed);
                 Ok(())
             }
             Err((written, e)) => {
                 let first_lost = batch.ends.partition_point(|&end| end <= written);
+                let lost = batch.flows(first_lost);
                 shared
                     .written
-                    .fetch_add(first_lost as u64, Ordering::Relaxed);
-                let lost = batch.ends.len() - first_lost;
+                    .fetch_add(batch.flows(0).saturating_sub(lost), Ordering::Relaxed);
                 shared.write_errors.fetch_add(1, Ordering::Relaxed);
-                shared.unwritten.fetch_add(lost as u64, Ordering::Relaxed);
+                shared.unwritten.fetch_add(lost, Ordering::Relaxed);
                 tracing::error!(
                     error = %e,
                     records = lost,
                     "Audit write failed: the records go to the audit_overflow log"
                 );
-                for i in first_lost..batch.ends.len() {
+                // Seal lines carry no flow: a gap they leave shows as a break in `verify`.
+                for i in (first_lost..batch.ends.len()).filter(|&i| batch.flow[i]) {
                     emit_fallback_json(
                         &String::from_utf8_lossy(batch.line(i)),
                         Overflow::WriteFailed,
