@@ -43,7 +43,9 @@ impl Read for Counted {
 /// The files' lines, in order: an `Iterator<Item = io::Result<Line>>`. An error opening or
 /// reading a file is yielded once and that file is left; the next file follows.
 pub struct Lines {
-    paths: std::vec::IntoIter<PathBuf>,
+    paths: Vec<PathBuf>,
+    /// The next file of `paths` to open.
+    next: usize,
     current: Option<(Arc<Path>, Box<dyn BufRead>, u64)>,
     bar: ProgressBar,
 }
@@ -76,14 +78,16 @@ impl Lines {
             ProgressBar::hidden()
         };
         Ok(Lines {
-            paths: paths.to_vec().into_iter(),
+            paths: paths.to_vec(),
+            next: 0,
             current: None,
             bar,
         })
     }
 
     fn open_next(&mut self) -> Option<io::Result<()>> {
-        let path = self.paths.next()?;
+        let path = self.paths.get(self.next)?.clone();
+        self.next += 1;
         let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
         let mut file = match File::open(&path) {
             Ok(f) => f,

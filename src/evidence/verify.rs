@@ -526,13 +526,12 @@ impl Verifier {
             return before;
         }
         let last = c.last;
-        if missing == Some(seq) {
-            if let Some(b) = &mut self.broken {
-                if b.what == BreakKind::Deleted {
-                    b.what = BreakKind::Reordered;
-                    b.detail = format!("seq {seq} comes after seq {}: lines out of order", seq + 1);
-                }
-            }
+        if missing == Some(seq)
+            && let Some(b) = &mut self.broken
+            && b.what == BreakKind::Deleted
+        {
+            b.what = BreakKind::Reordered;
+            b.detail = format!("seq {seq} comes after seq {}: lines out of order", seq + 1);
         }
         if seq > expected {
             let gap = seq - expected;
