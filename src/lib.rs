@@ -14,6 +14,7 @@ pub mod config;
 mod conn;
 pub mod destination;
 pub mod error;
+pub mod evidence;
 mod http;
 pub mod jurisdiction;
 pub mod label;

@@ -297,6 +297,15 @@ allowed_ports = [{port}]
         assert_eq!(v["bytes.down"], 4);
         assert_eq!(v["error.side"], "internal", "{v}");
     }
+    // The file the process wrote from its start line to its shutdown is one intact chain.
+    let verify = Command::new(env!("CARGO_BIN_EXE_residency-proxy"))
+        .arg("verify")
+        .arg(&audit)
+        .output()
+        .expect("run verify");
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{said}");
+    assert!(said.starts_with("OK: "), "{said}");
 }
 
 // ---- an upstream body that breaks off ----------------------------------------------------------

@@ -1,5 +1,6 @@
 //! The audit format, pinned: a record with every field set serialises, byte for byte, to the
-//! committed line below, both as JSON and as the line the file writer appends. A renamed key,
+//! committed line below, both as JSON and as the line the file writer appends (there followed
+//! by `seq` and `chain`, after the writer's `start` line). A renamed key,
 //! a reordered field or a changed spelling of a verdict, mode, intent, reason or side fails
 //! here before it reaches anyone reading the log.
 
@@ -9,6 +10,7 @@ use residency_proxy::audit::{
     self, AuditAddr, AuditRecord, AuditTarget, ClosedBy, Intent, Outcome,
 };
 use residency_proxy::error::Side;
+use residency_proxy::evidence::chain;
 use residency_proxy::label::Label;
 use residency_proxy::policy::{Mode, Reason, Verdict};
 
@@ -80,7 +82,7 @@ fn a_fully_populated_record_serialises_to_the_golden_line() {
 }
 
 #[tokio::test]
-async fn the_file_writer_appends_the_golden_line() {
+async fn the_file_writer_appends_the_golden_line_sealed_after_its_start_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("audit.log");
     let (sink, writer) = audit::spawn(
@@ -92,7 +94,42 @@ async fn the_file_writer_appends_the_golden_line() {
     sink.record(full()).await;
     writer.shutdown().await.expect("flush");
     let text = std::fs::read_to_string(&path).expect("read the audit file");
-    assert_eq!(text, format!("{GOLDEN}\n"));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(text.ends_with('\n'));
+
+    // The start line: `ts`, then `kind` and the start keys in this order, then seq and chain.
+    let start = lines[0];
+    let (ts, rest) = start
+        .strip_prefix(r#"{"ts":""#)
+        .and_then(|s| s.split_once('"'))
+        .expect("starts with ts");
+    assert_eq!(ts.len(), "2026-11-23T11:00:00.123Z".len(), "{start}");
+    let version = env!("CARGO_PKG_VERSION");
+    let head = format!(
+        r#","kind":"start","version":"{version}","config.digest":null,"data.versions":"","#
+    ) + r#""profile":"","db.version":"","key.id":null,"seq":0,"chain":""#;
+    assert!(rest.starts_with(&head), "{start}");
+    let (canonical, link) = chain::split(start.as_bytes()).expect("sealed");
+    assert_eq!(chain::expected(&chain::GENESIS, canonical), link);
+
+    // The record: the golden line, then `seq` and `chain`, linked to the start line.
+    let record = lines[1];
+    let golden_head = &GOLDEN[..GOLDEN.len() - 1];
+    let expected_head = format!(r#"{golden_head},"seq":1"#);
+    let (canonical, carried) = chain::split(record.as_bytes()).expect("sealed");
+    assert_eq!(std::str::from_utf8(canonical).unwrap(), expected_head);
+    assert_eq!(chain::expected(&link, canonical), carried);
+    assert_eq!(
+        record,
+        format!(
+            r#"{expected_head},"chain":"{}"}}"#,
+            String::from_utf8(carried.to_vec()).unwrap()
+        )
+    );
+    // And it still reads back as the record (seq and chain are not record fields).
+    let back: AuditRecord = serde_json::from_str(record).expect("deserialise");
+    assert_eq!(back, full());
 }
 
 #[test]

@@ -26,8 +26,8 @@ const LAYERS: &[&[&str]] = &[
     // Leaves: where an address is and the wire formats read from peers (both pure), destinations
     // and their resolution, how a request fails.
     &["jurisdiction", "wire", "destination", "error"],
-    // Pure policy; certificates.
-    &["policy", "tls"],
+    // Pure policy; certificates; the hash chain, keys and verification of the audit trail.
+    &["policy", "tls", "evidence"],
     // The audit trail; the compiled configuration.
     &["audit", "config"],
     // Prometheus metrics, counted from audit records; the residency report, read from them.

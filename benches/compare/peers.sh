@@ -115,6 +115,12 @@ write_rp_config() {
   RP_ADMIN=$(pick_port)
   local admin="[admin]
 bind = \"127.0.0.1:$RP_ADMIN\""
+  RP_SIGNING="# no signing key: hash chain only (AUDIT_SIGNING=0)"
+  if ((AUDIT_SIGNING)); then
+    "$PROXY_BIN" keygen --out "$RP/audit.key" >"$RP/keygen.log" 2>&1 ||
+      die "residency-proxy keygen: $(cat "$RP/keygen.log")"
+    RP_SIGNING='signing_key = "audit.key"'
+  fi
   rp_config "$admin" >"$RP/residency-proxy.toml"
   if ! "$PROXY_BIN" check "$RP/residency-proxy.toml" >"$RP/check.log" 2>&1; then
     if grep -q 'admin' "$RP/check.log"; then
@@ -136,6 +142,7 @@ rp_config() {
 # embedded GeoIP, policy enforced, one audit record per request or tunnel.
 [audit]
 output = "audit.jsonl"
+$RP_SIGNING
 
 [limits]
 drain_timeout = "2s"

@@ -27,6 +27,8 @@
 #   INSTALL=1         apt-get install what is missing (0: only check)
 #   SKIP_BUILD=1      use the existing target/release binaries instead of running cargo
 #   KEEP_TMP=1        keep the temporary directory (configs, logs, raw outputs), print its path
+#   AUDIT_SIGNING=1   residency-proxy signs its audit trail: a key made by `residency-proxy
+#                     keygen`, checkpoints at the defaults (0: hash chain only, no signatures)
 #
 # Only 127.0.0.1 is used, on free ports picked at start. Every load run is bounded (timeout,
 # DURATION + 30 s). Every process this script starts is recorded by PID and stopped on exit
@@ -54,6 +56,7 @@ TRIES=${TRIES:-3}
 INSTALL=${INSTALL:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
+AUDIT_SIGNING=${AUDIT_SIGNING:-1}
 RUN_LIMIT=$((DURATION + 30))
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 START_UTC=$(date -u '+%Y-%m-%d %H:%M UTC')

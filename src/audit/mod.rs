@@ -9,7 +9,11 @@
 //!   are `null`.
 //! - [`recorder`]: the exactly-once [`Recorder`](recorder::Recorder) a request holds, and the
 //!   body wrapper that counts bytes.
-//! - [`writer`]: the bounded queue, the writer thread, rotation and the fallback log.
+//! - [`writer`]: the bounded queue, the writer thread, rotation and the fallback log; every
+//!   line it writes to a file or stdout is sealed into a hash chain, with a `start` line,
+//!   `continue` lines after rotation and, with a signing key, signed checkpoints (the format
+//!   is [`crate::evidence`]'s). After its 25 keys, a record's line ends with `seq` and
+//!   `chain`; memory targets keep the records themselves.
 //! - `json`: the line itself, written by hand to the bytes serde_json would write.
 
 mod json;
@@ -22,8 +26,9 @@ pub use outcome::{ClosedBy, Intent, Outcome, ProxyReason};
 pub use crate::time::{format_rfc3339_millis, now_rfc3339};
 
 pub use writer::{
-    AuditSink, AuditTarget, AuditWriter, RecordObserver, RecordToken, spawn,
-    spawn_reopen_on_sigusr1,
+    AuditSink, AuditTarget, AuditWriter, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_RECORDS,
+    RecordObserver, RecordToken, SealOptions, StartInfo, spawn, spawn_reopen_on_sigusr1,
+    spawn_sealed,
 };
 
 use std::net::{IpAddr, SocketAddr};

@@ -38,9 +38,15 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::AuditRecord;
+use crate::evidence::line::End;
 
+mod batch;
 mod output;
-use output::{Batch, Output};
+mod seal;
+use batch::Batch;
+use output::Output;
+use seal::Sealer;
+pub use seal::{DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_RECORDS, SealOptions, StartInfo};
 
 /// Where audit lines go.
 #[derive(Debug, Clone)]
@@ -364,7 +370,7 @@ impl AuditWriter {
 }
 
 /// Open the target and spawn the writer with a bounded queue of `capacity` records
-/// (at least 1).
+/// (at least 1), sealing unsigned with an empty start line ([`SealOptions::default`]).
 ///
 /// Files are opened in append mode and created if missing; an open error is returned
 /// now, before the proxy binds any port. `full_wait` is how long
@@ -374,7 +380,17 @@ pub fn spawn(
     capacity: usize,
     full_wait: Duration,
 ) -> io::Result<(AuditSink, AuditWriter)> {
-    spawn_inner(target, capacity, full_wait, None)
+    spawn_sealed(target, capacity, full_wait, SealOptions::default())
+}
+
+/// [`spawn`] with the start line's contents and, optionally, a key to sign checkpoints with.
+pub fn spawn_sealed(
+    target: AuditTarget,
+    capacity: usize,
+    full_wait: Duration,
+    seal: SealOptions,
+) -> io::Result<(AuditSink, AuditWriter)> {
+    spawn_inner(target, capacity, full_wait, seal, None)
 }
 
 /// `spawn` with an optional gate: the writer takes nothing from the queue until the
@@ -383,6 +399,7 @@ fn spawn_inner(
     target: AuditTarget,
     capacity: usize,
     full_wait: Duration,
+    seal: SealOptions,
     gate: Option<std::sync::mpsc::Receiver<()>>,
 ) -> io::Result<(AuditSink, AuditWriter)> {
     let reopenable = matches!(target, AuditTarget::File(_));
@@ -408,7 +425,7 @@ fn spawn_inner(
             if let Some(gate) = gate {
                 let _ = gate.recv();
             }
-            let result = writer_loop(rx, out, &thread_shared);
+            let result = writer_loop(rx, out, &thread_shared, Sealer::new(seal));
             let _ = done_tx.send(result);
         })?;
     let sink = AuditSink {
@@ -433,32 +450,71 @@ fn spawn_inner(
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// Runs on the writer thread until the queue is closed and drained.
-fn writer_loop(mut rx: mpsc::Receiver<Msg>, mut out: Output, shared: &Shared) -> io::Result<()> {
+///
+/// A sealed output begins with the start line; a reopen is preceded by a rotation checkpoint
+/// (signing writers) and followed by a continue line; the last line is the final checkpoint.
+fn writer_loop(
+    mut rx: mpsc::Receiver<Msg>,
+    mut out: Output,
+    shared: &Shared,
+    mut sealer: Sealer,
+) -> io::Result<()> {
     let mut batch = Batch::default();
-    while let Some(msg) = next_msg(&mut rx) {
+    let sealed = out.sealed();
+    if sealed {
+        sealer.start(&mut batch);
+    }
+    loop {
+        let msg = match next_msg(&mut rx, sealer.due()) {
+            Next::Msg(msg) => msg,
+            Next::Due => {
+                sealer.if_due(&mut batch);
+                let _ = out.flush(&mut batch, shared);
+                continue;
+            }
+            Next::Closed => break,
+        };
         match msg {
             Msg::Record(rec) => {
                 if shared.reopen_pending.swap(false, Ordering::AcqRel) {
-                    let _ = out.flush(&mut batch, shared);
-                    out.reopen(shared);
+                    rotate(&mut out, &mut batch, shared, &mut sealer);
                 }
-                out.write(&rec, &mut batch, shared);
+                out.write(&rec, &mut batch, shared, &mut sealer);
+                if sealed {
+                    sealer.after_record(&mut batch);
+                }
             }
             Msg::Reopen => {
                 shared.reopen_pending.store(false, Ordering::Release);
-                // Records queued before the reopen go to the old file.
-                let _ = out.flush(&mut batch, shared);
-                out.reopen(shared);
+                rotate(&mut out, &mut batch, shared, &mut sealer);
             }
             // Refuse new records; `blocking_recv` still yields everything already queued.
             Msg::Shutdown => rx.close(),
         }
         if rx.is_empty() || batch.buf.len() >= BATCH_BYTES {
+            if sealed {
+                sealer.if_due(&mut batch);
+            }
             // Errors are logged, counted and the records sent to the fallback inside.
             let _ = out.flush(&mut batch, shared);
         }
     }
+    if sealed {
+        sealer.checkpoint(&mut batch, End::Final);
+    }
     out.flush(&mut batch, shared)
+}
+
+/// Reopen the file: records queued before the reopen go to the old file, which ends with a
+/// rotation checkpoint; the new one begins with a continue line.
+fn rotate(out: &mut Output, batch: &mut Batch, shared: &Shared, sealer: &mut Sealer) {
+    if !matches!(out, Output::File { .. }) {
+        return;
+    }
+    sealer.checkpoint(batch, End::Rotation);
+    let _ = out.flush(batch, shared);
+    out.reopen(shared);
+    sealer.resume(batch);
 }
 
 /// While records keep arriving, the writer naps this long between drains instead of parking
@@ -471,17 +527,45 @@ const NAP: Duration = Duration::from_millis(2);
 /// not wake its writer hundreds of times a second).
 const NAPS_BEFORE_PARK: u32 = 4;
 
+/// The longest nap while records wait for a checkpoint that is due by time: the writer
+/// cannot park then, or it would sleep past the checkpoint.
+const DUE_NAP: Duration = Duration::from_millis(20);
+
+/// What the writer does next.
+enum Next {
+    Msg(Msg),
+    /// A checkpoint is due by time.
+    Due,
+    /// The queue is closed and empty.
+    Closed,
+}
+
 /// The next message: at once if one is queued, else after naps of [`NAP`] while the proxy
-/// is busy, else by parking until one arrives. `None` once the queue is closed and empty.
-fn next_msg(rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
+/// is busy, else by parking until one arrives. While a checkpoint will be due (`due`), the
+/// writer keeps napping instead of parking, and returns [`Next::Due`] once it is.
+fn next_msg(rx: &mut mpsc::Receiver<Msg>, due: Option<std::time::Instant>) -> Next {
     for _ in 0..NAPS_BEFORE_PARK {
         match rx.try_recv() {
-            Ok(msg) => return Some(msg),
-            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Ok(msg) => return Next::Msg(msg),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Next::Closed,
             Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(NAP),
         }
     }
-    rx.blocking_recv()
+    let Some(due) = due else {
+        return rx.blocking_recv().map_or(Next::Closed, Next::Msg);
+    };
+    loop {
+        match rx.try_recv() {
+            Ok(msg) => return Next::Msg(msg),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Next::Closed,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        let now = std::time::Instant::now();
+        if now >= due {
+            return Next::Due;
+        }
+        std::thread::sleep((due - now).min(DUE_NAP));
+    }
 }
 
 /// Install a SIGUSR1 handler task that calls `sink.reopen()` (unix only).

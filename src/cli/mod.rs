@@ -17,10 +17,12 @@ use residency_proxy::policy::profile::DEFAULT_PROFILE;
 
 mod check;
 mod explain;
+mod keygen;
 mod lookup;
 mod report;
 mod run;
 pub mod update_ranges;
+mod verify;
 
 /// Exit code for invalid configuration or data (EX_DATAERR is 65, EX_USAGE 64; linkerd and
 /// the BSD sysexits use 64 for "the input was wrong").
@@ -89,6 +91,31 @@ enum Command {
     /// Summarise audit logs for the risk owner: where data went, what was denied, what
     /// enforcement would break (text, --json, or one --html page).
     Report(report::ReportArgs),
+    /// Make an Ed25519 key pair for signed audit checkpoints (`audit.signing_key`).
+    Keygen(KeygenArgs),
+    /// Check the hash chain and checkpoint signatures of audit files (plain or gzip), in the
+    /// order given: exit 0 when they verify, 1 when they do not.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+pub(super) struct KeygenArgs {
+    /// Private key file to create (PKCS#8 PEM, mode 0600); the public key goes to FILE.pub.
+    #[arg(long, value_name = "FILE")]
+    pub(super) out: PathBuf,
+}
+
+#[derive(Args)]
+pub(super) struct VerifyArgs {
+    /// Audit files, oldest first (rotated files before the current one).
+    #[arg(required = true, value_name = "FILE")]
+    pub(super) files: Vec<PathBuf>,
+    /// Public key (SPKI PEM, from keygen's FILE.pub) to check checkpoint signatures with.
+    #[arg(long, value_name = "PUB.pem")]
+    pub(super) key: Option<PathBuf>,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub(super) no_progress: bool,
 }
 
 #[derive(Args)]
@@ -206,10 +233,25 @@ fn long_version() -> String {
 /// Parse the arguments, run the command, and turn its outcome into the exit code.
 pub fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::command().long_version(long_version()).get_matches();
+    // Usage errors exit 64 (EX_USAGE), like every other input error; help and version 0.
+    let usage = |e: clap::Error| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EXIT_CONFIG)
+        } else {
+            ExitCode::SUCCESS
+        }
+    };
+    let matches = match Cli::command()
+        .long_version(long_version())
+        .try_get_matches()
+    {
+        Ok(m) => m,
+        Err(e) => return usage(e),
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => return usage(e),
     };
     let result = match cli.command {
         Command::Run(args) => run::cmd_run(&args),
@@ -218,6 +260,8 @@ pub fn main() -> ExitCode {
         Command::Lookup(args) => lookup::cmd_lookup(&args),
         Command::UpdateRanges(args) => update_ranges::run(&args).map_err(CliError::from),
         Command::Report(args) => report::cmd_report(&args),
+        Command::Keygen(args) => keygen::cmd_keygen(&args),
+        Command::Verify(args) => verify::cmd_verify(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,13 +1,14 @@
 //! `report FILE…`: the residency report of audit logs, on the terminal, as JSON or as one
 //! HTML page.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 
+use residency_proxy::evidence::{Lines, PublicKey, Verifier};
 use residency_proxy::report::{self, Aggregator, Bound, ChainStatus, Options};
 
 use super::CliError;
@@ -32,6 +33,13 @@ pub(super) struct ReportArgs {
     /// Name the clients that tried denied destinations by address, not by network.
     #[arg(long)]
     pub(super) clients: bool,
+    /// Public key (SPKI PEM, from keygen's FILE.pub) to check checkpoint signatures with, as
+    /// `verify --key` does; without it the hash chain is checked and signatures are not.
+    #[arg(long, value_name = "PUB.pem")]
+    pub(super) key: Option<PathBuf>,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub(super) no_progress: bool,
 }
 
 pub(super) fn cmd_report(args: &ReportArgs) -> Result<ExitCode, CliError> {
@@ -47,11 +55,13 @@ pub(super) fn cmd_report(args: &ReportArgs) -> Result<ExitCode, CliError> {
         clients: args.clients,
         ..Options::default()
     };
+    let key = match &args.key {
+        None => None,
+        Some(p) => Some(PublicKey::load(p).map_err(|e| CliError::Input(e.to_string()))?),
+    };
     let mut agg = Aggregator::new(opts);
-    for path in &args.files {
-        feed(path, &mut agg)?;
-    }
-    let r = agg.finish(ChainStatus::NotChecked);
+    let chain = feed(&args.files, !args.no_progress, key, &mut agg)?;
+    let r = agg.finish(chain);
     if let Some(out) = &args.html {
         let page = report::html(&r).map_err(|e| CliError::Os(e.to_string()))?;
         std::fs::write(out, page)
@@ -69,19 +79,32 @@ pub(super) fn cmd_report(args: &ReportArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Read one audit file into the report, line by line (plain files).
-fn feed(path: &Path, agg: &mut Aggregator) -> Result<(), CliError> {
-    let name = path.display().to_string();
-    let file = File::open(path).map_err(|e| CliError::Input(format!("{name}: {e}")))?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    agg.file(&name);
-    let mut line = Vec::with_capacity(1024);
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => return Ok(()),
-            Ok(_) => agg.line(&line),
-            Err(e) => return Err(CliError::Os(format!("reading {name}: {e}"))),
+/// Read the files once, in order (plain or gzip, a progress bar on a terminal): every line
+/// goes to the report and to the verifier, whose verdict heads the report.
+fn feed(
+    files: &[PathBuf],
+    progress: bool,
+    key: Option<PublicKey>,
+    agg: &mut Aggregator,
+) -> Result<ChainStatus, CliError> {
+    let lines =
+        Lines::open(files, progress).map_err(|e| CliError::Input(format!("cannot read {e}")))?;
+    let mut verifier = Verifier::new(key);
+    let mut current: Option<Arc<Path>> = None;
+    for line in lines {
+        let line = line.map_err(|e| CliError::Os(format!("reading {e}")))?;
+        if current.as_ref() != Some(&line.file) {
+            agg.file(&line.file.display().to_string());
+            current = Some(line.file.clone());
         }
+        verifier.line(&line.file, line.lineno, &line.bytes);
+        agg.line(&line.bytes);
     }
+    let summary = verifier.finish();
+    let text = summary.to_string();
+    Ok(if summary.ok {
+        ChainStatus::Verified { text }
+    } else {
+        ChainStatus::Broken { text }
+    })
 }

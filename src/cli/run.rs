@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use residency_proxy::audit::{self, AuditTarget};
+use residency_proxy::audit::{self, AuditTarget, SealOptions, StartInfo};
 use residency_proxy::config::{AuditOutput, Config};
 use residency_proxy::destination::SystemResolver;
 use residency_proxy::jurisdiction::JurisdictionTable;
@@ -89,24 +89,46 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// How the audit writer seals its lines: the start line names this configuration and its data;
+/// the key is the one configured at start (a reload does not change it).
+fn seal_options(snapshot: &Snapshot) -> SealOptions {
+    let audit = &snapshot.config.audit;
+    SealOptions {
+        start: StartInfo {
+            config_digest: Some(snapshot.config.digest.clone()),
+            data_versions: snapshot.data_versions.to_string(),
+            profile: snapshot.config.profile.name.clone(),
+            db_version: snapshot.db_version.clone(),
+        },
+        key: audit.signing_key.clone(),
+        checkpoint_records: audit.checkpoint_records,
+        checkpoint_interval: audit.checkpoint_interval,
+    }
+}
+
 async fn serve(config: Config, table: JurisdictionTable, loader: Loader) -> Result<(), String> {
     let target = match &config.audit.output {
         AuditOutput::Stdout => AuditTarget::Stdout,
         AuditOutput::File(p) => AuditTarget::File(p.clone()),
     };
-    let (sink, writer) = audit::spawn(target, config.audit.queue, config.audit.full_wait)
+    let (queue, full_wait) = (config.audit.queue, config.audit.full_wait);
+    let drain = config.limits.drain_timeout;
+    let admin = config.admin.clone();
+    let resolver = SystemResolver::new(config.resolver_timeout).map_err(|e| e.to_string())?;
+    let snapshot = Snapshot::new(config, table);
+    if let Some(key) = &snapshot.config.audit.signing_key {
+        tracing::info!(key.id = key.id(), "Audit checkpoints are signed");
+    }
+    let (sink, writer) = audit::spawn_sealed(target, queue, full_wait, seal_options(&snapshot))
         .map_err(|e| format!("audit output: {e}"))?;
     let _reopen = audit::spawn_reopen_on_sigusr1(sink.clone())
         .map_err(|e| format!("SIGUSR1 handler: {e}"))?;
-    let resolver = SystemResolver::new(config.resolver_timeout).map_err(|e| e.to_string())?;
-    let drain = config.limits.drain_timeout;
-    let admin = config.admin.clone();
     let deps = Deps {
         resolver: Arc::new(resolver),
         connector: Arc::new(TcpConnector),
         audit: sink.clone(),
     };
-    let handle = server::start(Snapshot::new(config, table), deps)
+    let handle = server::start(snapshot, deps)
         .await
         .map_err(|e| e.to_string())?;
     let _refresh = residency_proxy::refresh::spawn_configured(&handle)?;

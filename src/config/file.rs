@@ -128,6 +128,7 @@ impl Compiler<'_> {
         self.check_default_pools(&listeners, &pools)?;
         Ok(Config {
             source: self.source.to_string(),
+            digest: String::new(),
             listeners,
             jurisdiction,
             profile,

@@ -9,6 +9,7 @@ pub mod transparent;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -16,6 +17,7 @@ use ipnet::IpNet;
 pub use error::ConfigError;
 pub use transparent::TransparentListener;
 
+use crate::evidence::SigningKey;
 use crate::jurisdiction::load::TableSources;
 use crate::policy::{Mode, Policy, Profile};
 
@@ -160,6 +162,14 @@ pub struct AuditConfig {
     pub queue: usize,
     /// How long a request waits for queue space before the record goes to the overflow log.
     pub full_wait: Duration,
+    /// The key that signs checkpoints (`audit.signing_key`), loaded and checked at compile
+    /// time; `None`: the chain is unsigned. A reload does not change the running writer's key.
+    pub signing_key: Option<Arc<SigningKey>>,
+    /// A checkpoint every this many records (`audit.checkpoint_records`).
+    pub checkpoint_records: u64,
+    /// A checkpoint this long after the last one, if records were written since
+    /// (`audit.checkpoint_interval`).
+    pub checkpoint_interval: Duration,
 }
 
 /// The checked configuration.
@@ -176,6 +186,8 @@ pub struct AdminConfig {
 pub struct Config {
     /// The file it came from (or the embedded example's name).
     pub source: String,
+    /// SHA-256 (hex) of the configuration text: the audit start line names it.
+    pub digest: String,
     /// Listeners.
     pub listeners: Vec<ListenerConfig>,
     /// Jurisdiction data sources (the table is built from these at start).
@@ -217,6 +229,8 @@ impl Config {
 
     /// Compile configuration text; `source` names it in errors, `base` resolves relative paths.
     pub fn parse(text: &str, source: &str, base: &Path) -> Result<Config, ConfigError> {
-        file::compile(text, source, base)
+        let mut config = file::compile(text, source, base)?;
+        config.digest = crate::evidence::chain::sha256_hex(text.as_bytes());
+        Ok(config)
     }
 }

@@ -1,5 +1,5 @@
 //! The writer's output: stdout, an append-only file (reopened on request and after a failed
-//! open) or memory, and the batch of serialized lines waiting to be written to it.
+//! open) or memory, to which the writer hands its [`Batch`] of lines.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Stdout, Write};
@@ -7,28 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::batch::Batch;
+use super::seal::Sealer;
 use super::{AuditRecord, AuditTarget, Overflow, Shared, emit_fallback_json};
-
-/// Lines serialized but not yet written, each kept until its write has succeeded.
-#[derive(Default)]
-pub(super) struct Batch {
-    pub(super) buf: Vec<u8>,
-    /// End offset in `buf` of each line (after its newline).
-    pub(super) ends: Vec<usize>,
-}
-
-impl Batch {
-    /// The line ending at `ends[i]`, without its newline.
-    pub(super) fn line(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.buf[start..self.ends[i].saturating_sub(1)]
-    }
-
-    fn clear(&mut self) {
-        self.buf.clear();
-        self.ends.clear();
-    }
-}
 
 /// Write all of `buf`, then flush. On failure, also returns how many bytes are known to
 /// have been written (none are known after a failed flush).
@@ -85,8 +66,20 @@ impl Output {
         })
     }
 
-    /// Add one record to the batch (memory targets store it at once).
-    pub(super) fn write(&mut self, rec: &AuditRecord, batch: &mut Batch, shared: &Shared) {
+    /// Whether lines written here are sealed (files and stdout; memory keeps records).
+    pub(super) fn sealed(&self) -> bool {
+        !matches!(self, Output::Memory(_))
+    }
+
+    /// Add one record to the batch, sealed as the next line of the chain (memory targets
+    /// store it at once, unsealed).
+    pub(super) fn write(
+        &mut self,
+        rec: &AuditRecord,
+        batch: &mut Batch,
+        shared: &Shared,
+        sealer: &mut Sealer,
+    ) {
         if let Output::Memory(records) = self {
             records
                 .lock()
@@ -95,9 +88,9 @@ impl Output {
             shared.written.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let start = batch.buf.len();
         crate::audit::json::write_record(&mut batch.buf, rec);
-        batch.buf.push(b'\n');
-        batch.ends.push(batch.buf.len());
+        sealer.seal(batch, start, true);
     }
 
     /// Write and flush the batch. Every record not known to be written (from the one the
@@ -134,25 +127,24 @@ impl Output {
         };
         let outcome = match result {
             Ok(()) => {
-                shared
-                    .written
-                    .fetch_add(batch.ends.len() as u64, Ordering::Relaxed);
+                shared.written.fetch_add(batch.flows(0), Ordering::Relaxed);
                 Ok(())
             }
             Err((written, e)) => {
                 let first_lost = batch.ends.partition_point(|&end| end <= written);
+                let lost = batch.flows(first_lost);
                 shared
                     .written
-                    .fetch_add(first_lost as u64, Ordering::Relaxed);
-                let lost = batch.ends.len() - first_lost;
+                    .fetch_add(batch.flows(0).saturating_sub(lost), Ordering::Relaxed);
                 shared.write_errors.fetch_add(1, Ordering::Relaxed);
-                shared.unwritten.fetch_add(lost as u64, Ordering::Relaxed);
+                shared.unwritten.fetch_add(lost, Ordering::Relaxed);
                 tracing::error!(
                     error = %e,
                     records = lost,
                     "Audit write failed: the records go to the audit_overflow log"
                 );
-                for i in first_lost..batch.ends.len() {
+                // Seal lines carry no flow: a gap they leave shows as a break in `verify`.
+                for i in (first_lost..batch.ends.len()).filter(|&i| batch.flow[i]) {
                     emit_fallback_json(
                         &String::from_utf8_lossy(batch.line(i)),
                         Overflow::WriteFailed,

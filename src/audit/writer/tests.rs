@@ -26,11 +26,13 @@ fn memory() -> (AuditTarget, Arc<Mutex<Vec<AuditRecord>>>) {
     (AuditTarget::Memory(Arc::clone(&records)), records)
 }
 
+/// The flow records of a file (its start, continue and checkpoint lines left out).
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("kind").is_none())
         .collect()
 }
 
@@ -189,7 +191,14 @@ async fn reopen_with_full_queue_happens_before_next_record() {
     let path = dir.path().join("audit.log");
     let rotated = dir.path().join("audit.log.1");
     let (gate, held) = std::sync::mpsc::channel();
-    let (sink, writer) = spawn_inner(AuditTarget::File(path.clone()), 1, WAIT, Some(held)).unwrap();
+    let (sink, writer) = spawn_inner(
+        AuditTarget::File(path.clone()),
+        1,
+        WAIT,
+        SealOptions::default(),
+        Some(held),
+    )
+    .unwrap();
     sink.record(rec(1)).await; // fills the queue; the writer is held
     std::fs::rename(&path, &rotated).unwrap();
     sink.reopen(); // cannot be queued: falls back to the pending flag
@@ -220,7 +229,7 @@ async fn failed_reopen_is_counted_and_never_panics() {
 async fn full_queue_counts_drops_and_record_returns() {
     let (target, records) = memory();
     let (gate, held) = std::sync::mpsc::channel();
-    let (sink, writer) = spawn_inner(target, 1, WAIT, Some(held)).unwrap();
+    let (sink, writer) = spawn_inner(target, 1, WAIT, SealOptions::default(), Some(held)).unwrap();
     // The writer is held before it takes anything, so the queue holds exactly one.
     sink.record(rec(1)).await;
     sink.record(rec(2)).await; // waits `full_wait`, then falls back
@@ -237,7 +246,14 @@ async fn full_queue_counts_drops_and_record_returns() {
 async fn zero_wait_and_zero_capacity_are_safe() {
     let (target, records) = memory();
     let (gate, held) = std::sync::mpsc::channel();
-    let (sink, writer) = spawn_inner(target, 0, Duration::ZERO, Some(held)).unwrap();
+    let (sink, writer) = spawn_inner(
+        target,
+        0,
+        Duration::ZERO,
+        SealOptions::default(),
+        Some(held),
+    )
+    .unwrap();
     sink.record(rec(1)).await;
     sink.record(rec(2)).await;
     assert_eq!(sink.dropped(), 1);
@@ -251,8 +267,14 @@ async fn shutdown_drains_every_queued_record() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let (gate, held) = std::sync::mpsc::channel();
-    let (sink, writer) =
-        spawn_inner(AuditTarget::File(path.clone()), 500, WAIT, Some(held)).unwrap();
+    let (sink, writer) = spawn_inner(
+        AuditTarget::File(path.clone()),
+        500,
+        WAIT,
+        SealOptions::default(),
+        Some(held),
+    )
+    .unwrap();
     for n in 0..400 {
         sink.record(rec(n)).await;
     }
@@ -417,7 +439,14 @@ async fn settled_waits_for_every_recorder_and_for_records_waiting_for_space() {
     let (target, records) = memory();
     let (gate, held) = std::sync::mpsc::channel();
     // Queue of one, writer held, and a wait for space far longer than the test.
-    let (sink, writer) = spawn_inner(target, 1, Duration::from_secs(3600), Some(held)).unwrap();
+    let (sink, writer) = spawn_inner(
+        target,
+        1,
+        Duration::from_secs(3600),
+        SealOptions::default(),
+        Some(held),
+    )
+    .unwrap();
     let mut first = Recorder::new(sink.clone(), rec(1));
     let second = Recorder::new(sink.clone(), rec(2));
     assert_eq!(sink.in_flight(), 2);
@@ -453,7 +482,15 @@ fn a_record_whose_handover_task_never_runs_takes_the_fallback() {
         .build()
         .unwrap();
     let (sink, writer) = rt
-        .block_on(async { spawn_inner(target, 1, Duration::from_secs(3600), Some(held)) })
+        .block_on(async {
+            spawn_inner(
+                target,
+                1,
+                Duration::from_secs(3600),
+                SealOptions::default(),
+                Some(held),
+            )
+        })
         .unwrap();
     rt.block_on(async {
         sink.emit(rec(1)); // fills the queue

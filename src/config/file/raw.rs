@@ -84,6 +84,12 @@ pub struct FileAudit {
     pub queue: Option<Spanned<i64>>,
     /// How long a request waits for queue space (duration string).
     pub full_wait: Option<Spanned<String>>,
+    /// Ed25519 PKCS#8 PEM private key that signs checkpoints.
+    pub signing_key: Option<Spanned<String>>,
+    /// A checkpoint every this many records.
+    pub checkpoint_records: Option<Spanned<i64>>,
+    /// A checkpoint this long after the last one, if records were written since.
+    pub checkpoint_interval: Option<Spanned<String>>,
 }
 
 /// `[limits]`.
