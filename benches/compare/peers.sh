@@ -136,6 +136,7 @@ rp_config() {
 # embedded GeoIP, policy enforced, one audit record per request or tunnel.
 [audit]
 output = "audit.jsonl"
+${AUDIT_KEY:+signing_key = \"$AUDIT_KEY\"}
 
 [limits]
 drain_timeout = "2s"
