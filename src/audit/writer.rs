@@ -40,9 +40,11 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::AuditRecord;
 use crate::evidence::line::End;
 
+mod batch;
 mod output;
 mod seal;
-use output::{Batch, Output};
+use batch::Batch;
+use output::Output;
 use seal::Sealer;
 pub use seal::{DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_RECORDS, SealOptions, StartInfo};
 

@@ -7,45 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::batch::Batch;
 use super::seal::Sealer;
 use super::{AuditRecord, AuditTarget, Overflow, Shared, emit_fallback, emit_fallback_json};
-
-/// Lines serialized but not yet written, each kept until its write has succeeded.
-#[derive(Default)]
-pub(super) struct Batch {
-    pub(super) buf: Vec<u8>,
-    /// End offset in `buf` of each line (after its newline).
-    pub(super) ends: Vec<usize>,
-    /// Whether each line is a flow record (not a start, continue or checkpoint line): only
-    /// records are counted as written or unwritten and sent to the fallback.
-    pub(super) flow: Vec<bool>,
-}
-
-impl Batch {
-    /// The line ending at `ends[i]`, without its newline.
-    pub(super) fn line(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.buf[start..self.ends[i].saturating_sub(1)]
-    }
-
-    /// End the line being built in `buf` with its newline.
-    pub(super) fn push_end(&mut self, flow: bool) {
-        self.buf.push(b'\n');
-        self.ends.push(self.buf.len());
-        self.flow.push(flow);
-    }
-
-    /// Flow records among lines `from..`.
-    fn flows(&self, from: usize) -> u64 {
-        self.flow[from..].iter().filter(|&&f| f).count() as u64
-    }
-
-    fn clear(&mut self) {
-        self.buf.clear();
-        self.ends.clear();
-        self.flow.clear();
-    }
-}
 
 /// Write all of `buf`, then flush. On failure, also returns how many bytes are known to
 /// have been written (none are known after a failed flush).

@@ -10,7 +10,7 @@ use crate::evidence::SigningKey;
 use crate::evidence::chain::{self, GENESIS, Link};
 use crate::evidence::line::{self, Checkpoint, Continue, End, Start};
 
-use super::output::Batch;
+use super::batch::Batch;
 
 pub use crate::evidence::line::{DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_RECORDS};
 
