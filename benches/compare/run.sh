@@ -26,6 +26,7 @@
 #   TRIES=3           repeated, up to TRIES times; the last is kept, and marked if disturbed
 #   INSTALL=1         apt-get install what is missing (0: only check)
 #   SKIP_BUILD=1      use the existing target/release binaries instead of running cargo
+#   AUDIT_KEY=FILE    residency-proxy signs audit checkpoints with this key (keygen --out FILE)
 #   KEEP_TMP=1        keep the temporary directory (configs, logs, raw outputs), print its path
 #   AUDIT_SIGNING=1   residency-proxy signs its audit trail: a key made by `residency-proxy
 #                     keygen`, checkpoints at the defaults (0: hash chain only, no signatures)
