@@ -513,3 +513,59 @@ fn keygen_makes_a_key_pair_the_config_accepts_and_never_overwrites() {
     let zero = config("checkpoint_records = 0");
     assert_eq!(zero.status.code(), Some(64));
 }
+
+/// The report runs the verification as it reads and says so first, in every form.
+#[tokio::test]
+async fn the_report_heads_every_form_with_the_verdict_of_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key();
+    let pub_path = dir.path().join("key.pub");
+    std::fs::write(&pub_path, key.public().to_pem().unwrap()).unwrap();
+    let path = dir.path().join("audit.log");
+    write_log(&path, Some(&key), 12, 5, &[]).await;
+    let report = |extra: &[&str]| {
+        let out = bin()
+            .arg("report")
+            .args(extra)
+            .arg(&path)
+            .arg("--key")
+            .arg(&pub_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let json: serde_json::Value = serde_json::from_str(&report(&["--json"])).unwrap();
+    assert_eq!(json["chain"]["status"], "verified", "{json}");
+    let text = json["chain"]["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("OK: 12 records"), "{text}");
+    assert_eq!(json["totals"]["flows"], 12, "{json}");
+    let terminal = report(&[]);
+    assert!(terminal.contains("OK: 12 records"), "{terminal}");
+
+    // One edited byte: the report still counts, and says the chain is broken, and where.
+    let mut lines = read_lines(&path);
+    let at = line_of(&lines, 3);
+    lines[at - 1] = lines[at - 1].replace("api.example.com", "api.example.net");
+    write_lines(&path, &lines);
+    let json: serde_json::Value = serde_json::from_str(&report(&["--json"])).unwrap();
+    assert_eq!(json["chain"]["status"], "broken", "{json}");
+    let text = json["chain"]["text"].as_str().unwrap_or_default();
+    let want = format!("BROKEN at {}:{at}: edited", path.display());
+    assert!(text.starts_with(&want), "{text}");
+    let html = dir.path().join("report.html");
+    report(&["--html", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    // The page escapes the path's slashes; the file name, line and kind are there as written.
+    assert!(
+        page.contains("Audit chain: BROKEN: BROKEN at"),
+        "the page says the chain is broken"
+    );
+    let named = format!("audit.log:{at}: edited");
+    assert!(page.contains(&named), "the page names the break");
+}

@@ -26,7 +26,8 @@
 #   TRIES=3           repeated, up to TRIES times; the last is kept, and marked if disturbed
 #   INSTALL=1         apt-get install what is missing (0: only check)
 #   SKIP_BUILD=1      use the existing target/release binaries instead of running cargo
-#   AUDIT_KEY=FILE    residency-proxy signs audit checkpoints with this key (keygen --out FILE)
+#   PROXY_BIN=PATH    the residency-proxy binary to measure (default target/release/residency-proxy;
+#                     with SKIP_BUILD=1, an older build to compare with)
 #   KEEP_TMP=1        keep the temporary directory (configs, logs, raw outputs), print its path
 #   AUDIT_SIGNING=1   residency-proxy signs its audit trail: a key made by `residency-proxy
 #                     keygen`, checkpoints at the defaults (0: hash chain only, no signatures)
@@ -116,7 +117,7 @@ OURS=""
 # ---------------------------------------------------------------------------------------------
 # Build.
 
-PROXY_BIN=target/release/residency-proxy
+PROXY_BIN=${PROXY_BIN:-target/release/residency-proxy}
 TOOLS=(connect_rate tunnel_mbps tls_handshake hold_conns)
 declare -A TOOL
 if [[ $SKIP_BUILD == 1 ]]; then

@@ -64,11 +64,13 @@ fn inline(svg: String) -> String {
     svg.replacen(r#" xmlns="http://www.w3.org/2000/svg""#, "", 1)
 }
 
-/// `n` segments, one per bar or bucket (plotters' integer ranges include their end).
+/// `n` segments, one per bar or bucket (plotters' integer ranges include their end). One bar
+/// still gets a range of two segments, the second left empty: a range from 0 to 0 has no width,
+/// and its bar would not be drawn at all.
 fn segments(
     n: usize,
 ) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordusize> {
-    (0..n.saturating_sub(1)).into_segmented()
+    (0..n.saturating_sub(1).max(1)).into_segmented()
 }
 
 /// One bar of a horizontal bar chart.
@@ -321,4 +323,57 @@ fn over_time(
         root.present().map_err(&e)?;
     }
     Ok(inline(svg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditAddr, AuditRecord, Intent};
+    use crate::report::{Aggregator, ChainStatus, Options};
+
+    /// The bars of `svg` in `color`: filled rectangles with both sides longer than a pixel and
+    /// one longer than a legend swatch.
+    fn bars(svg: &str, color: RGBColor) -> usize {
+        let fill = format!("fill=\"#{:02X}{:02X}{:02X}\"", color.0, color.1, color.2);
+        let side = |rect: &str, name: &str| {
+            rect.split(&format!(" {name}=\""))
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        svg.split("<rect")
+            .skip(1)
+            .filter(|r| r.to_uppercase().contains(&fill.to_uppercase()))
+            .filter(|r| {
+                let (w, h) = (side(r, "width"), side(r, "height"));
+                w > 1.0 && h > 1.0 && w.max(h) > 20.0
+            })
+            .count()
+    }
+
+    #[test]
+    fn one_jurisdiction_in_one_hour_still_draws_its_bars() {
+        let rec = AuditRecord {
+            ts: "2026-12-02T14:06:21.000Z".into(),
+            intent: Intent::Reverse,
+            dialed_ip: Some([127, 0, 0, 1].into()),
+            dest_addrs: vec![AuditAddr {
+                ip: [127, 0, 0, 1].into(),
+                jurisdiction: "internal".into(),
+                class: "internal".into(),
+                source: "special".into(),
+                prefix: "127.0.0.0/8".into(),
+            }],
+            bytes_down: 100,
+            ..AuditRecord::default()
+        };
+        let mut agg = Aggregator::new(Options::default());
+        agg.line(serde_json::to_string(&rec).expect("serializes").as_bytes());
+        let charts = draw(&agg.finish(ChainStatus::NotChecked)).expect("draws");
+        let grey = class_color("internal");
+        assert_eq!(bars(&charts.bytes_by_jurisdiction, grey), 1);
+        assert_eq!(bars(&charts.flows_over_time, grey), 1);
+        assert_eq!(bars(&charts.bytes_over_time, grey), 1);
+    }
 }
