@@ -381,8 +381,9 @@ log_counts() {
   local lines=0 non2xx=0
   case $1 in
     residency-proxy)
-      lines=$(wc -l <"$RP/audit.jsonl")
-      non2xx=$(grep -cv '"status":2[0-9][0-9]' "$RP/audit.jsonl" || true)
+      # Flow records only: the chain's own lines (start, continue, checkpoint) carry `kind`.
+      lines=$(grep -cv '"kind":' "$RP/audit.jsonl" || true)
+      non2xx=$(grep -v '"kind":' "$RP/audit.jsonl" | grep -cv '"status":2[0-9][0-9]' || true)
       if grep -qE ' (WARN|ERROR) |audit_overflow' "$RP/stderr.log"; then
         log "residency-proxy: WARN/ERROR on stderr (first 5):"
         grep -m5 -E ' (WARN|ERROR) |audit_overflow' "$RP/stderr.log" >&2 || true
