@@ -23,26 +23,17 @@ pub(crate) fn write_record(out: &mut Vec<u8>, rec: &AuditRecord) {
     key(out, "listener");
     string(out, &rec.listener);
     key(out, "client.addr");
-    match &rec.client_addr {
-        Some(a) => socket_addr(out, a),
-        None => null(out),
-    }
+    opt(out, rec.client_addr.as_ref(), socket_addr);
     key(out, "intent");
     string(out, rec.intent.as_str());
     key(out, "dest.host");
     opt_string(out, rec.dest_host.as_deref());
     key(out, "dest.port");
-    match rec.dest_port {
-        Some(p) => integer(out, p),
-        None => null(out),
-    }
+    opt(out, rec.dest_port, integer);
     key(out, "dest.claimed");
     opt_string(out, rec.dest_claimed.as_deref());
     key(out, "dest.verified");
-    match rec.dest_verified {
-        Some(b) => boolean(out, b),
-        None => null(out),
-    }
+    opt(out, rec.dest_verified, boolean);
     key(out, "dest.addrs");
     out.push(b'[');
     for (i, a) in rec.dest_addrs.iter().enumerate() {
@@ -53,10 +44,7 @@ pub(crate) fn write_record(out: &mut Vec<u8>, rec: &AuditRecord) {
     }
     out.push(b']');
     key(out, "dialed.ip");
-    match &rec.dialed_ip {
-        Some(ip) => quoted_ip(out, ip),
-        None => null(out),
-    }
+    opt(out, rec.dialed_ip.as_ref(), quoted_ip);
     key(out, "decision");
     string(out, rec.decision.as_str());
     key(out, "mode");
@@ -80,10 +68,7 @@ pub(crate) fn write_record(out: &mut Vec<u8>, rec: &AuditRecord) {
     key(out, "duration_ms");
     float(out, rec.duration_ms);
     key(out, "status");
-    match rec.status {
-        Some(s) => integer(out, s),
-        None => null(out),
-    }
+    opt(out, rec.status, integer);
     key(out, "error.side");
     opt_string(out, rec.error_side.map(Label::as_str));
     key(out, "error");
@@ -133,11 +118,16 @@ fn float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
-fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => string(out, s),
+/// `value` written by `write`, or `null`.
+fn opt<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    match value {
+        Some(v) => write(out, v),
         None => null(out),
     }
+}
+
+fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
+    opt(out, s, string);
 }
 
 /// A JSON string: copied whole when nothing in it needs escaping, else serde_json's escaper.
