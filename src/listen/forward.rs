@@ -83,11 +83,10 @@ pub async fn accept_loop(
             activity: Activity::build(Some(permit), body_idle),
         });
         let gauge = shared.metrics.connection(&cfg.name);
-        let task = serve(shared.clone(), conn, stream);
-        shared.tracker.spawn(async move {
-            task.await;
-            drop(gauge);
-        });
+        // The future of `serve` is the task (see `accept_with`): no async block around it.
+        shared
+            .tracker
+            .spawn(serve(shared.clone(), conn, stream, gauge));
     }
 }
 
@@ -105,7 +104,13 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, stream: TcpStream) {
+/// Serve one client connection; `_gauge` counts it among the open connections until it ends.
+async fn serve(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    stream: TcpStream,
+    _gauge: crate::metrics::GaugeGuard,
+) {
     let limits = shared.state.load().config.limits.clone();
     let io = TimedIo::new(
         stream,

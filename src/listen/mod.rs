@@ -36,7 +36,7 @@ pub async fn accept_with<F, Fut>(
     stop: CancellationToken,
     serve: F,
 ) where
-    F: Fn(Arc<Shared>, Arc<ListenerConfig>, TcpStream, SocketAddr) -> Fut,
+    F: Fn(Arc<Shared>, Arc<ListenerConfig>, TcpStream, SocketAddr, ConnSlot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
@@ -48,14 +48,23 @@ pub async fn accept_with<F, Fut>(
         let Some((stream, peer)) = accept(&listener, &cfg.name, &stop).await else {
             break;
         };
-        let gauge = shared.metrics.connection(&cfg.name);
-        let task = serve(shared.clone(), current(&shared, &cfg), stream, peer);
-        shared.tracker.spawn(async move {
-            task.await;
-            drop(permit);
-            drop(gauge);
-        });
+        let slot = ConnSlot {
+            _permit: permit,
+            _gauge: shared.metrics.connection(&cfg.name),
+        };
+        // `serve`'s future is the task itself (it holds the slot): wrapping it in another
+        // async block would lay its state out twice, and every byte of a task's future is
+        // copied into the task, so it is resident for the connection's whole life.
+        let task = serve(shared.clone(), current(&shared, &cfg), stream, peer, slot);
+        shared.tracker.spawn(task);
     }
+}
+
+/// A connection's place in its listener's `max_connections` and in the open-connections
+/// gauge, both given back when the connection's task drops it.
+pub(crate) struct ConnSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _gauge: crate::metrics::GaugeGuard,
 }
 
 /// The listener's settings for a connection accepted now: the current snapshot's (TLS

@@ -16,9 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::accept_with;
+use super::{ConnSlot, accept_with};
 use crate::audit::{self, ProxyReason};
-use crate::config::ListenerConfig;
+use crate::config::{Limits, ListenerConfig};
 use crate::conn::{Activity, ConnInfo, TimedIo};
 use crate::pipeline::reverse;
 use crate::state::Shared;
@@ -39,14 +39,24 @@ async fn serve(
     cfg: Arc<ListenerConfig>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    _slot: ConnSlot,
 ) {
     let limits = shared.state.load().config.limits.clone();
-    let Some(rl) = cfg.reverse().cloned() else {
+    let Some((proxy_protocol, tls)) = cfg.reverse().map(|r| (r.proxy_protocol, r.tls.clone()))
+    else {
         return;
     };
     let mut client = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    if let Some(accept) = rl.proxy_protocol {
-        match proxy_protocol::read_header(&mut stream, accept, limits.header_read_timeout).await {
+    if let Some(accept) = proxy_protocol {
+        // Boxed, like the TLS path below: this future is the connection's task for its whole
+        // life, so what only some connections need lives on the heap while it runs.
+        let header = Box::pin(proxy_protocol::read_header(
+            &mut stream,
+            accept,
+            limits.header_read_timeout,
+        ))
+        .await;
+        match header {
             Ok(h) => {
                 if let Some(src) = h.source {
                     client = SocketAddr::new(src.ip().to_canonical(), src.port());
@@ -72,57 +82,8 @@ async fn serve(
         client,
         activity: Activity::new(),
     });
-    match rl.tls.clone() {
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            let handshake = async {
-                // A connection closed (or left silent) before its first byte attempted no
-                // handshake (a TCP health probe, say): nothing to audit. Anything else that
-                // does not end in a TLS session is audited once.
-                let mut first = [0u8; 1];
-                match stream.peek(&mut first).await {
-                    Ok(0) => return Err(None),
-                    Ok(_) => {}
-                    Err(e) => return Err(Some(format!("TLS handshake failed: {e}"))),
-                }
-                let io = TimedIo::new(
-                    stream,
-                    conn.activity.clone(),
-                    limits.header_read_timeout,
-                    limits.keepalive_idle_timeout,
-                );
-                acceptor
-                    .accept(io)
-                    .await
-                    .map_err(|e| Some(format!("TLS handshake failed: {e}")))
-            };
-            let result = tokio::select! {
-                r = tokio::time::timeout(limits.header_read_timeout, handshake) => match r {
-                    Ok(r) => r,
-                    Err(_) => Err(Some("TLS handshake timed out".to_string())),
-                },
-                // Cut at the drain deadline before any request: nothing to record.
-                _ = shared.hard.cancelled() => return,
-            };
-            match result {
-                Ok(s) => serve_http(shared, conn, TokioIo::new(s), true).await,
-                Err(Some(e)) => {
-                    tracing::debug!(error = %e, client.addr = %client, "TLS handshake failed");
-                    super::audit_refused(
-                        &shared,
-                        &cfg,
-                        client,
-                        audit::Intent::Reverse,
-                        ProxyReason::TlsHandshakeFailed,
-                        None,
-                        &e,
-                    );
-                }
-                Err(None) => {
-                    tracing::debug!(client.addr = %client, "Closed before a TLS handshake");
-                }
-            }
-        }
+    match tls {
+        Some(tls) => Box::pin(serve_tls(shared, cfg, conn, stream, tls, limits)).await,
         None => {
             let io = TimedIo::new(
                 stream,
@@ -131,6 +92,66 @@ async fn serve(
                 limits.keepalive_idle_timeout,
             );
             serve_http(shared, conn, TokioIo::new(io), false).await;
+        }
+    }
+}
+
+/// Terminate TLS, then serve HTTP over it.
+async fn serve_tls(
+    shared: Arc<Shared>,
+    cfg: Arc<ListenerConfig>,
+    conn: Arc<ConnInfo>,
+    stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
+) {
+    let client = conn.client;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshake = async {
+        // A connection closed (or left silent) before its first byte attempted no
+        // handshake (a TCP health probe, say): nothing to audit. Anything else that
+        // does not end in a TLS session is audited once.
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) => return Err(None),
+            Ok(_) => {}
+            Err(e) => return Err(Some(format!("TLS handshake failed: {e}"))),
+        }
+        let io = TimedIo::new(
+            stream,
+            conn.activity.clone(),
+            limits.header_read_timeout,
+            limits.keepalive_idle_timeout,
+        );
+        acceptor
+            .accept(io)
+            .await
+            .map_err(|e| Some(format!("TLS handshake failed: {e}")))
+    };
+    let result = tokio::select! {
+        r = tokio::time::timeout(limits.header_read_timeout, handshake) => match r {
+            Ok(r) => r,
+            Err(_) => Err(Some("TLS handshake timed out".to_string())),
+        },
+        // Cut at the drain deadline before any request: nothing to record.
+        _ = shared.hard.cancelled() => return,
+    };
+    match result {
+        Ok(s) => serve_http(shared, conn, TokioIo::new(s), true).await,
+        Err(Some(e)) => {
+            tracing::debug!(error = %e, client.addr = %client, "TLS handshake failed");
+            super::audit_refused(
+                &shared,
+                &cfg,
+                client,
+                audit::Intent::Reverse,
+                ProxyReason::TlsHandshakeFailed,
+                None,
+                &e,
+            );
+        }
+        Err(None) => {
+            tracing::debug!(client.addr = %client, "Closed before a TLS handshake");
         }
     }
 }
@@ -158,7 +179,7 @@ where
         builder
             .keep_alive(true)
             .max_buf_size(limits.max_header_bytes.max(8192));
-        let c = builder.serve_connection(io, svc).with_upgrades();
+        let c = std::pin::pin!(builder.serve_connection(io, svc).with_upgrades());
         drive(&shared, &conn, c, |c| c.graceful_shutdown()).await;
         return;
     }
@@ -178,23 +199,23 @@ where
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.h2_max_header_list_size)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let c = builder.serve_connection_with_upgrades(io, svc);
+    let c = std::pin::pin!(builder.serve_connection_with_upgrades(io, svc));
     drive(&shared, &conn, c, |c| c.graceful_shutdown()).await;
 }
 
 /// Run a client connection to its end; on shutdown, finish it gracefully, and cut it when the
 /// drain time is up. A malformed request hyper refused itself (400, 431, 414) is audited here,
-/// with the status hyper sent.
+/// with the status hyper sent. The connection is pinned by the caller: moved in here, it
+/// would take its room twice in the connection task's future.
 async fn drive<C, E>(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
-    c: C,
+    mut c: std::pin::Pin<&mut C>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: std::future::Future<Output = Result<(), E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    tokio::pin!(c);
     let result = tokio::select! {
         r = c.as_mut() => r,
         _ = shared.shutdown.cancelled() => {

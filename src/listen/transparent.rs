@@ -31,10 +31,7 @@ pub async fn accept_loop(
         listener,
         cfg,
         stop,
-        move |shared, cfg, stream, peer| {
-            let own = own.clone();
-            async move { serve(shared, cfg, stream, peer, own).await }
-        },
+        move |shared, cfg, stream, peer, slot| serve(shared, cfg, stream, peer, own.clone(), slot),
     )
     .await;
 }
@@ -45,6 +42,7 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     own: Arc<OwnConnections>,
+    _slot: super::ConnSlot,
 ) {
     let local = match stream.local_addr() {
         Ok(a) => a,

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::audit::recorder::Bytes2;
@@ -23,7 +27,19 @@ pub struct TunnelStats {
     pub lifetime_exceeded: bool,
 }
 
-const BUF: usize = 16 * 1024;
+/// The per-thread buffer every tunnel reads into. A tunnel owns no buffer while it waits: only
+/// bytes the other side could not take at once are kept, in a buffer of the tunnel's own that
+/// is freed once they are written. An idle tunnel therefore costs its two sockets and its task,
+/// not two read buffers (it used to hold 2 × 16 KiB for its whole life).
+const SCRATCH: usize = 64 * 1024;
+
+/// At most this many reads a side in one poll, so that one busy tunnel yields to the others.
+const READS_PER_POLL: usize = 16;
+
+thread_local! {
+    static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
 
 /// How long a tunnel may last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,83 +63,366 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ur, mut uw) = tokio::io::split(upstream);
-    let mut stats = TunnelStats::default();
-    let mut up_buf = vec![0u8; BUF];
-    let mut down_buf = vec![0u8; BUF];
-    let (mut up_open, mut down_open) = (true, true);
+    let mut relay = Relay {
+        client,
+        upstream,
+        up: Side::default(),
+        down: Side::default(),
+        counters,
+        last_moved: Instant::now(),
+    };
     let idle = limits.idle;
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
     let end_of_life = limits.lifetime.and_then(|l| Instant::now().checked_add(l));
     let life = tokio::time::sleep_until(end_of_life.unwrap_or_else(Instant::now));
     tokio::pin!(life);
-    while up_open || down_open {
-        tokio::select! {
-            r = cr.read(&mut up_buf), if up_open => {
-                match pass(r, &mut uw, &up_buf, &mut stats.up, &counters.up).await {
-                    Pass::Moved => deadline.as_mut().reset(Instant::now() + idle),
-                    Pass::Closed => up_open = false,
-                    Pass::Failed => break,
+    let mut stats = TunnelStats::default();
+    loop {
+        // The idle deadline is not moved for every chunk: when it fires, it is checked
+        // against the time bytes last moved and set again from there if they did since.
+        let event = tokio::select! {
+            _ = &mut relay => Event::Ended,
+            _ = &mut deadline => Event::Idle,
+            _ = &mut life, if end_of_life.is_some() => Event::Lifetime,
+        };
+        match event {
+            Event::Ended => break,
+            Event::Idle => match relay.last_moved.checked_add(idle) {
+                Some(next) if next > Instant::now() => deadline.as_mut().reset(next),
+                _ => {
+                    stats.idle_timeout = true;
+                    break;
                 }
+            },
+            Event::Lifetime => {
+                stats.lifetime_exceeded = true;
+                break;
             }
-            r = ur.read(&mut down_buf), if down_open => {
-                match pass(r, &mut cw, &down_buf, &mut stats.down, &counters.down).await {
-                    Pass::Moved => deadline.as_mut().reset(Instant::now() + idle),
-                    Pass::Closed => down_open = false,
-                    Pass::Failed => break,
-                }
-            }
-            _ = &mut deadline => { stats.idle_timeout = true; break; }
-            _ = &mut life, if end_of_life.is_some() => { stats.lifetime_exceeded = true; break; }
         }
     }
+    stats.up = relay.up.total;
+    stats.down = relay.down.total;
     stats
 }
 
-/// What one read on one side of a tunnel came to.
-enum Pass {
-    /// Bytes read and written to the other side.
-    Moved,
-    /// The side closed; the other side's write half is shut down.
-    Closed,
-    /// A read or write failed: the tunnel ends.
+/// What ended one wait of [`tunnel`]'s loop.
+enum Event {
+    Ended,
+    Idle,
+    Lifetime,
+}
+
+/// One direction of a tunnel.
+#[derive(Default)]
+struct Side {
+    /// Bytes read but not yet written, from `pos` on (`None`: nothing pending, no buffer).
+    pending: Option<Vec<u8>>,
+    pos: usize,
+    /// The reading side reached EOF; the write half of the other side is being shut down.
+    shutting: bool,
+    /// Finished: EOF passed on.
+    done: bool,
+    /// Bytes were written since the other side was last flushed (a TLS stream may hold them).
+    unflushed: bool,
+    /// Bytes written to the other side.
+    total: u64,
+}
+
+/// What polling one direction came to.
+enum Flow {
+    /// Waiting for the reader or the writer; `moved` says whether bytes passed first.
+    Waiting { moved: bool },
+    /// EOF passed on.
+    Done,
+    /// A read or a write failed: the tunnel ends.
     Failed,
 }
 
-/// Write what one side read (`read`, into `buf`) to the other side `to`, and count it.
-async fn pass<W: AsyncWrite + Unpin>(
-    read: std::io::Result<usize>,
-    to: &mut W,
-    buf: &[u8],
-    total: &mut u64,
-    counter: &AtomicU64,
-) -> Pass {
-    match read {
-        Ok(0) => {
-            let _ = to.shutdown().await;
-            Pass::Closed
-        }
-        Ok(n) => {
-            let Some(data) = buf.get(..n) else {
-                return Pass::Failed;
-            };
-            if to.write_all(data).await.is_err() {
-                return Pass::Failed;
+/// Both directions of a tunnel, polled from one task without splitting either stream. Ends
+/// (`Ready`) when both sides have finished or either fails.
+struct Relay<'a, C, U> {
+    client: C,
+    upstream: U,
+    /// Client → upstream.
+    up: Side,
+    /// Upstream → client.
+    down: Side,
+    counters: &'a Bytes2,
+    last_moved: Instant,
+}
+
+impl<C, U> Future for Relay<'_, C, U>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let up = if this.up.done {
+            Flow::Done
+        } else {
+            this.up
+                .poll_pass(cx, &mut this.client, &mut this.upstream, &this.counters.up)
+        };
+        let down = if this.down.done {
+            Flow::Done
+        } else {
+            this.down.poll_pass(
+                cx,
+                &mut this.upstream,
+                &mut this.client,
+                &this.counters.down,
+            )
+        };
+        let mut moved = false;
+        for flow in [&up, &down] {
+            match flow {
+                Flow::Failed => return Poll::Ready(()),
+                Flow::Waiting { moved: true } => moved = true,
+                _ => {}
             }
-            *total += n as u64;
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-            Pass::Moved
         }
-        Err(_) => Pass::Failed,
+        if moved {
+            this.last_moved = Instant::now();
+        }
+        if matches!((up, down), (Flow::Done, Flow::Done)) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
+}
+
+impl Side {
+    /// Move bytes from `from` to `to` until one of them has to wait (or `READS_PER_POLL`
+    /// reads, after which the task is woken again to let others run).
+    fn poll_pass<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        counter: &AtomicU64,
+    ) -> Flow
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut moved = false;
+        for _ in 0..READS_PER_POLL {
+            // First what an earlier write left over.
+            if let Some(buf) = self.pending.take() {
+                while let Some(rest) = buf.get(self.pos..).filter(|r| !r.is_empty()) {
+                    match Pin::new(&mut *to).poll_write(cx, rest) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Flow::Failed,
+                        Poll::Ready(Ok(n)) => {
+                            self.pos += n;
+                            self.count(n, counter);
+                            moved = true;
+                        }
+                        Poll::Pending => {
+                            self.pending = Some(buf);
+                            return Flow::Waiting { moved };
+                        }
+                    }
+                }
+                self.pos = 0;
+            }
+            if self.shutting {
+                return match Pin::new(&mut *to).poll_shutdown(cx) {
+                    // A peer that already went away cannot be told any more: the side is done.
+                    Poll::Ready(_) => {
+                        self.shutting = false;
+                        self.done = true;
+                        Flow::Done
+                    }
+                    Poll::Pending => Flow::Waiting { moved },
+                };
+            }
+            match self.read_and_write(cx, from, to, counter) {
+                Step::Wrote => moved = true,
+                Step::Eof => self.shutting = true,
+                Step::Blocked { wrote } => {
+                    // Waiting to read (or for the writer): what was written goes out now.
+                    if self.unflushed {
+                        match Pin::new(&mut *to).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => self.unflushed = false,
+                            Poll::Ready(Err(_)) => return Flow::Failed,
+                            Poll::Pending => {}
+                        }
+                    }
+                    return Flow::Waiting {
+                        moved: moved || wrote,
+                    };
+                }
+                Step::Failed => return Flow::Failed,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Flow::Waiting { moved }
+    }
+
+    /// One read into the thread's scratch buffer and as much of it written as `to` takes at
+    /// once; the rest is copied into `pending`.
+    fn read_and_write<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        counter: &AtomicU64,
+    ) -> Step
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        SCRATCH_BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.read_into(cx, from, to, counter, &mut scratch),
+            // Not reachable (no read calls back into a tunnel), but never a panic.
+            Err(_) => self.read_into(cx, from, to, counter, &mut vec![0u8; SCRATCH]),
+        })
+    }
+
+    fn read_into<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        counter: &AtomicU64,
+        scratch: &mut [u8],
+    ) -> Step
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut rb = ReadBuf::new(scratch);
+        match Pin::new(&mut *from).poll_read(cx, &mut rb) {
+            Poll::Pending => return Step::Blocked { wrote: false },
+            Poll::Ready(Err(_)) => return Step::Failed,
+            Poll::Ready(Ok(())) => {}
+        }
+        let data = rb.filled();
+        if data.is_empty() {
+            return Step::Eof;
+        }
+        let mut off = 0;
+        while let Some(rest) = data.get(off..).filter(|r| !r.is_empty()) {
+            match Pin::new(&mut *to).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Step::Failed,
+                Poll::Ready(Ok(n)) => {
+                    off += n;
+                    self.count(n, counter);
+                }
+                Poll::Pending => {
+                    self.pending = Some(rest.to_vec());
+                    self.pos = 0;
+                    return Step::Blocked { wrote: off > 0 };
+                }
+            }
+        }
+        Step::Wrote
+    }
+
+    fn count(&mut self, n: usize, counter: &AtomicU64) {
+        self.unflushed = true;
+        self.total += n as u64;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// What one read and its writes came to.
+enum Step {
+    /// All of it written.
+    Wrote,
+    /// The reader reached EOF.
+    Eof,
+    /// The reader has nothing, or the writer took only part (the rest is pending).
+    Blocked { wrote: bool },
+    /// A read or write failed.
+    Failed,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    /// Bytes one way through pipes much smaller than a read (so most writes take part of a
+    /// read and the rest waits in the tunnel's own buffer), the other way at the same time,
+    /// and each EOF passed on as a shutdown.
+    #[tokio::test]
+    async fn bytes_pass_whole_both_ways_through_small_pipes() {
+        let (client, mut client_far) = duplex(700);
+        let (upstream, mut upstream_far) = duplex(300);
+        let counters = Bytes2::default();
+        let limits = TunnelLimits {
+            idle: Duration::from_secs(60),
+            lifetime: None,
+        };
+        let up: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+        let (up_sent, down_sent) = (up.clone(), down.clone());
+        let relay = tunnel(client, upstream, limits, &counters);
+        let client_side = async move {
+            let (mut r, mut w) = tokio::io::split(&mut client_far);
+            let write = async {
+                w.write_all(&up_sent).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let read = r.read_to_end(&mut got);
+            let (_, n) = tokio::join!(write, read);
+            n.unwrap();
+            got
+        };
+        let upstream_side = async move {
+            let (mut r, mut w) = tokio::io::split(&mut upstream_far);
+            let write = async {
+                w.write_all(&down_sent).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let read = r.read_to_end(&mut got);
+            let (_, n) = tokio::join!(write, read);
+            n.unwrap();
+            got
+        };
+        let (stats, at_client, at_upstream) = tokio::join!(relay, client_side, upstream_side);
+        assert!(at_upstream == up, "the upstream got other bytes");
+        assert!(at_client == down, "the client got other bytes");
+        assert_eq!((stats.up, stats.down), (300_000, 200_000));
+        assert!(!stats.idle_timeout && !stats.lifetime_exceeded, "{stats:?}");
+        assert_eq!(counters.up.load(Ordering::Relaxed), 300_000);
+        assert_eq!(counters.down.load(Ordering::Relaxed), 200_000);
+    }
+
+    /// The idle deadline is measured from the last byte, not from the start.
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timeout_counts_from_the_last_byte() {
+        let (client, mut client_far) = duplex(1024);
+        let (upstream, mut upstream_far) = duplex(1024);
+        let counters = Bytes2::default();
+        let limits = TunnelLimits {
+            idle: Duration::from_secs(60),
+            lifetime: None,
+        };
+        let start = Instant::now();
+        let relay = tunnel(client, upstream, limits, &counters);
+        let talk = async {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            client_far.write_all(b"hello").await.unwrap();
+            let mut buf = [0u8; 5];
+            upstream_far.read_exact(&mut buf).await.unwrap();
+            std::future::pending::<()>().await;
+        };
+        let stats = tokio::select! {
+            s = relay => s,
+            _ = talk => unreachable!(),
+        };
+        assert!(stats.idle_timeout, "{stats:?}");
+        assert_eq!(start.elapsed(), Duration::from_secs(110));
+        assert_eq!(stats.up, 5);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_tunnel_is_cut_at_its_lifetime() {
