@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use residency_proxy::reload::MI_OPTION_PURGE_DELAY;
+
 mod cli;
 
 /// mimalloc: a request allocates and frees a few dozen small objects (headers, the audit
@@ -10,14 +12,13 @@ mod cli;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in the bundled mimalloc 2.x
-/// (`mimalloc.h`, `mi_option_e`).
+/// `mi_option_arena_eager_commit` in the bundled mimalloc (`mimalloc.h`, `mi_option_e`).
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Commit arena memory as it is used and return freed pages at once: the jurisdiction
 /// table's build frees about 100 MB of short-lived allocations, which would otherwise stay in
-/// the resident set of an idle proxy (31 MB idle instead of 47 MB, measured). mimalloc reads
+/// the resident set of an idle proxy (31 MB idle instead of 47 MB, measured). Once the proxy
+/// serves, `reload::spawn_memory_return` sets a short purge delay instead. mimalloc reads
 /// these options when it initialises, before `main`, so they are set from a constructor that
 /// runs ahead of it (a prioritised `.init_array` entry runs before unprioritised ones).
 extern "C" fn set_allocator_options() {

@@ -132,6 +132,7 @@ async fn serve(config: Config, table: JurisdictionTable, loader: Loader) -> Resu
         .await
         .map_err(|e| e.to_string())?;
     let _refresh = residency_proxy::refresh::spawn_configured(&handle)?;
+    let _memory = residency_proxy::reload::spawn_memory_return();
     let reload = Reload::new(handle.reloader(), loader);
     let _hup = reload
         .spawn_on_sighup()

@@ -31,7 +31,7 @@ pub struct TunnelStats {
 /// bytes the other side could not take at once are kept, in a buffer of the tunnel's own that
 /// is freed once they are written. An idle tunnel therefore costs its two sockets and its task,
 /// not two read buffers (it used to hold 2 × 16 KiB for its whole life).
-const SCRATCH: usize = 64 * 1024;
+const SCRATCH: usize = 16 * 1024;
 
 /// At most this many reads a side in one poll, so that one busy tunnel yields to the others.
 const READS_PER_POLL: usize = 16;
