@@ -132,7 +132,6 @@ async fn serve(config: Config, table: JurisdictionTable, loader: Loader) -> Resu
         .await
         .map_err(|e| e.to_string())?;
     let _refresh = residency_proxy::refresh::spawn_configured(&handle)?;
-    let _memory = residency_proxy::reload::spawn_memory_return();
     let reload = Reload::new(handle.reloader(), loader);
     let _hup = reload
         .spawn_on_sighup()
@@ -146,6 +145,7 @@ async fn serve(config: Config, table: JurisdictionTable, loader: Loader) -> Resu
             .map_err(|e| e.to_string())?;
         eprintln!("residency-proxy: admin on {addr}");
     }
+    residency_proxy::reload::set_serving_purge_delay();
     wait_for_signal().await?;
     tracing::info!(
         drain_s = drain.as_secs_f64(),
