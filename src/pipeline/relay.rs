@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, Uri};
 use tokio::net::TcpStream;
 
@@ -109,12 +110,16 @@ pub async fn relay(
         Err(e) => return Err((ProxyError::BadRequest(e.to_string()), rec)),
     }
     add_via(&mut parts.headers);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = match path.parse::<Uri>() {
+    // Origin-form: the path and query alone (a cheap clone of the parsed part, not a re-parse).
+    let mut origin_form = hyper::http::uri::Parts::default();
+    origin_form.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    parts.uri = match Uri::from_parts(origin_form) {
         Ok(u) => u,
         Err(e) => return Err((ProxyError::BadRequest(e.to_string()), rec)),
     };
