@@ -1,10 +1,10 @@
 //! CONNECT: 200, then upgrade, then copy bytes both ways (hyper's upgrade mechanics); and,
 //! after a reload, the re-decision of every open tunnel.
 
-use hyper::Request;
-use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::ClosedBy;
 use crate::audit::recorder::Recorder;
@@ -16,15 +16,38 @@ use crate::state::{Shared, Snapshot};
 use crate::upstream::tunnel::{TunnelLimits, tunnel};
 
 /// Run the tunnel once the client connection is upgraded; the recorder is finished (and the
-/// audit record emitted) when the tunnel ends, or when a reload closes it (`open`).
+/// audit record emitted) when the tunnel ends, or when a reload closes it (`open`). Cut at the
+/// drain deadline (`hard`), the recorder is dropped as it stands.
 pub async fn run(
-    req: Request<Incoming>,
+    upgrade: OnUpgrade,
     upstream: TcpStream,
     limits: TunnelLimits,
     mut rec: Recorder,
     open: OpenTunnel,
+    hard: CancellationToken,
 ) {
-    match hyper::upgrade::on(req).await {
+    let cut = tokio::select! {
+        () = relay_upgraded(upgrade, upstream, limits, &mut rec, &open) => false,
+        () = hard.cancelled() => true,
+    };
+    // Off the open-tunnels gauge before the record is out: a scrape that sees the record's
+    // counts never sees the tunnel still open.
+    drop(open);
+    if cut {
+        drop(rec);
+        return;
+    }
+    rec.finish();
+}
+
+async fn relay_upgraded(
+    upgrade: OnUpgrade,
+    upstream: TcpStream,
+    limits: TunnelLimits,
+    rec: &mut Recorder,
+    open: &OpenTunnel,
+) {
+    match upgrade.await {
         Ok(upgraded) => {
             let counters = rec.bytes.clone();
             tokio::select! {
@@ -51,10 +74,6 @@ pub async fn run(
             r.error = Some(format!("upgrade failed: {e}"));
         }
     }
-    // Off the open-tunnels gauge before the record is out: a scrape that sees the record's
-    // counts never sees the tunnel still open.
-    drop(open);
-    rec.finish();
 }
 
 /// Re-decide every open tunnel under `snap` on the address it dialled (the listener gate,

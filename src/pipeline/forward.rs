@@ -140,12 +140,14 @@ pub async fn handle(
             // The tunnel keeps its client connection's slot of `max_connections` until it
             // closes: the upgraded socket (and the recorder's busy guard) hold the connection's
             // activity, which holds the slot.
-            shared.tracker.spawn(async move {
-                tokio::select! {
-                    _ = connect::run(req, stream, limits, rec, open) => {}
-                    _ = hard.cancelled() => {}
-                }
-            });
+            // Only the upgrade is kept of the request, and `run` is the task itself: an async
+            // block around it would lay out its state twice, for the tunnel's whole life.
+            let mut req = req;
+            let upgrade = hyper::upgrade::on(&mut req);
+            drop(req);
+            shared
+                .tracker
+                .spawn(connect::run(upgrade, stream, limits, rec, open, hard));
             let mut resp = Response::new(Empty::<Bytes>::new().map_err(never).boxed());
             *resp.status_mut() = StatusCode::OK;
             resp
