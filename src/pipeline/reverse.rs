@@ -283,15 +283,16 @@ async fn forward_to_pool(
         let pooled = pool.checkout(&member.host, &decision.vetted, &cfg.limits);
         let (sender, addr) = match pooled {
             Some(x) => x,
-            None => match pool
-                .connect(
-                    &member.host,
-                    &decision.vetted,
-                    &shared.deps.connector,
-                    cfg.limits.connect_timeout,
-                    &target,
-                )
-                .await
+            // Boxed: a fresh dial (TCP, perhaps TLS, the HTTP handshake) is the rare case on
+            // a warm pool, and inline its state would grow every request's future.
+            None => match Box::pin(pool.connect(
+                &member.host,
+                &decision.vetted,
+                &shared.deps.connector,
+                cfg.limits.connect_timeout,
+                &target,
+            ))
+            .await
             {
                 Ok(x) => x,
                 Err(e) => {

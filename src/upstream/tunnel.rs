@@ -164,17 +164,25 @@ where
         let up = if this.up.done {
             Flow::Done
         } else {
-            this.up
-                .poll_pass(cx, &mut this.client, &mut this.upstream, &this.counters.up)
+            let last = this.down.done;
+            this.up.poll_pass(
+                cx,
+                &mut this.client,
+                &mut this.upstream,
+                &this.counters.up,
+                last,
+            )
         };
         let down = if this.down.done {
             Flow::Done
         } else {
+            let last = this.up.done;
             this.down.poll_pass(
                 cx,
                 &mut this.upstream,
                 &mut this.client,
                 &this.counters.down,
+                last,
             )
         };
         let mut moved = false;
@@ -197,13 +205,16 @@ where
 
 impl Side {
     /// Move bytes from `from` to `to` until one of them has to wait (or `READS_PER_POLL`
-    /// reads, after which the task is woken again to let others run).
+    /// reads, after which the task is woken again to let others run). `last`: the other
+    /// direction has finished, so an EOF here ends the tunnel and closing both sockets passes
+    /// it on (no separate shutdown call).
     fn poll_pass<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         from: &mut R,
         to: &mut W,
         counter: &AtomicU64,
+        last: bool,
     ) -> Flow
     where
         R: AsyncRead + Unpin,
@@ -242,6 +253,10 @@ impl Side {
             }
             match self.read_and_write(cx, from, to, counter) {
                 Step::Wrote => moved = true,
+                Step::Eof if last && !self.unflushed => {
+                    self.done = true;
+                    return Flow::Done;
+                }
                 Step::Eof => self.shutting = true,
                 Step::Blocked { wrote } => {
                     // Waiting to read (or for the writer): what was written goes out now.
