@@ -113,6 +113,12 @@ write_rp_config() {
   RP_REV=$(pick_port)
   RP_TLS=$(pick_port)
   RP_ADMIN=$(pick_port)
+  # Like haproxy's maxconn below: a listener's max_connections no higher than the open-files
+  # limit allows with one upstream connection each (2 descriptors a connection); past it,
+  # connections wait in the listen backlog instead of failing their upstream dial with EMFILE.
+  RP_MAXCONN=$((S6_CONNS * 2))
+  local fit=$((($(ulimit -n) - 500) / 2))
+  ((RP_MAXCONN <= fit)) || RP_MAXCONN=$fit
   local admin="[admin]
 bind = \"127.0.0.1:$RP_ADMIN\""
   RP_SIGNING="# no signing key: hash chain only (AUDIT_SIGNING=0)"
@@ -153,21 +159,21 @@ $1
 name = "egress"
 bind = "127.0.0.1:$RP_FWD"
 allowed_ports = [$ORIGIN_PORT]
-max_connections = $((S6_CONNS * 2))
+max_connections = $RP_MAXCONN
 
 [[listener]]
 name = "inbound"
 kind = "reverse"
 bind = "127.0.0.1:$RP_REV"
 default_pool = "origin"
-max_connections = $((S6_CONNS * 2))
+max_connections = $RP_MAXCONN
 
 [[listener]]
 name = "inbound-tls"
 kind = "reverse"
 bind = "127.0.0.1:$RP_TLS"
 default_pool = "origin"
-max_connections = $((S6_CONNS * 2))
+max_connections = $RP_MAXCONN
 
 [[listener.cert]]
 chain = "$CERT_PEM"
