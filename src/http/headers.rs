@@ -51,6 +51,18 @@ pub fn add_via(headers: &mut HeaderMap) {
     headers.append(header::VIA, HeaderValue::from_static(VIA));
 }
 
+/// The origin-form of `uri` (RFC 9112 §3.2.1): its path and query alone, `/` if it has none.
+/// A cheap clone of the parsed part, not a re-parse.
+pub fn origin_form(uri: &hyper::Uri) -> Result<hyper::Uri, hyper::http::uri::InvalidUriParts> {
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+    );
+    hyper::Uri::from_parts(parts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::http::uri::PathAndQuery;
-use hyper::{Method, Request, Response, Uri};
+use hyper::{Method, Request, Response};
 use tokio::net::TcpStream;
 
 use crate::audit::recorder::{Counted, Direction, Recorder};
@@ -17,7 +16,7 @@ use crate::config::Limits;
 use crate::conn::Activity;
 use crate::destination::Destination;
 use crate::error::ProxyError;
-use crate::http::headers::{add_via, strip_hop_by_hop};
+use crate::http::headers::{add_via, origin_form, strip_hop_by_hop};
 use crate::http::{ProxyBody, never};
 use crate::policy::VettedAddr;
 use crate::upstream::pool::{Checkin, IdleConns, UpstreamConn};
@@ -110,16 +109,7 @@ pub async fn relay(
         Err(e) => return Err((ProxyError::BadRequest(e.to_string()), rec)),
     }
     add_via(&mut parts.headers);
-    // Origin-form: the path and query alone (a cheap clone of the parsed part, not a re-parse).
-    let mut origin_form = hyper::http::uri::Parts::default();
-    origin_form.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    parts.uri = match Uri::from_parts(origin_form) {
+    parts.uri = match origin_form(&parts.uri) {
         Ok(u) => u,
         Err(e) => return Err((ProxyError::BadRequest(e.to_string()), rec)),
     };

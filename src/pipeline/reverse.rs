@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Request, Response, StatusCode, Version};
 
 use crate::audit::recorder::{Counted, Direction, Recorder};
 use crate::audit::{self, ProxyReason};
@@ -17,7 +17,7 @@ use crate::config::reverse::{Member, RouteConfig};
 use crate::conn::ConnInfo;
 use crate::error::{ProxyError, Side};
 use crate::http::ProxyBody;
-use crate::http::headers::{VIA, strip_hop_by_hop};
+use crate::http::headers::{VIA, origin_form, strip_hop_by_hop};
 use crate::http::{failure, listener_gone, refusal, text_response};
 use crate::pipeline::vet;
 use crate::policy::{Decision, Reason, Subject, Verdict};
@@ -434,16 +434,7 @@ fn rewrite(
     parts
         .headers
         .append(header::VIA, HeaderValue::from_static(VIA));
-    // Origin-form: the path and query alone (a cheap clone of the parsed part, not a re-parse).
-    let mut origin_form = hyper::http::uri::Parts::default();
-    origin_form.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
-    );
-    parts.uri = Uri::from_parts(origin_form).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    parts.uri = origin_form(&parts.uri).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     parts.version = Version::HTTP_11;
     let body = Counted::new(body, rec.bytes.clone(), Direction::Up, None);
     Ok(Request::from_parts(parts, body.boxed()))

@@ -376,32 +376,9 @@ mod tests {
         };
         let up: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let down: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
-        let (up_sent, down_sent) = (up.clone(), down.clone());
         let relay = tunnel(client, upstream, limits, &counters);
-        let client_side = async move {
-            let (mut r, mut w) = tokio::io::split(&mut client_far);
-            let write = async {
-                w.write_all(&up_sent).await.unwrap();
-                w.shutdown().await.unwrap();
-            };
-            let mut got = Vec::new();
-            let read = r.read_to_end(&mut got);
-            let (_, n) = tokio::join!(write, read);
-            n.unwrap();
-            got
-        };
-        let upstream_side = async move {
-            let (mut r, mut w) = tokio::io::split(&mut upstream_far);
-            let write = async {
-                w.write_all(&down_sent).await.unwrap();
-                w.shutdown().await.unwrap();
-            };
-            let mut got = Vec::new();
-            let read = r.read_to_end(&mut got);
-            let (_, n) = tokio::join!(write, read);
-            n.unwrap();
-            got
-        };
+        let client_side = send_and_read_all(&mut client_far, &up);
+        let upstream_side = send_and_read_all(&mut upstream_far, &down);
         let (stats, at_client, at_upstream) = tokio::join!(relay, client_side, upstream_side);
         assert!(at_upstream == up, "the upstream got other bytes");
         assert!(at_client == down, "the client got other bytes");
@@ -409,6 +386,20 @@ mod tests {
         assert!(!stats.idle_timeout && !stats.lifetime_exceeded, "{stats:?}");
         assert_eq!(counters.up.load(Ordering::Relaxed), 300_000);
         assert_eq!(counters.down.load(Ordering::Relaxed), 200_000);
+    }
+
+    /// Write `data` and shut down, while reading everything the other end sends until EOF.
+    async fn send_and_read_all(end: &mut tokio::io::DuplexStream, data: &[u8]) -> Vec<u8> {
+        let (mut r, mut w) = tokio::io::split(end);
+        let write = async {
+            w.write_all(data).await.unwrap();
+            w.shutdown().await.unwrap();
+        };
+        let mut got = Vec::new();
+        let read = r.read_to_end(&mut got);
+        let (_, n) = tokio::join!(write, read);
+        n.unwrap();
+        got
     }
 
     /// The idle deadline is measured from the last byte, not from the start.
