@@ -146,6 +146,7 @@ async fn serve(config: Config, table: JurisdictionTable, loader: Loader) -> Resu
         eprintln!("residency-proxy: admin on {addr}");
     }
     residency_proxy::reload::set_serving_purge_delay();
+    residency_proxy::reload::release_startup_pages();
     wait_for_signal().await?;
     tracing::info!(
         drain_s = drain.as_secs_f64(),
