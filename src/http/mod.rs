@@ -4,6 +4,7 @@
 pub(crate) mod body;
 pub(crate) mod headers;
 pub(crate) mod response;
+pub(crate) mod server;
 
 pub use body::{ProxyBody, never};
 pub use response::{failure, listener_gone, refusal, text_response};

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{self};
 use crate::config::ListenerConfig;
 use crate::conn::{Activity, ConnInfo, TimedIo};
+use crate::http::server::{self, End, Rewind, Stops};
 use crate::pipeline;
 use crate::state::Shared;
 
@@ -118,6 +120,28 @@ async fn serve(
         limits.header_read_timeout,
         limits.keepalive_idle_timeout,
     );
+    // Simple requests in the proxy's own keep-alive loop; hyper serves the rest of the
+    // connection from the first request that needs it (CONNECT, a body, an upgrade).
+    let stops = Stops {
+        shutdown: &shared.shutdown,
+        hard: &shared.hard,
+    };
+    let handle = |req| Box::pin(pipeline::forward::handle(shared.clone(), conn.clone(), req));
+    let io = match server::serve(io, limits.max_header_bytes.max(8192), stops, handle).await {
+        End::Done => return,
+        End::Handover(io) => io,
+    };
+    // Boxed: only connections handed over pay for hyper's connection state.
+    Box::pin(serve_hyper(shared, conn, io, limits)).await;
+}
+
+/// hyper's HTTP/1.1 server for the rest of a connection.
+async fn serve_hyper(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    io: Rewind<TimedIo>,
+    limits: crate::config::Limits,
+) {
     let svc_shared = shared.clone();
     let svc_conn = conn.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
@@ -125,9 +149,10 @@ async fn serve(
         let conn = svc_conn.clone();
         // Boxed: hyper keeps the service future's slot for the connection's whole life, so an
         // idle keep-alive connection holds a pointer instead of the request's state.
-        Box::pin(
-            async move { Ok::<_, Infallible>(pipeline::forward::handle(shared, conn, req).await) },
-        )
+        Box::pin(async move {
+            let req = req.map(BodyExt::boxed);
+            Ok::<_, Infallible>(pipeline::forward::handle(shared, conn, req).await)
+        })
     });
     let mut builder = http1::Builder::new();
     builder

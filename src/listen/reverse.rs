@@ -7,11 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +22,7 @@ use super::{ConnSlot, accept_with};
 use crate::audit::{self, ProxyReason};
 use crate::config::{Limits, ListenerConfig};
 use crate::conn::{Activity, ConnInfo, TimedIo};
+use crate::http::server::{self, End, Rewind, Stops};
 use crate::pipeline::reverse;
 use crate::state::Shared;
 use crate::wire::proxy_protocol;
@@ -91,7 +94,7 @@ async fn serve(
                 limits.header_read_timeout,
                 limits.keepalive_idle_timeout,
             );
-            serve_http(shared, conn, TokioIo::new(io), false).await;
+            serve_http(shared, conn, io, false, false).await;
         }
     }
 }
@@ -137,7 +140,10 @@ async fn serve_tls(
         _ = shared.hard.cancelled() => return,
     };
     match result {
-        Ok(s) => serve_http(shared, conn, TokioIo::new(s), true).await,
+        Ok(s) => {
+            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_http(shared, conn, s, true, h2).await
+        }
         Err(Some(e)) => {
             tracing::debug!(error = %e, client.addr = %client, "TLS handshake failed");
             super::audit_refused(
@@ -156,7 +162,32 @@ async fn serve_tls(
     }
 }
 
-async fn serve_http<I>(shared: Arc<Shared>, conn: Arc<ConnInfo>, io: I, tls: bool)
+/// Serve HTTP on a client connection: simple HTTP/1.1 requests in the proxy's own keep-alive
+/// loop (`http::server`), the rest of the connection by hyper from the first request that
+/// needs it; a connection that chose HTTP/2 by ALPN goes to hyper at once.
+async fn serve_http<T>(shared: Arc<Shared>, conn: Arc<ConnInfo>, io: T, tls: bool, alpn_h2: bool)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = if alpn_h2 {
+        Rewind::new(io, Vec::new())
+    } else {
+        let max_head = shared.state.load().config.limits.max_header_bytes.max(8192);
+        let stops = Stops {
+            shutdown: &shared.shutdown,
+            hard: &shared.hard,
+        };
+        let handle = |req| Box::pin(reverse::handle(shared.clone(), conn.clone(), req, tls));
+        match server::serve(io, max_head, stops, handle).await {
+            End::Done => return,
+            End::Handover(io) => io,
+        }
+    };
+    // Boxed: only connections handed over pay for hyper's connection state.
+    Box::pin(serve_hyper(shared, conn, TokioIo::new(io), tls)).await;
+}
+
+async fn serve_hyper<I>(shared: Arc<Shared>, conn: Arc<ConnInfo>, io: I, tls: bool)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -168,7 +199,10 @@ where
         let conn = svc_conn.clone();
         // Boxed: hyper keeps the service future's slot for the connection's whole life, so an
         // idle keep-alive connection holds a pointer instead of the request's 4.7 KB state.
-        Box::pin(async move { Ok::<_, Infallible>(reverse::handle(shared, conn, req, tls).await) })
+        Box::pin(async move {
+            let req = req.map(BodyExt::boxed);
+            Ok::<_, Infallible>(reverse::handle(shared, conn, req, tls).await)
+        })
     });
     let h2 = conn.listener.reverse().is_some_and(|r| r.h2);
     if !h2 {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::audit::recorder::Recorder;
@@ -26,7 +25,7 @@ use crate::upstream::tunnel::TunnelLimits;
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
 ) -> Response<ProxyBody> {
     let busy = conn.activity.begin();
     let snap = shared.state.load_full();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response};
 use tokio::net::TcpStream;
@@ -77,7 +77,7 @@ async fn open(stream: TcpStream, body_idle: Duration) -> hyper::Result<UpstreamC
 /// of the vetted addresses if none of it was written (hyper hands it back), or if it is
 /// idempotent and has no body (so it can be rebuilt whole). Nothing else is ever replayed.
 pub async fn relay(
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     dest: &Destination,
     conn: Upstream,
     ctx: RelayCtx<'_>,

@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 
@@ -89,7 +88,7 @@ pub async fn vet_member(
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     tls: bool,
 ) -> Response<ProxyBody> {
     let busy = conn.activity.begin();
@@ -215,7 +214,7 @@ async fn forward_to_pool(
     conn: &ConnInfo,
     listener: &ListenerConfig,
     pool: Arc<PoolState>,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     mut rec: Recorder,
     client_ip: IpAddr,
     host: &str,
@@ -395,7 +394,7 @@ fn next_member(pool: &PoolState, prev: usize, tried: &[bool]) -> Option<usize> {
 /// `Host` set to the authority the request was routed by, the listener's forwarding header
 /// applied (the other removed), `Via` added, body counted.
 fn rewrite(
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     host: &str,
     peer: IpAddr,
     tls: bool,
