@@ -23,6 +23,7 @@ fn defaults_bound_everything_but_the_tunnel_lifetime() {
         assert_eq!(l.max_tunnel_lifetime, None, "off by default");
         assert_eq!(l.body_idle_timeout, Duration::from_secs(60));
         assert_eq!(l.upstream_idle_max, 256);
+        assert_eq!(l.upstream_max_connections, 512);
         assert_eq!(l.upstream_idle_timeout, Duration::from_secs(90));
     }
 }
@@ -34,6 +35,7 @@ fn values_are_taken_as_written() {
 max_tunnel_lifetime = "8h"
 body_idle_timeout = "250ms"
 upstream_idle_max = 0
+upstream_max_connections = 0
 upstream_idle_timeout = "2m"
 "#,
     )
@@ -42,6 +44,7 @@ upstream_idle_timeout = "2m"
     assert_eq!(l.max_tunnel_lifetime, Some(Duration::from_secs(8 * 3600)));
     assert_eq!(l.body_idle_timeout, Duration::from_millis(250));
     assert_eq!(l.upstream_idle_max, 0, "0 keeps no idle connection");
+    assert_eq!(l.upstream_max_connections, 0, "0 sets no limit");
     assert_eq!(l.upstream_idle_timeout, Duration::from_secs(120));
 
     let c = parse(r#"max_tunnel_lifetime = "off""#).unwrap_or_else(|e| panic!("{e}"));
@@ -79,6 +82,11 @@ fn bad_values_are_refused_with_file_and_line() {
         (
             "upstream_idle_max = 100001",
             "limits.upstream_idle_max",
+            "between 0 and 100000",
+        ),
+        (
+            "upstream_max_connections = -2",
+            "limits.upstream_max_connections",
             "between 0 and 100000",
         ),
         (

@@ -1881,3 +1881,39 @@ async fn a_health_checked_pool_never_dials_a_denied_member_and_serves_from_the_n
     );
     p.assert_no_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_upstream_max_connections_a_request_waits_then_times_out_as_a_connect() {
+    let text = "\n[limits]\nupstream_max_connections = 1\nconnect_timeout = \"300ms\"\n"
+        .to_string()
+        + &listener("web", "")
+        + &pool("app", &["uk.test:80"], "")
+        + &route("app.test", "/", "app");
+    let p = proxy(&text).await;
+    let origin = p.http_origin(GB_IP, 80).await;
+    let web = p.listener_addr("web");
+
+    // The first request holds the member's one connection until its body ends, which is
+    // not before the second request has its answer.
+    let mut slow = h1(web).await;
+    let req = slow.request("GET", "app.test", "/gated", empty());
+    let held = slow
+        .try_send_streaming(req)
+        .await
+        .expect("the slow request");
+    let second = get(web, "app.test", "/second").await;
+    assert_eq!(
+        second.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "no second connection"
+    );
+    assert_eq!(origin.connections(), 1);
+
+    origin.release();
+    let body = count_body(held.into_body()).await.expect("the slow body");
+    assert_eq!(body, "first;second".len() as u64);
+    // Once the first is done, its connection serves the next request.
+    assert_eq!(get(web, "app.test", "/third").await.status, StatusCode::OK);
+    assert_eq!(origin.seen().len(), 2);
+    assert_eq!(origin.connections(), 1, "both over the one connection");
+}

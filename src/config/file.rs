@@ -32,6 +32,7 @@ mod transparent;
 
 pub use limits::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_MAX, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+    DEFAULT_UPSTREAM_MAX_CONNECTIONS,
 };
 pub use raw::FileConfig;
 

@@ -130,6 +130,9 @@ pub struct Limits {
     /// Idle keep-alive upstream connections kept, in all (per idle set: the egress one and
     /// each reverse pool's).
     pub upstream_idle_max: usize,
+    /// Upstream HTTP connections open at once (busy or idle) to one address, per idle set;
+    /// a request past it waits (within `connect_timeout`) for one to free up. 0: no limit.
+    pub upstream_max_connections: usize,
     /// An idle keep-alive upstream connection unused for this long is closed.
     pub upstream_idle_timeout: Duration,
     /// Time to wait for an upstream's response header section.

@@ -18,6 +18,7 @@ use crate::policy::{Reason, Subject, Verdict};
 use crate::state::Shared;
 use crate::state::tunnels::TunnelSubject;
 use crate::upstream::connect_first;
+use crate::upstream::pool::Reserved;
 use crate::upstream::tunnel::TunnelLimits;
 
 /// Handle one request from a forward listener. Always answers; exactly one audit record is
@@ -92,17 +93,27 @@ pub async fn handle(
     }
 
     // 7. connect: only vetted addresses, in order (absolute-form requests may reuse an idle
-    // connection to an address this decision vetted)
-    let pooled = match intent {
+    // connection to an address this decision vetted, or wait for one: at most waiting while `upstream_max_connections` are open to the address; a tunnel
+    // always dials its own)
+    let reserved = match intent {
         Intent::Forward(_) => {
             shared.egress_idle.configure(&cfg.limits);
-            shared.egress_idle.checkout(&decision.vetted, None)
+            let wait = cfg.limits.connect_timeout;
+            let target = dest.authority();
+            match shared
+                .egress_idle
+                .reserve(&decision.vetted, None, wait, &target)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return failure(rec, e, decision.reason),
+            }
         }
-        Intent::Connect(_) => None,
+        Intent::Connect(_) => Reserved::Dial(None),
     };
-    let upstream = match pooled {
-        Some((sender, addr)) => Upstream::Pooled(sender, addr),
-        None => match connect_first(
+    let upstream = match reserved {
+        Reserved::Idle(sender, addr) => Upstream::Pooled(sender, addr),
+        Reserved::Dial(slot) => match connect_first(
             &shared.deps.connector,
             &decision.vetted,
             cfg.limits.connect_timeout,
@@ -110,13 +121,13 @@ pub async fn handle(
         )
         .await
         {
-            Ok((stream, addr)) => Upstream::Fresh(stream, addr),
+            Ok((stream, addr)) => Upstream::Fresh(stream, addr, slot),
             Err(e) => return failure(rec, e, decision.reason),
         },
     };
 
     match (intent, upstream) {
-        (Intent::Connect(_), Upstream::Fresh(stream, dialled)) => {
+        (Intent::Connect(_), Upstream::Fresh(stream, dialled, _)) => {
             let r = rec.rec();
             r.dialed_ip = Some(dialled.addr().ip());
             r.status = Some(200);

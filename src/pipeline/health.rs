@@ -117,6 +117,8 @@ async fn probe(
             &shared.deps.connector,
             snap.config.limits.connect_timeout,
             &target,
+            // A probe's own connection, closed after it: outside the members' limit.
+            None,
         )
         .await
     else {

@@ -19,7 +19,7 @@ use crate::error::ProxyError;
 use crate::http::headers::{add_via, origin_form, strip_hop_by_hop};
 use crate::http::{ProxyBody, never};
 use crate::policy::VettedAddr;
-use crate::upstream::pool::{Checkin, IdleConns, UpstreamConn};
+use crate::upstream::pool::{Checkin, IdleConns, Slot, UpstreamConn};
 use crate::upstream::watch::Watched;
 use crate::upstream::{Connector, connect_first};
 
@@ -28,15 +28,15 @@ use crate::upstream::{Connector, connect_first};
 pub enum Upstream {
     /// Reused from the idle set.
     Pooled(UpstreamConn, VettedAddr),
-    /// Newly connected.
-    Fresh(TcpStream, VettedAddr),
+    /// Newly connected, with its place in the address's connection limit (if one applies).
+    Fresh(TcpStream, VettedAddr, Option<Slot>),
 }
 
 impl Upstream {
     /// The vetted address it goes to.
     pub fn addr(&self) -> VettedAddr {
         match self {
-            Upstream::Pooled(_, a) | Upstream::Fresh(_, a) => *a,
+            Upstream::Pooled(_, a) | Upstream::Fresh(_, a, _) => *a,
         }
     }
 }
@@ -139,8 +139,11 @@ pub async fn relay(
         rec.rec().dialed_ip = Some(addr.addr().ip());
         let (mut sender, pooled) = match conn {
             Upstream::Pooled(sender, _) => (sender, true),
-            Upstream::Fresh(stream, _) => match open(stream, body_idle).await {
-                Ok(s) => (s, false),
+            Upstream::Fresh(stream, _, slot) => match open(stream, body_idle).await {
+                Ok(mut s) => {
+                    s.hold(slot);
+                    (s, false)
+                }
                 Err(e) => return Err((upstream_err(e.to_string()), rec)),
             },
         };
@@ -186,7 +189,9 @@ pub async fn relay(
                     Ok(x) => x,
                     Err(e) => return Err((e, rec)),
                 };
-                conn = Upstream::Fresh(stream, fresh);
+                // In no connection limit: it stands in for the failed one, whose place
+                // was given back when it closed.
+                conn = Upstream::Fresh(stream, fresh, None);
             }
             _ => return Err((upstream_err(e.error().to_string()), rec)),
         }

@@ -21,7 +21,7 @@ use crate::http::{failure, listener_gone, refusal, text_response};
 use crate::pipeline::vet;
 use crate::policy::{Decision, Reason, Subject, Verdict};
 use crate::state::{Shared, Snapshot};
-use crate::upstream::pool::{Checkin, PoolState};
+use crate::upstream::pool::{Checkin, PoolState, Reserved};
 use crate::wire::forwarded;
 
 /// The host a request is for: `:authority` (HTTP/2, absolute-form) or `Host`, without port,
@@ -279,17 +279,30 @@ async fn forward_to_pool(
         }
         rec.decision(&decision, &cfg.profile);
         let target = format!("{}:{}", member_host, member.port);
-        let pooled = pool.checkout(&member.host, &decision.vetted, &cfg.limits);
-        let (sender, addr) = match pooled {
-            Some(x) => x,
+        let reserved = match pool
+            .reserve(&member.host, &decision.vetted, &cfg.limits, &target)
+            .await
+        {
+            Ok(r) => r,
+            // Every connection this member may have is busy, for all of connect_timeout: the
+            // next member, as for a failed dial (the member is not unhealthy).
+            Err(e) => {
+                last_err = Some(e);
+                failures += 1;
+                continue;
+            }
+        };
+        let (sender, addr) = match reserved {
+            Reserved::Idle(c, a) => (c, a),
             // Boxed: a fresh dial (TCP, perhaps TLS, the HTTP handshake) is the rare case on
             // a warm pool, and inline its state would grow every request's future.
-            None => match Box::pin(pool.connect(
+            Reserved::Dial(slot) => match Box::pin(pool.connect(
                 &member.host,
                 &decision.vetted,
                 &shared.deps.connector,
                 cfg.limits.connect_timeout,
                 &target,
+                slot,
             ))
             .await
             {

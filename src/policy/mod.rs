@@ -147,6 +147,12 @@ impl VettedAddr {
     pub fn addr(&self) -> SocketAddr {
         self.0
     }
+
+    /// An address taken as vetted, for unit tests of what consumes them.
+    #[cfg(test)]
+    pub(crate) fn for_test(addr: SocketAddr) -> VettedAddr {
+        VettedAddr(addr)
+    }
 }
 
 /// Who asks for what.

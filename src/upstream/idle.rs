@@ -4,21 +4,24 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 use tokio::time::Instant as TokioInstant;
 
 use super::watch::Watch;
 use crate::config::Limits;
 use crate::config::file::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_MAX, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+    DEFAULT_UPSTREAM_MAX_CONNECTIONS,
 };
+use crate::error::ProxyError;
 use crate::http::ProxyBody;
 use crate::policy::VettedAddr;
 
@@ -31,6 +34,8 @@ pub struct UpstreamConn {
     sender: SendRequest<ProxyBody>,
     server_name: Option<Arc<str>>,
     watch: Arc<Watch>,
+    /// Its place in its address's `upstream_max_connections`, given back when it closes.
+    slot: Option<Slot>,
 }
 
 impl UpstreamConn {
@@ -55,7 +60,13 @@ impl UpstreamConn {
             sender,
             server_name,
             watch,
+            slot: None,
         })
+    }
+
+    /// Count this connection in `slot` for as long as it lives.
+    pub fn hold(&mut self, slot: Option<Slot>) {
+        self.slot = slot;
     }
 
     /// Has any byte of the current response arrived on this connection?
@@ -91,6 +102,51 @@ struct IdleEntry {
 struct IdleMap {
     map: HashMap<IdleKey, VecDeque<IdleEntry>>,
     total: usize,
+    /// Open connections (busy or idle) per key, and who waits for one; a key is removed when
+    /// it has neither.
+    open: HashMap<IdleKey, Opened>,
+}
+
+/// The connections open to one key and the requests waiting for one of them.
+#[derive(Default)]
+struct Opened {
+    count: usize,
+    waiting: usize,
+    /// Woken when a connection of this key goes idle or closes.
+    notify: Arc<Notify>,
+}
+
+/// A place in a key's `upstream_max_connections`: held by a connection (or by the request
+/// about to dial it), given back on drop.
+pub struct Slot {
+    idle: Weak<IdleConns>,
+    key: IdleKey,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(idle) = self.idle.upgrade() else {
+            return;
+        };
+        let Ok(mut m) = idle.inner.lock() else {
+            return;
+        };
+        if let Some(o) = m.open.get_mut(&self.key) {
+            o.count = o.count.saturating_sub(1);
+            o.notify.notify_one();
+            if o.count == 0 && o.waiting == 0 {
+                m.open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What a request gets to send on: an idle connection, or a slot to dial a new one with.
+pub enum Reserved {
+    /// A ready idle connection to this vetted address.
+    Idle(UpstreamConn, VettedAddr),
+    /// Room to open one more connection (`None` when no limit applies).
+    Dial(Option<Slot>),
 }
 
 impl IdleMap {
@@ -138,6 +194,7 @@ impl IdleMap {
 pub struct IdleConns {
     inner: Mutex<IdleMap>,
     max: AtomicUsize,
+    max_open: AtomicUsize,
     timeout_ms: AtomicU64,
     body_idle_ms: AtomicU64,
     reaper: AtomicBool,
@@ -157,6 +214,7 @@ impl Default for IdleConns {
         IdleConns {
             inner: Mutex::new(IdleMap::default()),
             max: AtomicUsize::new(DEFAULT_UPSTREAM_IDLE_MAX),
+            max_open: AtomicUsize::new(DEFAULT_UPSTREAM_MAX_CONNECTIONS),
             timeout_ms: AtomicU64::new(ms(DEFAULT_UPSTREAM_IDLE_TIMEOUT)),
             body_idle_ms: AtomicU64::new(ms(DEFAULT_BODY_IDLE_TIMEOUT)),
             reaper: AtomicBool::new(false),
@@ -178,6 +236,8 @@ impl IdleConns {
     /// reload takes effect).
     pub fn configure(&self, limits: &Limits) {
         self.max.store(limits.upstream_idle_max, Ordering::Relaxed);
+        self.max_open
+            .store(limits.upstream_max_connections, Ordering::Relaxed);
         self.timeout_ms
             .store(ms(limits.upstream_idle_timeout), Ordering::Relaxed);
         self.body_idle_ms
@@ -221,6 +281,91 @@ impl IdleConns {
             .find_map(|v| self.take(v.addr(), server_name).map(|c| (c, *v)))
     }
 
+    /// An idle connection to one of the vetted addresses, else room to dial one: at most
+    /// `upstream_max_connections` are open to the first vetted address (with this server name)
+    /// at once, and a request past that waits, up to `wait`, for one of them to go idle or
+    /// close. Past `wait` it fails as a connect timeout to `target`.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        vetted: &[VettedAddr],
+        server_name: Option<&str>,
+        wait: Duration,
+        target: &str,
+    ) -> Result<Reserved, ProxyError> {
+        let Some(first) = vetted.first() else {
+            return Ok(Reserved::Dial(None));
+        };
+        let key: IdleKey = (first.addr(), server_name.map(Arc::from));
+        let deadline = TokioInstant::now() + wait;
+        let mut waiting = false;
+        loop {
+            if let Some((c, a)) = self.checkout(vetted, server_name) {
+                self.stop_waiting(&key, waiting);
+                return Ok(Reserved::Idle(c, a));
+            }
+            let max = self.max_open.load(Ordering::Relaxed);
+            if max == 0 {
+                self.stop_waiting(&key, waiting);
+                return Ok(Reserved::Dial(None));
+            }
+            let notify = {
+                let Ok(mut m) = self.inner.lock() else {
+                    return Ok(Reserved::Dial(None));
+                };
+                let o = m.open.entry(key.clone()).or_default();
+                if o.count < max {
+                    o.count += 1;
+                    if waiting {
+                        o.waiting -= 1;
+                    }
+                    return Ok(Reserved::Dial(Some(Slot {
+                        idle: Arc::downgrade(self),
+                        key,
+                    })));
+                }
+                if !waiting {
+                    o.waiting += 1;
+                    waiting = true;
+                }
+                o.notify.clone()
+            };
+            // A wake-up between the unlock and this wait is kept by `Notify` for us.
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
+                self.stop_waiting(&key, true);
+                return Err(ProxyError::ConnectTimeout(target.to_string()));
+            }
+        }
+    }
+
+    fn stop_waiting(&self, key: &IdleKey, waiting: bool) {
+        if !waiting {
+            return;
+        }
+        let Ok(mut m) = self.inner.lock() else {
+            return;
+        };
+        if let Some(o) = m.open.get_mut(key) {
+            o.waiting = o.waiting.saturating_sub(1);
+            if o.count == 0 && o.waiting == 0 {
+                m.open.remove(key);
+            }
+        }
+    }
+
+    /// Connections open now (busy or idle) under the key of `addr` and `server_name`, as
+    /// counted for `upstream_max_connections`.
+    pub fn open(&self, addr: SocketAddr, server_name: Option<&str>) -> usize {
+        let key: IdleKey = (addr, server_name.map(Arc::from));
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|m| m.open.get(&key).map(|o| o.count))
+            .unwrap_or(0)
+    }
+
     pub(super) fn take(&self, addr: SocketAddr, server_name: Option<&str>) -> Option<UpstreamConn> {
         let timeout = self.timeout();
         let key: IdleKey = (addr, server_name.map(Arc::from));
@@ -262,7 +407,15 @@ impl IdleConns {
             return;
         };
         let key: IdleKey = (addr, conn.server_name.clone());
-        if m.map.get(&key).is_some_and(|l| l.len() >= MAX_IDLE_PER_KEY) {
+        // A request waiting for a connection of this key takes this one: kept past the
+        // per-key cap rather than closed and dialled again.
+        let wanted = conn
+            .slot
+            .as_ref()
+            .and_then(|s| m.open.get(&s.key))
+            .filter(|o| o.waiting > 0)
+            .map(|o| o.notify.clone());
+        if wanted.is_none() && m.map.get(&key).is_some_and(|l| l.len() >= MAX_IDLE_PER_KEY) {
             return;
         }
         if m.total >= max {
@@ -277,6 +430,9 @@ impl IdleConns {
         });
         m.total += 1;
         drop(m);
+        if let Some(n) = wanted {
+            n.notify_one();
+        }
         self.start_reaper();
     }
 

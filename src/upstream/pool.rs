@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use super::idle::{Checkin, IdleConns, UpstreamConn};
+pub use super::idle::{Checkin, IdleConns, Reserved, Slot, UpstreamConn};
 use super::watch::Watched;
 use super::{Connector, connect_first};
 use crate::config::Limits;
@@ -242,17 +242,21 @@ impl PoolState {
     }
 
     /// A pooled idle connection to one of the vetted addresses of `member_host`, opened with
-    /// the server name that member gets, if any is ready. `limits` (the current snapshot's)
-    /// apply to the pool's idle set from now on.
-    pub fn checkout(
+    /// the server name that member gets, if any is ready; else room to dial one, waiting
+    /// (within `connect_timeout`) while `upstream_max_connections` are open to it. `limits`
+    /// (the current snapshot's) apply to the pool's idle set from now on.
+    pub async fn reserve(
         &self,
         member_host: &Host,
         vetted: &[VettedAddr],
         limits: &Limits,
-    ) -> Option<(UpstreamConn, VettedAddr)> {
+        target: &str,
+    ) -> Result<Reserved, ProxyError> {
         self.idle.configure(limits);
         let name = self.server_name(member_host);
-        self.idle.checkout(vetted, name.as_deref())
+        self.idle
+            .reserve(vetted, name.as_deref(), limits.connect_timeout, target)
+            .await
     }
 
     /// The pool's idle connections.
@@ -269,6 +273,7 @@ impl PoolState {
         connector: &Arc<dyn Connector>,
         timeout: Duration,
         target: &str,
+        slot: Option<Slot>,
     ) -> Result<(UpstreamConn, VettedAddr), ProxyError> {
         let (stream, addr) = connect_first(connector, vetted, timeout, target).await?;
         let (stream, watch) = Watched::new(stream, self.idle.body_idle());
@@ -292,12 +297,13 @@ impl PoolState {
             }
             _ => Box::new(stream),
         };
-        let conn = UpstreamConn::handshake(io, name.map(Arc::from), watch)
+        let mut conn = UpstreamConn::handshake(io, name.map(Arc::from), watch)
             .await
             .map_err(|e| ProxyError::Upstream {
                 target: target.to_string(),
                 reason: e.to_string(),
             })?;
+        conn.hold(slot);
         Ok((conn, addr))
     }
 }

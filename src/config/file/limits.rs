@@ -26,6 +26,8 @@ pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_UPSTREAM_IDLE_MAX: usize = 256;
 /// Largest accepted `upstream_idle_max`.
 pub const MAX_UPSTREAM_IDLE_MAX: usize = 100_000;
+/// Default `upstream_max_connections`.
+pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 512;
 const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,6 +73,13 @@ impl Compiler<'_> {
                 raw.upstream_idle_max.as_ref(),
                 "limits.upstream_idle_max",
                 DEFAULT_UPSTREAM_IDLE_MAX,
+                0,
+                MAX_UPSTREAM_IDLE_MAX,
+            )?,
+            upstream_max_connections: self.int(
+                raw.upstream_max_connections.as_ref(),
+                "limits.upstream_max_connections",
+                DEFAULT_UPSTREAM_MAX_CONNECTIONS,
                 0,
                 MAX_UPSTREAM_IDLE_MAX,
             )?,

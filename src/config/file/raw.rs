@@ -110,6 +110,8 @@ pub struct FileLimits {
     pub body_idle_timeout: Option<Spanned<String>>,
     /// Idle upstream connections kept, in all.
     pub upstream_idle_max: Option<Spanned<i64>>,
+    /// Upstream connections open at once per address.
+    pub upstream_max_connections: Option<Spanned<i64>>,
     /// Idle upstream connection expiry.
     pub upstream_idle_timeout: Option<Spanned<String>>,
     /// Upstream response header timeout.

@@ -137,3 +137,97 @@ async fn reuse_is_keyed_by_address_and_server_name() {
     assert_eq!(got.server_name, None);
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
+
+fn capped(max_open: usize) -> Arc<IdleConns> {
+    let idle = IdleConns::new();
+    let mut l = limits(256, Duration::from_secs(90));
+    l.upstream_max_connections = max_open;
+    idle.configure(&l);
+    idle
+}
+
+fn vetted(port: u16) -> Vec<VettedAddr> {
+    vec![VettedAddr::for_test(addr(port))]
+}
+
+async fn slot(idle: &Arc<IdleConns>, port: u16) -> Option<Slot> {
+    match idle
+        .reserve(&vetted(port), None, Duration::from_secs(5), "t")
+        .await
+    {
+        Ok(Reserved::Dial(s)) => s,
+        Ok(Reserved::Idle(..)) => panic!("an idle connection, expected room to dial"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_connection_limit_a_request_waits_for_a_slot_to_free() {
+    let idle = capped(2);
+    let a = slot(&idle, 1).await.expect("a slot");
+    let _b = slot(&idle, 1).await.expect("a slot");
+    assert_eq!(idle.open(addr(1), None), 2);
+    // Another address has its own limit.
+    let _other = slot(&idle, 2).await.expect("a slot");
+
+    let idle2 = idle.clone();
+    let third = tokio::spawn(async move { slot(&idle2, 1).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!third.is_finished(), "the third waits while two are open");
+    drop(a);
+    let third = third.await.ok().flatten();
+    assert!(third.is_some(), "it dials once one closed");
+    assert_eq!(idle.open(addr(1), None), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_takes_the_connection_checked_in_first() {
+    let idle = capped(1);
+    let s = slot(&idle, 1).await;
+    let (mut c, _far) = conn(None).await;
+    c.hold(s);
+    let idle2 = idle.clone();
+    let waiter = tokio::spawn(async move {
+        matches!(
+            idle2
+                .reserve(&vetted(1), None, Duration::from_secs(5), "t")
+                .await,
+            Ok(Reserved::Idle(..))
+        )
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiter.is_finished());
+    idle.checkin(addr(1), c);
+    assert!(waiter.await.unwrap_or(false), "handed the idle connection");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_waits_past_the_connect_timeout_fails_and_leaves_no_trace() {
+    let idle = capped(1);
+    let s = slot(&idle, 1).await;
+    let r = idle
+        .reserve(&vetted(1), None, Duration::from_secs(5), "app:80")
+        .await;
+    assert!(
+        matches!(r, Err(ProxyError::ConnectTimeout(ref t)) if t == "app:80"),
+        "{:?}",
+        r.err()
+    );
+    drop(s);
+    assert_eq!(idle.open(addr(1), None), 0);
+    let m = idle
+        .inner
+        .lock()
+        .map(|m| m.open.len())
+        .unwrap_or(usize::MAX);
+    assert_eq!(m, 0, "the key is gone once nothing is open or waiting");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_of_zero_never_waits_or_counts() {
+    let idle = capped(0);
+    for _ in 0..3 {
+        assert!(slot(&idle, 1).await.is_none());
+    }
+    assert_eq!(idle.open(addr(1), None), 0);
+}
