@@ -102,10 +102,12 @@ struct IdleEntry {
 struct IdleMap {
     map: HashMap<IdleKey, VecDeque<IdleEntry>>,
     total: usize,
-    /// Open connections (busy or idle) per key, and who waits for one; a key is removed when
-    /// it has neither.
-    open: HashMap<IdleKey, Opened>,
 }
+
+/// Open connections (busy or idle) per key, and who waits for one; a key is removed when it
+/// has neither. Its own lock, never held while the idle map's is taken: a connection dropped
+/// under the idle map's lock gives its slot back here.
+type OpenMap = HashMap<IdleKey, Opened>;
 
 /// The connections open to one key and the requests waiting for one of them.
 #[derive(Default)]
@@ -128,14 +130,14 @@ impl Drop for Slot {
         let Some(idle) = self.idle.upgrade() else {
             return;
         };
-        let Ok(mut m) = idle.inner.lock() else {
+        let Ok(mut open) = idle.open.lock() else {
             return;
         };
-        if let Some(o) = m.open.get_mut(&self.key) {
+        if let Some(o) = open.get_mut(&self.key) {
             o.count = o.count.saturating_sub(1);
             o.notify.notify_one();
             if o.count == 0 && o.waiting == 0 {
-                m.open.remove(&self.key);
+                open.remove(&self.key);
             }
         }
     }
@@ -193,6 +195,7 @@ impl IdleMap {
 /// keys left empty are removed.
 pub struct IdleConns {
     inner: Mutex<IdleMap>,
+    open: Mutex<OpenMap>,
     max: AtomicUsize,
     max_open: AtomicUsize,
     timeout_ms: AtomicU64,
@@ -213,6 +216,7 @@ impl Default for IdleConns {
     fn default() -> Self {
         IdleConns {
             inner: Mutex::new(IdleMap::default()),
+            open: Mutex::new(OpenMap::new()),
             max: AtomicUsize::new(DEFAULT_UPSTREAM_IDLE_MAX),
             max_open: AtomicUsize::new(DEFAULT_UPSTREAM_MAX_CONNECTIONS),
             timeout_ms: AtomicU64::new(ms(DEFAULT_UPSTREAM_IDLE_TIMEOUT)),
@@ -278,7 +282,7 @@ impl IdleConns {
     ) -> Option<(UpstreamConn, VettedAddr)> {
         vetted
             .iter()
-            .find_map(|v| self.take(v.addr(), server_name).map(|c| (c, *v)))
+            .find_map(|v| self.take(v.addr(), server_name, true).map(|c| (c, *v)))
     }
 
     /// An idle connection to one of the vetted addresses, else room to dial one: at most
@@ -303,16 +307,29 @@ impl IdleConns {
                 self.stop_waiting(&key, waiting);
                 return Ok(Reserved::Idle(c, a));
             }
+            // A waiter is woken as a connection is checked in, perhaps before that
+            // connection's task has seen its response end: take it and wait until it is ready.
+            if waiting
+                && let Some((mut c, a)) = vetted
+                    .iter()
+                    .find_map(|v| self.take(v.addr(), server_name, false).map(|c| (c, *v)))
+            {
+                if let Ok(Ok(())) = tokio::time::timeout_at(deadline, c.ready()).await {
+                    self.stop_waiting(&key, waiting);
+                    return Ok(Reserved::Idle(c, a));
+                }
+                continue;
+            }
             let max = self.max_open.load(Ordering::Relaxed);
             if max == 0 {
                 self.stop_waiting(&key, waiting);
                 return Ok(Reserved::Dial(None));
             }
             let notify = {
-                let Ok(mut m) = self.inner.lock() else {
+                let Ok(mut open) = self.open.lock() else {
                     return Ok(Reserved::Dial(None));
                 };
-                let o = m.open.entry(key.clone()).or_default();
+                let o = open.entry(key.clone()).or_default();
                 if o.count < max {
                     o.count += 1;
                     if waiting {
@@ -344,13 +361,13 @@ impl IdleConns {
         if !waiting {
             return;
         }
-        let Ok(mut m) = self.inner.lock() else {
+        let Ok(mut open) = self.open.lock() else {
             return;
         };
-        if let Some(o) = m.open.get_mut(key) {
+        if let Some(o) = open.get_mut(key) {
             o.waiting = o.waiting.saturating_sub(1);
             if o.count == 0 && o.waiting == 0 {
-                m.open.remove(key);
+                open.remove(key);
             }
         }
     }
@@ -359,14 +376,21 @@ impl IdleConns {
     /// counted for `upstream_max_connections`.
     pub fn open(&self, addr: SocketAddr, server_name: Option<&str>) -> usize {
         let key: IdleKey = (addr, server_name.map(Arc::from));
-        self.inner
+        self.open
             .lock()
             .ok()
-            .and_then(|m| m.open.get(&key).map(|o| o.count))
+            .and_then(|m| m.get(&key).map(|o| o.count))
             .unwrap_or(0)
     }
 
-    pub(super) fn take(&self, addr: SocketAddr, server_name: Option<&str>) -> Option<UpstreamConn> {
+    /// An idle connection under this key: a ready one, or with `ready` false one that is
+    /// still open but perhaps not ready yet (its caller waits for it).
+    pub(super) fn take(
+        &self,
+        addr: SocketAddr,
+        server_name: Option<&str>,
+        ready: bool,
+    ) -> Option<UpstreamConn> {
         let timeout = self.timeout();
         let key: IdleKey = (addr, server_name.map(Arc::from));
         let mut m = self.inner.lock().ok()?;
@@ -375,7 +399,12 @@ impl IdleConns {
         let mut found = None;
         let mut dropped = 0;
         while let Some(e) = list.pop_back() {
-            if e.conn.is_ready() && now.duration_since(e.since) < timeout {
+            let usable = if ready {
+                e.conn.is_ready()
+            } else {
+                !e.conn.is_closed()
+            };
+            if usable && now.duration_since(e.since) < timeout {
                 found = Some(e.conn);
                 break;
             }
@@ -403,18 +432,18 @@ impl IdleConns {
             return;
         }
         let timeout = self.timeout();
+        // A request waiting for a connection of this key takes this one: kept past the
+        // per-key cap rather than closed and dialled again.
+        let wanted = conn.slot.as_ref().and_then(|s| {
+            let open = self.open.lock().ok()?;
+            open.get(&s.key)
+                .filter(|o| o.waiting > 0)
+                .map(|o| o.notify.clone())
+        });
         let Ok(mut m) = self.inner.lock() else {
             return;
         };
         let key: IdleKey = (addr, conn.server_name.clone());
-        // A request waiting for a connection of this key takes this one: kept past the
-        // per-key cap rather than closed and dialled again.
-        let wanted = conn
-            .slot
-            .as_ref()
-            .and_then(|s| m.open.get(&s.key))
-            .filter(|o| o.waiting > 0)
-            .map(|o| o.notify.clone());
         if wanted.is_none() && m.map.get(&key).is_some_and(|l| l.len() >= MAX_IDLE_PER_KEY) {
             return;
         }

@@ -46,9 +46,12 @@ async fn the_idle_set_is_capped_in_all_and_the_longest_idle_goes_first() {
     }
     assert_eq!(idle.len(), 2, "capped in all, across keys");
     assert_eq!(idle.keys(), 2, "the evicted connection's key is gone");
-    assert!(idle.take(addr(1), None).is_none(), "the longest idle went");
-    assert!(idle.take(addr(2), None).is_some());
-    assert!(idle.take(addr(3), None).is_some());
+    assert!(
+        idle.take(addr(1), None, true).is_none(),
+        "the longest idle went"
+    );
+    assert!(idle.take(addr(2), None, true).is_some());
+    assert!(idle.take(addr(3), None, true).is_some());
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
 
@@ -75,7 +78,7 @@ async fn idle_connections_expire_and_their_keys_are_removed() {
     // 91 s after the first checkin: the reaper has closed the first, not the second.
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!((idle.len(), idle.keys()), (1, 1));
-    assert!(idle.take(addr(1), None).is_none());
+    assert!(idle.take(addr(1), None, true).is_none());
 
     // And the second 90 s after its own checkin, with nobody asking for it.
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -91,7 +94,7 @@ async fn an_expired_connection_is_never_handed_out() {
     let (c, _far) = conn(None).await;
     idle.checkin(addr(1), c);
     tokio::time::advance(Duration::from_secs(91)).await;
-    assert!(idle.take(addr(1), None).is_none());
+    assert!(idle.take(addr(1), None, true).is_none());
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
 
@@ -101,7 +104,7 @@ async fn checking_out_the_last_connection_of_a_key_removes_the_key() {
     let (c, _far) = conn(None).await;
     idle.checkin(addr(1), c);
     assert_eq!(idle.keys(), 1);
-    assert!(idle.take(addr(1), None).is_some());
+    assert!(idle.take(addr(1), None, true).is_some());
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
 
@@ -127,13 +130,15 @@ async fn reuse_is_keyed_by_address_and_server_name() {
     idle.checkin(addr(443), plain);
     assert_eq!(idle.keys(), 2, "one address, two identities");
     assert!(
-        idle.take(addr(443), Some("b.test")).is_none(),
+        idle.take(addr(443), Some("b.test"), true).is_none(),
         "another name on the same address never takes a.test's connection"
     );
-    assert!(idle.take(addr(8443), Some("a.test")).is_none());
-    let got = idle.take(addr(443), Some("a.test")).expect("a.test's own");
+    assert!(idle.take(addr(8443), Some("a.test"), true).is_none());
+    let got = idle
+        .take(addr(443), Some("a.test"), true)
+        .expect("a.test's own");
     assert_eq!(got.server_name.as_deref(), Some("a.test"));
-    let got = idle.take(addr(443), None).expect("the plain one");
+    let got = idle.take(addr(443), None, true).expect("the plain one");
     assert_eq!(got.server_name, None);
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
@@ -215,11 +220,7 @@ async fn a_request_that_waits_past_the_connect_timeout_fails_and_leaves_no_trace
     );
     drop(s);
     assert_eq!(idle.open(addr(1), None), 0);
-    let m = idle
-        .inner
-        .lock()
-        .map(|m| m.open.len())
-        .unwrap_or(usize::MAX);
+    let m = idle.open.lock().map(|m| m.len()).unwrap_or(usize::MAX);
     assert_eq!(m, 0, "the key is gone once nothing is open or waiting");
 }
 
@@ -230,4 +231,53 @@ async fn a_limit_of_zero_never_waits_or_counts() {
         assert!(slot(&idle, 1).await.is_none());
     }
     assert_eq!(idle.open(addr(1), None), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_evicted_or_expired_gives_its_slot_back() {
+    let idle = IdleConns::new();
+    let mut l = limits(1, Duration::from_secs(90));
+    l.upstream_max_connections = 4;
+    idle.configure(&l);
+    let mut far = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let s = slot(&idle, 1).await;
+        let (mut c, f) = conn(None).await;
+        far.push(f);
+        c.hold(s);
+        conns.push(c);
+    }
+    assert_eq!(idle.open(addr(1), None), 2);
+    // The second checkin evicts the first while the idle set is locked: its slot goes back
+    // all the same.
+    for c in conns {
+        idle.checkin(addr(1), c);
+    }
+    assert_eq!(idle.len(), 1);
+    assert_eq!(idle.open(addr(1), None), 1);
+    tokio::time::sleep(Duration::from_secs(91)).await;
+    assert_eq!(idle.len(), 0, "expired");
+    assert_eq!(idle.open(addr(1), None), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_handed_a_connection_not_ready_yet_waits_for_it() {
+    let idle = capped(1);
+    let s = slot(&idle, 1).await;
+    let (mut c, _far) = conn(None).await;
+    c.hold(s);
+    let idle2 = idle.clone();
+    let waiter = tokio::spawn(async move {
+        match idle2
+            .reserve(&vetted(1), None, Duration::from_secs(5), "t")
+            .await
+        {
+            Ok(Reserved::Idle(c, _)) => c.is_ready(),
+            _ => false,
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    idle.checkin(addr(1), c);
+    assert!(waiter.await.unwrap_or(false));
 }
