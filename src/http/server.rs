@@ -8,7 +8,10 @@
 //! connection's whole life; for a gateway holding thousands of idle keep-alive connections
 //! that is most of its memory.
 //!
-//! Everything else (a request with a body, `CONNECT`, an upgrade, `Expect`, `HEAD`,
+//! On a forward listener `CONNECT` is served here too: after a 2xx answer the stream, with any
+//! bytes the client sent after its request, goes to the tunnel ([`on_upgrade`]).
+//!
+//! Everything else (a request with a body, an upgrade, `Expect`, `HEAD`,
 //! `Connection: close`, HTTP/1.0, an HTTP/2 preface, and anything malformed or too large) is
 //! handed over with the bytes read so far: hyper serves the rest of the connection from
 //! exactly where this loop stopped ([`End::Handover`]), with its own checks and error
@@ -23,6 +26,7 @@ use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,6 +36,7 @@ use hyper::body::Body;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{ProxyBody, never};
@@ -56,6 +61,57 @@ pub(crate) enum End<T> {
     Handover(Rewind<T>),
 }
 
+/// The client side of a `CONNECT` tunnel this loop answered with a 2xx: the stream, with any
+/// bytes the client sent after its request first.
+pub type Upgraded = Box<dyn UpgradedIo>;
+
+/// What a tunnel needs of its client's stream.
+pub trait UpgradedIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> UpgradedIo for T {}
+
+/// In the extensions of a `CONNECT` request this loop serves: where it sends the client's
+/// stream once a 2xx answer is written (see [`on_upgrade`]).
+#[derive(Clone)]
+struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+/// How a `CONNECT` request's client stream will arrive: from this loop, or from hyper for a
+/// connection handed over.
+pub enum ClientUpgrade {
+    /// From [`serve`].
+    Own(oneshot::Receiver<Upgraded>),
+    /// From hyper's upgrade.
+    Hyper(hyper::upgrade::OnUpgrade),
+}
+
+/// Take the upgrade of `req`, a `CONNECT` request: the client's stream arrives once the 2xx
+/// response is written.
+pub fn on_upgrade<B>(req: &mut Request<B>) -> ClientUpgrade {
+    let own = req
+        .extensions_mut()
+        .remove::<OnUpgrade>()
+        .and_then(|o| o.0.lock().ok().and_then(|mut r| r.take()));
+    match own {
+        Some(rx) => ClientUpgrade::Own(rx),
+        None => ClientUpgrade::Hyper(hyper::upgrade::on(req)),
+    }
+}
+
+impl ClientUpgrade {
+    /// The client's stream, or why there is none.
+    pub async fn wait(self) -> Result<Upgraded, String> {
+        match self {
+            ClientUpgrade::Own(rx) => rx
+                .await
+                .map_err(|_| "the client connection ended before the tunnel opened".to_string()),
+            ClientUpgrade::Hyper(on) => match on.await {
+                Ok(u) => Ok(Box::new(hyper_util::rt::TokioIo::new(u))),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+}
+
 /// When the loop stops between requests and when it abandons a response.
 pub(crate) struct Stops<'a> {
     /// Graceful shutdown: no new request is read; a response in flight says
@@ -67,15 +123,17 @@ pub(crate) struct Stops<'a> {
 
 /// Serve simple requests from `io` with `handle` until the connection ends or a request needs
 /// hyper. `max_head` is the largest request head this loop buffers before handing over (hyper
-/// then answers 431).
+/// then answers 431). With `connect` (forward listeners), a `CONNECT` request is served here
+/// too: after a 2xx answer its stream goes to the request's tunnel ([`on_upgrade`]).
 pub(crate) async fn serve<T, H, F>(
     mut io: T,
     max_head: usize,
+    connect: bool,
     stops: Stops<'_>,
     mut handle: H,
 ) -> End<T>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: FnMut(Request<ProxyBody>) -> F,
     F: Future<Output = Response<ProxyBody>>,
 {
@@ -83,10 +141,10 @@ where
     loop {
         let next = tokio::select! {
             biased;
-            n = next_request(&mut io, &mut stash, max_head) => n,
+            n = next_request(&mut io, &mut stash, max_head, connect) => n,
             _ = stops.shutdown.cancelled() => return End::Done,
         };
-        let req = match next {
+        let mut req = match next {
             Ok(Next::Request(r)) => r,
             Ok(Next::Handover) => return End::Handover(Rewind::new(io, stash)),
             Ok(Next::Closed) => {
@@ -98,13 +156,25 @@ where
                 return End::Done;
             }
         };
+        let tunnel = (req.method() == Method::CONNECT).then(|| {
+            let (tx, rx) = oneshot::channel();
+            req.extensions_mut()
+                .insert(OnUpgrade(Arc::new(Mutex::new(Some(rx)))));
+            tx
+        });
         let answered = tokio::select! {
-            r = respond(&mut io, &mut stash, max_head, handle(req), stops.shutdown) => r,
+            r = respond(&mut io, &mut stash, max_head, handle(req), stops.shutdown, tunnel.is_some()) => r,
             _ = stops.hard.cancelled() => return End::Done,
         };
+        if let (Some(tx), Ok(Answered::Tunnel)) = (tunnel, &answered) {
+            // The client's stream is the tunnel's now (dropped, and closed, if the tunnel
+            // is gone already).
+            let _ = tx.send(Box::new(Rewind::new(io, stash)));
+            return End::Done;
+        }
         match answered {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Answered::KeepAlive) => {}
+            Ok(Answered::Close | Answered::Tunnel) => {
                 let _ = io.shutdown().await;
                 return End::Done;
             }
@@ -136,12 +206,17 @@ enum Parsed {
 }
 
 /// Read until a whole request head is buffered, then parse it.
-async fn next_request<T>(io: &mut T, stash: &mut Vec<u8>, max_head: usize) -> io::Result<Next>
+async fn next_request<T>(
+    io: &mut T,
+    stash: &mut Vec<u8>,
+    max_head: usize,
+    connect: bool,
+) -> io::Result<Next>
 where
     T: AsyncRead + Unpin,
 {
     if !stash.is_empty() {
-        match parse(stash) {
+        match parse(stash, connect) {
             Parsed::Simple(req, n) => {
                 stash.drain(..n);
                 return Ok(Next::Request(req));
@@ -151,7 +226,7 @@ where
             Parsed::Partial => {}
         }
     }
-    poll_fn(|cx| poll_next(io, cx, stash, max_head)).await
+    poll_fn(|cx| poll_next(io, cx, stash, max_head, connect)).await
 }
 
 /// One read into the per-thread buffer. Bytes that do not make a simple request go to
@@ -161,6 +236,7 @@ fn poll_next<T>(
     cx: &mut Context<'_>,
     stash: &mut Vec<u8>,
     max_head: usize,
+    connect: bool,
 ) -> Poll<io::Result<Next>>
 where
     T: AsyncRead + Unpin,
@@ -182,7 +258,7 @@ where
                 return Poll::Ready(Ok(Next::Handover));
             }
             if stash.is_empty() {
-                match parse(got) {
+                match parse(got, connect) {
                     Parsed::Simple(req, n) => {
                         stash.extend_from_slice(&got[n..]);
                         return Poll::Ready(Ok(Next::Request(req)));
@@ -195,7 +271,7 @@ where
                 }
             } else {
                 stash.extend_from_slice(got);
-                match parse(stash) {
+                match parse(stash, connect) {
                     Parsed::Simple(req, n) => {
                         stash.drain(..n);
                         return Poll::Ready(Ok(Next::Request(req)));
@@ -212,8 +288,8 @@ where
 }
 
 /// Parse the head at the start of `buf`: a simple request is built here, its header values
-/// slices of one copy of the head.
-fn parse(buf: &[u8]) -> Parsed {
+/// slices of one copy of the head. `CONNECT` is simple only with `connect`.
+fn parse(buf: &[u8], connect: bool) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let n = match req.parse(buf) {
@@ -230,7 +306,7 @@ fn parse(buf: &[u8]) -> Parsed {
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Handover;
     };
-    if method == Method::CONNECT || method == Method::HEAD {
+    if method == Method::CONNECT && !connect || method == Method::HEAD {
         return Parsed::Handover;
     }
     for h in req.headers.iter() {
@@ -291,9 +367,13 @@ fn encode_head(
     parts: &hyper::http::response::Parts,
     exact: Option<u64>,
     closing: bool,
+    connect: bool,
     dst: &mut Vec<u8>,
 ) -> Option<(Framing, bool)> {
     let status = parts.status;
+    // A 2xx to CONNECT has no body and no framing headers (RFC 9110 §9.3.6): the tunnel
+    // follows.
+    let tunnel = connect && status.is_success();
     let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
     if status == StatusCode::OK && reason.is_none() {
         dst.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
@@ -307,7 +387,8 @@ fn encode_head(
         }
         dst.extend_from_slice(b"\r\n");
     }
-    let bodiless = status.is_informational()
+    let bodiless = tunnel
+        || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let mut close = closing || status.is_informational();
@@ -317,6 +398,7 @@ fn encode_head(
     let mut said_close = false;
     for (name, value) in &parts.headers {
         match *name {
+            header::CONTENT_LENGTH if tunnel => continue,
             header::CONTENT_LENGTH => {
                 let n = std::str::from_utf8(value.as_bytes())
                     .ok()
@@ -376,7 +458,7 @@ fn encode_head(
         dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
         Framing::Chunked
     };
-    if close && !said_close {
+    if close && !said_close && !tunnel {
         dst.extend_from_slice(b"connection: close\r\n");
     }
     if !dated {
@@ -401,15 +483,26 @@ fn date(dst: &mut Vec<u8>) {
     });
 }
 
-/// Answer one request: `Ok(true)` when the connection can take the next one. While the answer
-/// or its body is awaited, the client's side is read too ([`or_client_gone`]).
+/// What is next for a connection after one answer.
+enum Answered {
+    /// The next request.
+    KeepAlive,
+    /// Nothing: close it.
+    Close,
+    /// A tunnel: the answer was a 2xx to `CONNECT`.
+    Tunnel,
+}
+
+/// Answer one request (`connect`: a `CONNECT`). While the answer or its body is awaited, the
+/// client's side is read too ([`or_client_gone`]).
 async fn respond<T, F>(
     io: &mut T,
     stash: &mut Vec<u8>,
     max_head: usize,
     answer: F,
     shutdown: &CancellationToken,
-) -> io::Result<bool>
+    connect: bool,
+) -> io::Result<Answered>
 where
     T: AsyncRead + AsyncWrite + Unpin,
     F: Future<Output = Response<ProxyBody>>,
@@ -422,10 +515,11 @@ where
         &parts,
         body.size_hint().exact(),
         shutdown.is_cancelled(),
+        connect,
         &mut head,
     ) else {
         tracing::warn!(status = %parts.status, "Response with a bad Content-Length: connection closed");
-        return Ok(false);
+        return Ok(Answered::Close);
     };
     let complete = match framing {
         Framing::None => {
@@ -438,7 +532,13 @@ where
     io.flush().await?;
     // The body ends here (its audit record is emitted) whatever was sent.
     drop(body);
-    Ok(complete && !close)
+    Ok(if connect && parts.status.is_success() {
+        Answered::Tunnel
+    } else if complete && !close {
+        Answered::KeepAlive
+    } else {
+        Answered::Close
+    })
 }
 
 /// Await `fut` while reading the client's side: bytes of a next, pipelined request go to

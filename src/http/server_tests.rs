@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 
 fn simple(buf: &[u8]) -> (Request<ProxyBody>, usize) {
-    match parse(buf) {
+    match parse(buf, false) {
         Parsed::Simple(r, n) => (r, n),
         Parsed::Partial => panic!("partial"),
         Parsed::Handover => panic!("handover"),
@@ -19,7 +19,7 @@ fn simple(buf: &[u8]) -> (Request<ProxyBody>, usize) {
 }
 
 fn hands_over(buf: &[u8]) -> bool {
-    matches!(parse(buf), Parsed::Handover)
+    matches!(parse(buf, false), Parsed::Handover)
 }
 
 #[test]
@@ -51,10 +51,10 @@ fn absolute_form_and_keep_alive_are_simple() {
 #[test]
 fn an_unfinished_head_is_partial() {
     assert!(matches!(
-        parse(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+        parse(b"GET / HTTP/1.1\r\nHost: a\r\n", false),
         Parsed::Partial
     ));
-    assert!(matches!(parse(b"GE"), Parsed::Partial));
+    assert!(matches!(parse(b"GE", false), Parsed::Partial));
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn more_headers_than_hyper_takes_are_handed_over() {
 fn head_of(resp: Response<ProxyBody>, closing: bool) -> (String, Option<(Framing, bool)>) {
     let (parts, body) = resp.into_parts();
     let mut dst = Vec::new();
-    let f = encode_head(&parts, body.size_hint().exact(), closing, &mut dst);
+    let f = encode_head(&parts, body.size_hint().exact(), closing, false, &mut dst);
     (String::from_utf8(dst).unwrap_or_default(), f)
 }
 
@@ -193,14 +193,20 @@ async fn run(io: DuplexStream, max_head: usize) -> End<DuplexStream> {
         shutdown: &shutdown,
         hard: &hard,
     };
-    serve(io, max_head, stops, |req: Request<ProxyBody>| async move {
-        let text = format!("{} {}", req.method(), req.uri());
-        if req.uri().path().starts_with("/chunked") {
-            Response::new(Unsized(vec![Bytes::from(text), Bytes::from_static(b"!")]).boxed())
-        } else {
-            Response::new(Full::new(Bytes::from(text)).map_err(never).boxed())
-        }
-    })
+    serve(
+        io,
+        max_head,
+        false,
+        stops,
+        |req: Request<ProxyBody>| async move {
+            let text = format!("{} {}", req.method(), req.uri());
+            if req.uri().path().starts_with("/chunked") {
+                Response::new(Unsized(vec![Bytes::from(text), Bytes::from_static(b"!")]).boxed())
+            } else {
+                Response::new(Full::new(Bytes::from(text)).map_err(never).boxed())
+            }
+        },
+    )
     .await
 }
 
@@ -283,9 +289,13 @@ async fn shutdown_closes_an_idle_connection() {
         shutdown: &shutdown,
         hard: &hard,
     };
-    let end = serve(server, 8192, stops, |_req: Request<ProxyBody>| async {
-        Response::new(full(""))
-    })
+    let end = serve(
+        server,
+        8192,
+        false,
+        stops,
+        |_req: Request<ProxyBody>| async { Response::new(full("")) },
+    )
     .await;
     assert!(matches!(end, End::Done));
 }
@@ -315,18 +325,114 @@ async fn a_client_that_leaves_while_its_answer_is_pending_ends_the_request() {
             shutdown: &shutdown,
             hard: &hard,
         };
-        serve(server, 8192, stops, move |_req: Request<ProxyBody>| {
-            let guard = Dropped(guard_flag.clone());
-            async move {
-                std::future::pending::<()>().await;
-                drop(guard);
-                Response::new(full(""))
-            }
-        })
+        serve(
+            server,
+            8192,
+            false,
+            stops,
+            move |_req: Request<ProxyBody>| {
+                let guard = Dropped(guard_flag.clone());
+                async move {
+                    std::future::pending::<()>().await;
+                    drop(guard);
+                    Response::new(full(""))
+                }
+            },
+        )
         .await
     });
     tokio::task::yield_now().await;
     drop(client);
     assert!(matches!(task.await, Ok(End::Done)));
     assert!(flag.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[test]
+fn connect_is_simple_on_a_forward_listener_and_its_2xx_has_no_framing() {
+    let raw = b"CONNECT uk.test:443 HTTP/1.1\r\nHost: uk.test:443\r\n\r\n";
+    let Parsed::Simple(req, n) = parse(raw, true) else {
+        panic!("not simple");
+    };
+    assert_eq!(n, raw.len());
+    assert_eq!(req.method(), Method::CONNECT);
+    assert_eq!(
+        req.uri().authority().map(|a| a.as_str()),
+        Some("uk.test:443")
+    );
+
+    let (parts, body) = Response::new(full("")).into_parts();
+    let mut dst = Vec::new();
+    let f = encode_head(&parts, body.size_hint().exact(), false, true, &mut dst);
+    assert_eq!(f, Some((Framing::None, false)));
+    let head = String::from_utf8(dst).unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+
+    // A refusal is an ordinary response.
+    let mut r = Response::new(full("no"));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    let (parts, body) = r.into_parts();
+    let mut dst = Vec::new();
+    let f = encode_head(&parts, body.size_hint().exact(), false, true, &mut dst);
+    assert_eq!(f, Some((Framing::Length(2), false)));
+}
+
+/// Serve `io` as a forward listener whose handler refuses `CONNECT deny.test` and, for any
+/// other CONNECT, echoes the first 5 bytes of the tunnel back.
+async fn run_connect(io: DuplexStream) -> End<DuplexStream> {
+    let shutdown = CancellationToken::new();
+    let hard = CancellationToken::new();
+    let stops = Stops {
+        shutdown: &shutdown,
+        hard: &hard,
+    };
+    serve(
+        io,
+        8192,
+        true,
+        stops,
+        |mut req: Request<ProxyBody>| async move {
+            let up = on_upgrade(&mut req);
+            if req.uri().host() == Some("deny.test") {
+                let mut r = Response::new(full("denied"));
+                *r.status_mut() = StatusCode::FORBIDDEN;
+                tokio::spawn(async move {
+                    assert!(up.wait().await.is_err(), "no tunnel after a refusal");
+                });
+                return r;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut s) = up.wait().await {
+                    let mut b = [0u8; 5];
+                    if s.read_exact(&mut b).await.is_ok() {
+                        s.write_all(&b).await.ok();
+                    }
+                }
+            });
+            Response::new(Empty::<Bytes>::new().map_err(never).boxed())
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_refused_connect_keeps_the_connection_and_an_allowed_one_becomes_the_tunnel() {
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let task = tokio::spawn(run_connect(server));
+    client
+        .write_all(b"CONNECT deny.test:443 HTTP/1.1\r\nHost: deny.test:443\r\n\r\n")
+        .await
+        .ok();
+    let got = read_available(&mut client, "denied").await;
+    assert!(got.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{got}");
+    // Bytes sent right behind the request reach the tunnel first.
+    client
+        .write_all(b"CONNECT uk.test:443 HTTP/1.1\r\nHost: uk.test:443\r\n\r\nEARLY")
+        .await
+        .ok();
+    let got = read_available(&mut client, "EARLY").await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\nEARLY"), "{got}");
+    assert!(!got.contains("content-length"), "{got}");
+    assert!(matches!(task.await, Ok(End::Done)));
 }

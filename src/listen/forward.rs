@@ -121,13 +121,14 @@ async fn serve(
         limits.keepalive_idle_timeout,
     );
     // Simple requests in the proxy's own keep-alive loop; hyper serves the rest of the
-    // connection from the first request that needs it (CONNECT, a body, an upgrade).
+    // connection from the first request that needs it (a body, an upgrade).
     let stops = Stops {
         shutdown: &shared.shutdown,
         hard: &shared.hard,
     };
     let handle = |req| Box::pin(pipeline::forward::handle(shared.clone(), conn.clone(), req));
-    let io = match server::serve(io, limits.max_header_bytes.max(8192), stops, handle).await {
+    let max_head = limits.max_header_bytes.max(8192);
+    let io = match server::serve(io, max_head, true, stops, handle).await {
         End::Done => return,
         End::Handover(io) => io,
     };

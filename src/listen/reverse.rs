@@ -178,7 +178,7 @@ where
             hard: &shared.hard,
         };
         let handle = |req| Box::pin(reverse::handle(shared.clone(), conn.clone(), req, tls));
-        match server::serve(io, max_head, stops, handle).await {
+        match server::serve(io, max_head, false, stops, handle).await {
             End::Done => return,
             End::Handover(io) => io,
         }

@@ -1,14 +1,13 @@
-//! CONNECT: 200, then upgrade, then copy bytes both ways (hyper's upgrade mechanics); and,
-//! after a reload, the re-decision of every open tunnel.
+//! CONNECT: 200, then the client's stream (`http::server::on_upgrade`), then copy bytes both
+//! ways; and, after a reload, the re-decision of every open tunnel.
 
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::ClosedBy;
 use crate::audit::recorder::Recorder;
 use crate::error::Side;
+use crate::http::server::ClientUpgrade;
 use crate::pipeline::vet;
 use crate::policy::{Subject, Verdict};
 use crate::state::tunnels::{Closed, OpenTunnel};
@@ -19,7 +18,7 @@ use crate::upstream::tunnel::{TunnelLimits, tunnel};
 /// audit record emitted) when the tunnel ends, or when a reload closes it (`open`). Cut at the
 /// drain deadline (`hard`), the recorder is dropped as it stands.
 pub async fn run(
-    upgrade: OnUpgrade,
+    upgrade: ClientUpgrade,
     upstream: TcpStream,
     limits: TunnelLimits,
     mut rec: Recorder,
@@ -41,17 +40,17 @@ pub async fn run(
 }
 
 async fn relay_upgraded(
-    upgrade: OnUpgrade,
+    upgrade: ClientUpgrade,
     upstream: TcpStream,
     limits: TunnelLimits,
     rec: &mut Recorder,
     open: &OpenTunnel,
 ) {
-    match upgrade.await {
+    match upgrade.wait().await {
         Ok(upgraded) => {
             let counters = rec.bytes.clone();
             tokio::select! {
-                stats = tunnel(TokioIo::new(upgraded), upstream, limits, &counters) => {
+                stats = tunnel(upgraded, upstream, limits, &counters) => {
                     if stats.idle_timeout {
                         rec.rec().error = Some("tunnel idle timeout".into());
                     } else if stats.lifetime_exceeded {

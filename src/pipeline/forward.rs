@@ -153,7 +153,7 @@ pub async fn handle(
             // Only the upgrade is kept of the request, and `run` is the task itself: an async
             // block around it would lay out its state twice, for the tunnel's whole life.
             let mut req = req;
-            let upgrade = hyper::upgrade::on(&mut req);
+            let upgrade = crate::http::server::on_upgrade(&mut req);
             drop(req);
             shared
                 .tracker
