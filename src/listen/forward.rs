@@ -56,7 +56,8 @@ pub async fn accept_loop(
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut last_warn: Option<Instant> = None;
-    while let Some((stream, peer)) = super::accept(&listener, &cfg.name, &stop).await {
+    let inherited = super::nodelay_inherited(&listener);
+    while let Some((stream, peer)) = super::accept(&listener, &cfg.name, &stop, inherited).await {
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {

@@ -40,12 +40,13 @@ pub async fn accept_with<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let inherited = nodelay_inherited(&listener);
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.cancelled() => break,
         };
-        let Some((stream, peer)) = accept(&listener, &cfg.name, &stop).await else {
+        let Some((stream, peer)) = accept(&listener, &cfg.name, &stop, inherited).await else {
             break;
         };
         let slot = ConnSlot {
@@ -78,13 +79,20 @@ pub(crate) fn current(shared: &Shared, bound: &Arc<ListenerConfig>) -> Arc<Liste
         .unwrap_or_else(|| bound.clone())
 }
 
-/// The next connection, with `TCP_NODELAY` set, or `None` once `stop` is cancelled. An
-/// accept error (EMFILE and friends) is logged and retried after a short back-off instead of
-/// spinning.
+/// Whether connections accepted on `listener` come with `TCP_NODELAY` already: set on the
+/// listener when it was bound, which Linux copies to each accepted socket.
+pub(crate) fn nodelay_inherited(listener: &TcpListener) -> bool {
+    nix::sys::socket::getsockopt(listener, nix::sys::socket::sockopt::TcpNoDelay).unwrap_or(false)
+}
+
+/// The next connection, with `TCP_NODELAY` set (by the listener's own, when `inherited`), or
+/// `None` once `stop` is cancelled. An accept error (EMFILE and friends) is logged and retried
+/// after a short back-off instead of spinning.
 pub(crate) async fn accept(
     listener: &TcpListener,
     name: &str,
     stop: &CancellationToken,
+    inherited: bool,
 ) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
@@ -93,7 +101,9 @@ pub(crate) async fn accept(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
+                if !inherited {
+                    let _ = stream.set_nodelay(true);
+                }
                 return Some((stream, peer));
             }
             Err(e) => {
@@ -147,5 +157,29 @@ pub(crate) fn audit_connection_error(
             &e.to_string(),
         ),
         None => tracing::debug!(error = %e, client.addr = %conn.client, "Connection ended"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_accepted_on_a_nodelay_listener_has_nodelay_without_a_call() {
+        let std = std::net::TcpListener::bind("127.0.0.1:0").expect("bound");
+        std.set_nonblocking(true).expect("non-blocking");
+        nix::sys::socket::setsockopt(&std, nix::sys::socket::sockopt::TcpNoDelay, &true)
+            .expect("TCP_NODELAY on the listener");
+        let listener = TcpListener::from_std(std).expect("a tokio listener");
+        assert!(nodelay_inherited(&listener));
+        let addr = listener.local_addr().expect("its address");
+        let client = TcpStream::connect(addr).await.expect("connected");
+        let stop = CancellationToken::new();
+        let (accepted, _) = accept(&listener, "t", &stop, true).await.expect("accepted");
+        assert!(
+            accepted.nodelay().unwrap_or(false),
+            "inherited from the listener"
+        );
+        drop(client);
     }
 }

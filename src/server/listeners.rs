@@ -64,6 +64,9 @@ pub(crate) fn bind(cfg: &ListenerConfig) -> io::Result<std::net::TcpListener> {
         )
     })?;
     l.set_nonblocking(true)?;
+    // Accepted connections inherit it (Linux copies the listener's TCP options to each
+    // accepted socket), which saves a `setsockopt` per connection; the accept loops check.
+    let _ = nix::sys::socket::setsockopt(&l, nix::sys::socket::sockopt::TcpNoDelay, &true);
     Ok(l)
 }
 
@@ -183,4 +186,21 @@ pub(crate) fn spawn(
         stop,
         join,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bound_listener_has_nodelay_for_its_connections_to_inherit() {
+        let mut cfg = crate::config::Config::example()
+            .expect("the example configuration")
+            .listeners
+            .into_iter()
+            .next()
+            .expect("a listener");
+        cfg.bind = "127.0.0.1:0".parse().expect("an address");
+        let l = super::bind(&cfg).expect("bound");
+        let on = nix::sys::socket::getsockopt(&l, nix::sys::socket::sockopt::TcpNoDelay);
+        assert_eq!(on.ok(), Some(true));
+    }
 }
