@@ -184,20 +184,38 @@ fn closing_says_so_and_a_close_header_is_honoured() {
     assert_eq!(head.matches("connection").count(), 1, "{head}");
 }
 
-/// Serve `io` with a handler that answers each request with its method and path (chunked
-/// when the path starts with `/chunked`).
-async fn run(io: DuplexStream, max_head: usize) -> End<DuplexStream> {
+/// [`serve`] with its own stop tokens, shutdown already signalled when `shutting_down`.
+async fn serve_for_test<H, F>(
+    io: DuplexStream,
+    max_head: usize,
+    connect: bool,
+    shutting_down: bool,
+    handle: H,
+) -> End<DuplexStream>
+where
+    H: FnMut(Request<ProxyBody>) -> F,
+    F: Future<Output = Response<ProxyBody>>,
+{
     let shutdown = CancellationToken::new();
     let hard = CancellationToken::new();
+    if shutting_down {
+        shutdown.cancel();
+    }
     let stops = Stops {
         shutdown: &shutdown,
         hard: &hard,
     };
-    serve(
+    serve(io, max_head, connect, stops, handle).await
+}
+
+/// Serve `io` with a handler that answers each request with its method and path (chunked
+/// when the path starts with `/chunked`).
+async fn run(io: DuplexStream, max_head: usize) -> End<DuplexStream> {
+    serve_for_test(
         io,
         max_head,
         false,
-        stops,
+        false,
         |req: Request<ProxyBody>| async move {
             let text = format!("{} {}", req.method(), req.uri());
             if req.uri().path().starts_with("/chunked") {
@@ -282,18 +300,11 @@ async fn a_head_over_the_limit_is_handed_over_with_every_byte() {
 #[tokio::test]
 async fn shutdown_closes_an_idle_connection() {
     let (_client, server) = tokio::io::duplex(1024);
-    let shutdown = CancellationToken::new();
-    let hard = CancellationToken::new();
-    shutdown.cancel();
-    let stops = Stops {
-        shutdown: &shutdown,
-        hard: &hard,
-    };
-    let end = serve(
+    let end = serve_for_test(
         server,
         8192,
         false,
-        stops,
+        true,
         |_req: Request<ProxyBody>| async { Response::new(full("")) },
     )
     .await;
@@ -319,17 +330,11 @@ async fn a_client_that_leaves_while_its_answer_is_pending_ends_the_request() {
         .await
         .ok();
     let task = tokio::spawn(async move {
-        let shutdown = CancellationToken::new();
-        let hard = CancellationToken::new();
-        let stops = Stops {
-            shutdown: &shutdown,
-            hard: &hard,
-        };
-        serve(
+        serve_for_test(
             server,
             8192,
             false,
-            stops,
+            false,
             move |_req: Request<ProxyBody>| {
                 let guard = Dropped(guard_flag.clone());
                 async move {
@@ -380,17 +385,11 @@ fn connect_is_simple_on_a_forward_listener_and_its_2xx_has_no_framing() {
 /// Serve `io` as a forward listener whose handler refuses `CONNECT deny.test` and, for any
 /// other CONNECT, echoes the first 5 bytes of the tunnel back.
 async fn run_connect(io: DuplexStream) -> End<DuplexStream> {
-    let shutdown = CancellationToken::new();
-    let hard = CancellationToken::new();
-    let stops = Stops {
-        shutdown: &shutdown,
-        hard: &hard,
-    };
-    serve(
+    serve_for_test(
         io,
         8192,
         true,
-        stops,
+        false,
         |mut req: Request<ProxyBody>| async move {
             let up = on_upgrade(&mut req);
             if req.uri().host() == Some("deny.test") {
