@@ -208,6 +208,13 @@ impl TimedIo {
         }
     }
 
+    /// The socket. While a tunnel runs, the connection is busy with no request body (the
+    /// recorder holds the busy guard), so no deadline applies ([`TimedIo::deadline`]) and the
+    /// tunnel may move bytes on the socket directly.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.inner
+    }
+
     fn deadline(&mut self) -> Option<Instant> {
         if self.act.busy.load(Ordering::Acquire) > 0 {
             self.header_deadline = None;

@@ -1115,6 +1115,54 @@ async fn bytes_sent_right_behind_the_connect_head_reach_the_origin() {
     assert_eq!(read_exactly(&mut s, 11).await, b"early-bytes");
 }
 
+/// Bulk through a tunnel (moved socket to socket once it is bulk), with bytes sent right behind
+/// the request head in front: all of it comes back from the echo in order, and the record
+/// counts every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_through_a_tunnel_arrives_whole_and_is_counted() {
+    let p = spawn_proxy("").await;
+    let _echo = p.tcp_origin(GB_IP, 443).await;
+
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    let mut sent = b"early".to_vec();
+    sent.extend((0..4_000_000u32).map(|i| (i % 253) as u8));
+    let mut first = b"CONNECT uk.test:443 HTTP/1.1\r\nHost: uk.test:443\r\n\r\n".to_vec();
+    first.extend_from_slice(&sent[..5]);
+    s.write_all(&first).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(read_exactly(&mut s, 1).await);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    let (mut r, mut w) = s.into_split();
+    let rest = sent[5..].to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&rest).await.expect("write");
+        w.shutdown().await.expect("half-close");
+    });
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
+        .await
+        .expect("read");
+    writer.await.expect("writer");
+    assert_eq!(back.len(), sent.len());
+    assert!(back == sent, "the echo sent back other bytes");
+
+    let recs = p
+        .audit
+        .wait_until(
+            |r| r.iter().any(|x| x.intent == "connect"),
+            "the tunnel record",
+        )
+        .await;
+    let rec = record_for(&recs, "uk.test");
+    assert_eq!((rec.bytes_up, rec.bytes_down), (4_000_005, 4_000_005));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_request_body_reaches_the_origin_whole() {
     let p = spawn_proxy("").await;

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, Uri, Version};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +44,7 @@ mod write;
 
 use upgrade::OnUpgrade;
 pub(crate) use upgrade::Rewind;
-pub use upgrade::{ClientUpgrade, on_upgrade};
+pub use upgrade::{ClientUpgrade, UpgradedIo, on_upgrade};
 use write::{Answered, respond};
 #[cfg(test)]
 use write::{Framing, encode_head};
@@ -90,7 +90,7 @@ pub(crate) async fn serve<T, H, F>(
     mut handle: H,
 ) -> End<T>
 where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    T: UpgradedIo + 'static,
     H: FnMut(Request<ProxyBody>) -> F,
     F: Future<Output = Response<ProxyBody>>,
 {

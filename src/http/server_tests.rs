@@ -435,3 +435,27 @@ async fn a_refused_connect_keeps_the_connection_and_an_allowed_one_becomes_the_t
     assert!(!got.contains("content-length"), "{got}");
     assert!(matches!(task.await, Ok(End::Done)));
 }
+
+/// A tunnel may move bytes on the socket itself only once the bytes read in front of it are
+/// gone: until then the stream is not the socket.
+#[tokio::test]
+async fn a_rewound_stream_gives_its_socket_only_once_the_bytes_in_front_are_read() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (near, far) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let (_far, near) = (far.unwrap().0, near.unwrap());
+    let mut io = Rewind::new(near, b"early".to_vec());
+    assert!(io.tcp().is_none());
+    let mut buf = [0u8; 3];
+    io.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ear");
+    assert!(io.tcp().is_none(), "two bytes are still in front");
+    io.read_exact(&mut buf[..2]).await.unwrap();
+    assert_eq!(&buf[..2], b"ly");
+    assert!(io.tcp().is_some());
+    assert!(
+        Rewind::new(tokio::io::duplex(8).0, Vec::new())
+            .tcp()
+            .is_none()
+    );
+}

@@ -160,6 +160,13 @@ pub(crate) fn audit_connection_error(
     }
 }
 
+/// A tunnel may move bytes on a client socket directly ([`TimedIo::socket`]).
+impl crate::http::server::UpgradedIo for crate::conn::TimedIo {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.socket())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

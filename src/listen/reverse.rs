@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +21,7 @@ use super::{ConnSlot, accept_with};
 use crate::audit::{self, ProxyReason};
 use crate::config::{Limits, ListenerConfig};
 use crate::conn::{Activity, ConnInfo, TimedIo};
-use crate::http::server::{self, End, Rewind, Stops};
+use crate::http::server::{self, End, Rewind, Stops, UpgradedIo};
 use crate::pipeline::reverse;
 use crate::state::Shared;
 use crate::wire::proxy_protocol;
@@ -167,7 +166,7 @@ async fn serve_tls(
 /// needs it; a connection that chose HTTP/2 by ALPN goes to hyper at once.
 async fn serve_http<T>(shared: Arc<Shared>, conn: Arc<ConnInfo>, io: T, tls: bool, alpn_h2: bool)
 where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: UpgradedIo + 'static,
 {
     let io = if alpn_h2 {
         Rewind::new(io, Vec::new())

@@ -10,9 +10,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::audit::recorder::Bytes2;
+use crate::http::server::UpgradedIo;
+
+mod splice;
+
+use splice::Pipe;
 
 /// How a tunnel ended, with the bytes each way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,6 +31,8 @@ pub struct TunnelStats {
     pub idle_timeout: bool,
     /// Closed because it had been open for its maximum lifetime.
     pub lifetime_exceeded: bool,
+    /// Of `up` and `down`, the bytes moved socket to socket with `splice(2)`.
+    pub spliced: u64,
 }
 
 /// The per-thread buffer every tunnel reads into. A tunnel owns no buffer while it waits: only
@@ -35,6 +43,10 @@ const SCRATCH: usize = 16 * 1024;
 
 /// At most this many reads a side in one poll, so that one busy tunnel yields to the others.
 const READS_PER_POLL: usize = 16;
+
+/// A direction switches to `splice(2)` after this many reads in a row that filled the scratch
+/// buffer: a bulk transfer, not the few small records of a handshake or an API call.
+const FULL_READS_TO_SPLICE: u8 = 2;
 
 thread_local! {
     static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
@@ -53,6 +65,9 @@ pub struct TunnelLimits {
 /// Relay until both sides have finished (EOF is passed on as a write shutdown), an error,
 /// `limits.idle` passes with no bytes either way, or `limits.lifetime` is up.
 /// Bytes are added to `counters` as they pass, so a tunnel cut short still reports them.
+///
+/// Bytes are read into a per-thread buffer and written on; a direction that carries bulk
+/// between two plain TCP sockets ([`UpgradedIo::tcp`]) moves them with `splice(2)` instead.
 pub async fn tunnel<C, U>(
     client: C,
     upstream: U,
@@ -60,8 +75,8 @@ pub async fn tunnel<C, U>(
     counters: &Bytes2,
 ) -> TunnelStats
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    C: UpgradedIo,
+    U: UpgradedIo,
 {
     let mut relay = Relay {
         client,
@@ -103,6 +118,7 @@ where
     }
     stats.up = relay.up.total;
     stats.down = relay.down.total;
+    stats.spliced = relay.up.spliced + relay.down.spliced;
     stats
 }
 
@@ -127,6 +143,43 @@ struct Side {
     unflushed: bool,
     /// Bytes written to the other side.
     total: u64,
+    /// Whether bytes go through user space or a pipe.
+    splice: Splicing,
+    /// Of `total`, the bytes moved with `splice(2)`.
+    spliced: u64,
+}
+
+/// How a direction moves its bytes.
+enum Splicing {
+    /// Through the scratch buffer; the count of reads in a row that filled it.
+    Copy(u8),
+    /// Through this pipe.
+    Pipe(Pipe),
+    /// Through the scratch buffer for good (a side is not a plain socket, no pipe could be
+    /// had, or the kernel cannot splice these sockets).
+    Never,
+}
+
+impl Default for Splicing {
+    fn default() -> Self {
+        Splicing::Copy(0)
+    }
+}
+
+/// What one splice step came to.
+enum Spliced {
+    /// Bytes went from the pipe to the writer.
+    Wrote(usize),
+    /// Bytes came from the reader into the pipe.
+    Filled,
+    /// The reader reached EOF.
+    Eof,
+    /// The reader has nothing, or the writer is full.
+    Blocked,
+    /// These sockets cannot be spliced: copy instead (the pipe was empty).
+    Unsupported,
+    /// A read or write failed.
+    Failed,
 }
 
 /// What polling one direction came to.
@@ -154,8 +207,8 @@ struct Relay<'a, C, U> {
 
 impl<C, U> Future for Relay<'_, C, U>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    C: UpgradedIo,
+    U: UpgradedIo,
 {
     type Output = ();
 
@@ -217,8 +270,8 @@ impl Side {
         last: bool,
     ) -> Flow
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        R: UpgradedIo,
+        W: UpgradedIo,
     {
         let mut moved = false;
         for _ in 0..READS_PER_POLL {
@@ -251,6 +304,33 @@ impl Side {
                     Poll::Pending => Flow::Waiting { moved },
                 };
             }
+            if matches!(self.splice, Splicing::Copy(n) if n >= FULL_READS_TO_SPLICE) {
+                self.start_splice(from, to);
+            }
+            if let Splicing::Pipe(pipe) = &mut self.splice {
+                let step = match (from.tcp(), to.tcp()) {
+                    (Some(f), Some(t)) => splice_step(pipe, cx, f, t),
+                    // Not reachable: a stream that has its socket keeps it.
+                    _ => Spliced::Failed,
+                };
+                match step {
+                    Spliced::Wrote(n) => {
+                        self.add(n, counter);
+                        self.spliced += n as u64;
+                        moved = true;
+                    }
+                    Spliced::Filled => {}
+                    Spliced::Eof if last => {
+                        self.done = true;
+                        return Flow::Done;
+                    }
+                    Spliced::Eof => self.shutting = true,
+                    Spliced::Blocked => return Flow::Waiting { moved },
+                    Spliced::Unsupported => self.splice = Splicing::Never,
+                    Spliced::Failed => return Flow::Failed,
+                }
+                continue;
+            }
             match self.read_and_write(cx, from, to, counter) {
                 Step::Wrote => moved = true,
                 Step::Eof if last && !self.unflushed => {
@@ -276,6 +356,18 @@ impl Side {
         }
         cx.waker().wake_by_ref();
         Flow::Waiting { moved }
+    }
+
+    /// Go over to a pipe if both sides are plain sockets (and a pipe can be had). Nothing is
+    /// pending (that is written first), and a plain socket needs no flush.
+    fn start_splice<R: UpgradedIo, W: UpgradedIo>(&mut self, from: &R, to: &W) {
+        self.splice = match (from.tcp(), to.tcp()) {
+            (Some(_), Some(_)) => Pipe::new().map_or(Splicing::Never, Splicing::Pipe),
+            _ => Splicing::Never,
+        };
+        if matches!(self.splice, Splicing::Pipe(_)) {
+            self.unflushed = false;
+        }
     }
 
     /// One read into the thread's scratch buffer and as much of it written as `to` takes at
@@ -320,6 +412,13 @@ impl Side {
         if data.is_empty() {
             return Step::Eof;
         }
+        if let Splicing::Copy(full) = &mut self.splice {
+            *full = if data.len() == SCRATCH {
+                full.saturating_add(1)
+            } else {
+                0
+            };
+        }
         let mut off = 0;
         while let Some(rest) = data.get(off..).filter(|r| !r.is_empty()) {
             match Pin::new(&mut *to).poll_write(cx, rest) {
@@ -338,10 +437,33 @@ impl Side {
         Step::Wrote
     }
 
+    /// Bytes written through user space (a TLS writer may hold them until flushed).
     fn count(&mut self, n: usize, counter: &AtomicU64) {
         self.unflushed = true;
+        self.add(n, counter);
+    }
+
+    fn add(&mut self, n: usize, counter: &AtomicU64) {
         self.total += n as u64;
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Empty the pipe into `to` when it holds bytes, otherwise fill it from `from`.
+fn splice_step(pipe: &mut Pipe, cx: &mut Context<'_>, from: &TcpStream, to: &TcpStream) -> Spliced {
+    if pipe.held() > 0 {
+        return match pipe.poll_drain(cx, to) {
+            Poll::Ready(Ok(n)) => Spliced::Wrote(n),
+            Poll::Ready(Err(_)) => Spliced::Failed,
+            Poll::Pending => Spliced::Blocked,
+        };
+    }
+    match pipe.poll_fill(cx, from) {
+        Poll::Ready(Ok(0)) => Spliced::Eof,
+        Poll::Ready(Ok(_)) => Spliced::Filled,
+        Poll::Ready(Err(e)) if splice::unsupported(&e) => Spliced::Unsupported,
+        Poll::Ready(Err(_)) => Spliced::Failed,
+        Poll::Pending => Spliced::Blocked,
     }
 }
 
@@ -386,10 +508,81 @@ mod tests {
         assert!(!stats.idle_timeout && !stats.lifetime_exceeded, "{stats:?}");
         assert_eq!(counters.up.load(Ordering::Relaxed), 300_000);
         assert_eq!(counters.down.load(Ordering::Relaxed), 200_000);
+        assert_eq!(
+            stats.spliced, 0,
+            "in-memory streams have no socket to splice"
+        );
+    }
+
+    /// A connected pair of loopback sockets: the near end and the far one.
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (near, far) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (near.unwrap(), far.unwrap().0)
+    }
+
+    /// Bulk both ways at once between two plain sockets: each direction goes over to
+    /// `splice(2)`, every byte arrives in order, the counts are exact and each EOF is passed on.
+    #[tokio::test]
+    async fn bulk_between_sockets_is_spliced_and_arrives_whole() {
+        let (client, mut client_far) = socket_pair().await;
+        let (upstream, mut upstream_far) = socket_pair().await;
+        let counters = Bytes2::default();
+        let limits = TunnelLimits {
+            idle: Duration::from_secs(60),
+            lifetime: None,
+        };
+        let up: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+        let relay = tunnel(client, upstream, limits, &counters);
+        let client_side = send_and_read_all(&mut client_far, &up);
+        let upstream_side = send_and_read_all(&mut upstream_far, &down);
+        let (stats, at_client, at_upstream) = tokio::join!(relay, client_side, upstream_side);
+        assert!(at_upstream == up, "the upstream got other bytes");
+        assert!(at_client == down, "the client got other bytes");
+        assert_eq!((stats.up, stats.down), (3_000_000, 2_000_000));
+        assert_eq!(counters.up.load(Ordering::Relaxed), 3_000_000);
+        assert_eq!(counters.down.load(Ordering::Relaxed), 2_000_000);
+        // The first full reads go through user space; the bulk after them through pipes.
+        assert!(
+            stats.spliced > 4_000_000,
+            "only {} of 5,000,000 bytes were spliced",
+            stats.spliced
+        );
+    }
+
+    /// A few small messages each way never leave user space: no pipe for a chat.
+    #[tokio::test]
+    async fn small_exchanges_between_sockets_are_not_spliced() {
+        let (client, mut client_far) = socket_pair().await;
+        let (upstream, mut upstream_far) = socket_pair().await;
+        let counters = Bytes2::default();
+        let limits = TunnelLimits {
+            idle: Duration::from_secs(60),
+            lifetime: None,
+        };
+        let relay = tunnel(client, upstream, limits, &counters);
+        let talk = async {
+            let mut buf = [0u8; 5];
+            for _ in 0..20 {
+                client_far.write_all(b"ping!").await.unwrap();
+                upstream_far.read_exact(&mut buf).await.unwrap();
+                upstream_far.write_all(b"pong!").await.unwrap();
+                client_far.read_exact(&mut buf).await.unwrap();
+            }
+            client_far.shutdown().await.unwrap();
+            upstream_far.shutdown().await.unwrap();
+        };
+        let (stats, ()) = tokio::join!(relay, talk);
+        assert_eq!((stats.up, stats.down, stats.spliced), (100, 100, 0));
     }
 
     /// Write `data` and shut down, while reading everything the other end sends until EOF.
-    async fn send_and_read_all(end: &mut tokio::io::DuplexStream, data: &[u8]) -> Vec<u8> {
+    async fn send_and_read_all<S>(end: &mut S, data: &[u8]) -> Vec<u8>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let (mut r, mut w) = tokio::io::split(end);
         let write = async {
             w.write_all(data).await.unwrap();

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use hyper::Request;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 /// The client side of a `CONNECT` tunnel this loop answered with a 2xx: the stream, with any
@@ -15,9 +16,45 @@ use tokio::sync::oneshot;
 pub type Upgraded = Box<dyn UpgradedIo>;
 
 /// What a tunnel needs of its client's stream.
-pub trait UpgradedIo: AsyncRead + AsyncWrite + Send + Unpin {}
+pub trait UpgradedIo: AsyncRead + AsyncWrite + Send + Unpin {
+    /// The TCP socket under this stream, when reading and writing the socket directly is the
+    /// same as going through the stream: no TLS, no bytes buffered in front, nothing watched.
+    /// A tunnel between two such sockets moves bulk bytes with `splice(2)`.
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
 
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> UpgradedIo for T {}
+impl UpgradedIo for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl UpgradedIo for Box<dyn UpgradedIo> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        (**self).tcp()
+    }
+}
+
+/// The bytes of a TLS stream are not the socket's.
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> UpgradedIo for tokio_rustls::server::TlsStream<T> {}
+
+/// hyper's upgraded stream may hold bytes it read ahead.
+impl UpgradedIo for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {}
+
+/// In-memory streams (tests).
+impl UpgradedIo for tokio::io::DuplexStream {}
+
+impl<T: UpgradedIo> UpgradedIo for Rewind<T> {
+    /// Only once the bytes in front have been read.
+    fn tcp(&self) -> Option<&TcpStream> {
+        if self.at < self.prefix.len() {
+            return None;
+        }
+        self.inner.tcp()
+    }
+}
 
 /// In the extensions of a `CONNECT` request this loop serves: where it sends the client's
 /// stream once a 2xx answer is written (see [`on_upgrade`]).
