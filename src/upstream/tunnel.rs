@@ -552,6 +552,75 @@ mod tests {
         );
     }
 
+    /// TCP urgent data in a direction that splices: the splice stops in front of the urgent
+    /// byte, the direction goes back to copying, and every other byte arrives in order (the
+    /// urgent byte is not part of the stream, as for any reader without `SO_OOBINLINE`). With
+    /// the sender's FIN right behind, the splice sees an end there; without it, "would block".
+    #[tokio::test]
+    async fn urgent_data_in_a_spliced_direction_neither_ends_nor_stalls_it() {
+        urgent_data_passes(true).await;
+        urgent_data_passes(false).await;
+    }
+
+    async fn urgent_data_passes(fin_right_behind: bool) {
+        let (client, mut client_far) = socket_pair().await;
+        let (upstream, mut upstream_far) = socket_pair().await;
+        let counters = Bytes2::default();
+        let limits = TunnelLimits {
+            idle: Duration::from_secs(3600),
+            lifetime: None,
+        };
+        let head: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let tail: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+        let want: Vec<u8> = head.iter().chain(&tail).copied().collect();
+        let (got_all, all_in) = tokio::sync::oneshot::channel::<()>();
+        let relay = tunnel(client, upstream, limits, &counters);
+        let send = async {
+            client_far.write_all(&head).await.unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&client_far);
+            let oob = || {
+                nix::sys::socket::send(fd, b"!", nix::sys::socket::MsgFlags::MSG_OOB)
+                    .map_err(std::io::Error::from)
+            };
+            loop {
+                client_far.writable().await.unwrap();
+                match client_far.try_io(tokio::io::Interest::WRITABLE, oob) {
+                    Ok(n) => break assert_eq!(n, 1),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("urgent byte not sent: {e}"),
+                }
+            }
+            client_far.write_all(&tail).await.unwrap();
+            if !fin_right_behind {
+                // Nothing more is sent until every byte is through.
+                all_in.await.unwrap();
+            }
+            client_far.shutdown().await.unwrap();
+        };
+        let receive = async {
+            let mut got = vec![0u8; want.len()];
+            upstream_far.read_exact(&mut got).await.unwrap();
+            let _ = got_all.send(());
+            let mut rest = Vec::new();
+            upstream_far.read_to_end(&mut rest).await.unwrap();
+            upstream_far.shutdown().await.unwrap();
+            got.extend(rest);
+            got
+        };
+        // A stalled direction would wait for the idle timeout: fail instead of waiting.
+        let all = async { tokio::join!(relay, send, receive) };
+        let (stats, (), got) = tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .expect("the tunnel stalled at the urgent byte");
+        assert!(stats.spliced > 0, "the bulk was not spliced: {stats:?}");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "FIN right behind: {fin_right_behind}"
+        );
+        assert!(got == want, "the upstream got other bytes");
+    }
+
     /// A few small messages each way never leave user space: no pipe for a chat.
     #[tokio::test]
     async fn small_exchanges_between_sockets_are_not_spliced() {

@@ -3,14 +3,23 @@
 //! user space (a read and a write copy each of them once otherwise).
 //!
 //! A pipe costs two descriptors and, while it holds bytes, their pages; so a tunnel opens one
-//! for a direction only once that direction carries bulk (see `Side::poll_pass`).
+//! for a direction only once that direction carries bulk (see `Side::poll_pass`). Once a
+//! user's pipes pass `fs.pipe-user-pages-soft` the kernel gives new ones 2 pages instead of
+//! 16; a pipe that small would take more calls than the copy, so the direction copies.
+//!
+//! TCP urgent data (`MSG_OOB`, telnet's interrupt, FTP's abort) stops a splice in front of the
+//! urgent byte for good: the socket has bytes but the splice says "would block", or, once the
+//! peer's FIN is in, returns 0 as at the end (which lost every byte after the urgent one in
+//! the first version of this path). `SIOCATMARK` tells it: at the urgent mark the direction
+//! goes back to copying, with its pipe empty and nothing lost; a read skips the urgent byte
+//! (it is not in the stream without `SO_OOBINLINE`).
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::task::{Context, Poll, ready};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, SpliceFFlags, splice};
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -25,20 +34,30 @@ pub(super) struct Pipe {
 }
 
 impl Pipe {
-    /// A non-blocking pipe, or `None` when none can be had (descriptors exhausted): the
-    /// direction then goes on copying through user space.
+    /// A non-blocking pipe of at least the default size, or `None` when none can be had
+    /// (descriptors exhausted, the user's pipe pages used up): the direction then goes on
+    /// copying through user space.
     pub(super) fn new() -> Option<Pipe> {
-        match nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) {
-            Ok((read, write)) => Some(Pipe {
-                read,
-                write,
-                held: 0,
-            }),
+        let (read, write) = match nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) {
+            Ok(ends) => ends,
             Err(e) => {
                 tracing::debug!(error = %e, "No pipe for a tunnel: copying through user space");
-                None
+                return None;
             }
+        };
+        let size = fcntl(&write, FcntlArg::F_GETPIPE_SZ).unwrap_or(0);
+        if usize::try_from(size).unwrap_or(0) < CHUNK {
+            tracing::debug!(
+                size,
+                "Pipe for a tunnel too small: copying through user space"
+            );
+            return None;
         }
+        Some(Pipe {
+            read,
+            write,
+            held: 0,
+        })
     }
 
     /// Bytes in the pipe not yet written on.
@@ -58,8 +77,16 @@ impl Pipe {
             ready!(from.poll_read_ready(cx))?;
             // The pipe is empty, so "would block" can only be the socket's: the readiness
             // `try_io` clears on it is the socket's own.
+            // Urgent data is found inside the call: reported as "would block", `try_io` would
+            // clear the readiness, and the copy that takes over would wait for an event that
+            // never comes (the bytes behind the urgent one are already in).
             match from.try_io(Interest::READABLE, || {
-                splice(from, None, &self.write, None, CHUNK, flags).map_err(io::Error::from)
+                match splice(from, None, &self.write, None, CHUNK, flags) {
+                    // One `ioctl` each time the socket runs dry, and at the end: past the
+                    // urgent byte a splice says "would block", or 0 once the peer's FIN is in.
+                    Ok(0) | Err(Errno::EAGAIN) if at_mark(from) => Err(stuck()),
+                    r => r.map_err(io::Error::from),
+                }
             }) {
                 Ok(n) => {
                     self.held = n;
@@ -96,11 +123,58 @@ impl Pipe {
     }
 }
 
-/// Whether a failed first splice means this kernel or socket cannot splice at all (so the
-/// direction copies through user space instead) rather than a broken connection.
+/// Whether a failed fill means this kernel or socket cannot splice (at all, or past urgent
+/// data), so the direction copies through user space instead, rather than a broken
+/// connection.
 pub(super) fn unsupported(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error().map(Errno::from_raw),
-        Some(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP)
+    e.kind() == io::ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error().map(Errno::from_raw),
+            Some(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP)
+        )
+}
+
+/// A socket whose bytes a splice cannot pass (urgent data in front of them).
+fn stuck() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the socket holds urgent data a splice cannot pass",
     )
+}
+
+/// `SIOCATMARK` (asm-generic/sockios.h), which the libc crate does not name for Linux.
+#[cfg(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+const SIOCATMARK: libc::c_ulong = 0x8905;
+
+/// Whether the socket's next byte is the urgent one (false if it cannot be told).
+#[cfg(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+fn at_mark(socket: &TcpStream) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCATMARK on a socket descriptor we own writes one c_int to the pointer given,
+    // which points at `n`, alive for the call.
+    let r = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCATMARK as _, &mut n) };
+    r == 0 && n != 0
+}
+
+#[cfg(not(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+fn at_mark(_socket: &TcpStream) -> bool {
+    false
 }
