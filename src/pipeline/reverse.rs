@@ -81,7 +81,7 @@ pub async fn vet_member(
         &member.host,
     )
     .await
-    .into_result(&member.host.to_string())
+    .into_result(subject.host)
 }
 
 /// Handle one request on a reverse listener. Exactly one audit record.
@@ -239,20 +239,21 @@ async fn forward_to_pool(
         if let Some(t) = tried.get_mut(i) {
             *t = true;
         }
-        let Some(member) = pool.cfg.members.get(i).cloned() else {
+        let (Some(member), Some((member_host, target))) =
+            (pool.cfg.members.get(i).cloned(), pool.member_text(i))
+        else {
             break;
         };
-        let member_host = member.host.to_string();
         {
             let r = rec.rec();
-            r.dest_host = Some(member_host.clone());
+            r.dest_host = Some(member_host.to_string());
             r.dest_port = Some(member.port);
         }
         let subject = Subject {
             listener: &listener.name,
             mode: listener.mode,
             client: client_ip,
-            host: &member_host,
+            host: member_host,
             port: member.port,
         };
         let decision = match vet_member(&shared, snap, &subject, &member).await {
@@ -278,9 +279,8 @@ async fn forward_to_pool(
             continue;
         }
         rec.decision(&decision, &cfg.profile);
-        let target = format!("{}:{}", member_host, member.port);
         let reserved = match pool
-            .reserve(&member.host, &decision.vetted, &cfg.limits, &target)
+            .reserve(&member.host, &decision.vetted, &cfg.limits, target)
             .await
         {
             Ok(r) => r,
@@ -301,7 +301,7 @@ async fn forward_to_pool(
                 &decision.vetted,
                 &shared.deps.connector,
                 cfg.limits.connect_timeout,
-                &target,
+                target,
                 slot,
             ))
             .await
@@ -337,14 +337,18 @@ async fn forward_to_pool(
             Ok(Err(e)) => {
                 pool.report(i, false);
                 let e = ProxyError::Upstream {
-                    target,
+                    target: target.to_string(),
                     reason: e.to_string(),
                 };
                 return failure(rec, e, decision.reason);
             }
             Err(_) => {
                 pool.report(i, false);
-                return failure(rec, ProxyError::UpstreamTimeout(target), decision.reason);
+                return failure(
+                    rec,
+                    ProxyError::UpstreamTimeout(target.to_string()),
+                    decision.reason,
+                );
             }
         };
         pool.report(i, true);

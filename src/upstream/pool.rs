@@ -38,6 +38,8 @@ pub struct PoolState {
     /// The configuration.
     pub cfg: PoolConfig,
     members: Vec<Arc<MemberState>>,
+    /// Each member's host and `host:port` as text, made once rather than for every request.
+    texts: Vec<(String, String)>,
     next: AtomicUsize,
     epoch: Instant,
     idle: Arc<IdleConns>,
@@ -80,6 +82,18 @@ impl PoolRegistry {
     }
 }
 
+/// Each member's host and `host:port`, as the audit record and the error messages spell them.
+fn member_texts(cfg: &PoolConfig) -> Vec<(String, String)> {
+    cfg.members
+        .iter()
+        .map(|m| {
+            let host = m.host.to_string();
+            let target = format!("{host}:{}", m.port);
+            (host, target)
+        })
+        .collect()
+}
+
 /// Marks a member busy (least-connections) until dropped.
 #[derive(Debug)]
 pub struct InFlight {
@@ -96,10 +110,16 @@ impl Drop for InFlight {
 }
 
 impl PoolState {
+    /// Member `i`'s host and `host:port` as text.
+    pub fn member_text(&self, i: usize) -> Option<(&str, &str)> {
+        self.texts.get(i).map(|(h, t)| (h.as_str(), t.as_str()))
+    }
+
     /// Runtime state for a configured pool.
     pub fn new(cfg: PoolConfig) -> Arc<PoolState> {
         let members = cfg.members.iter().map(|_| Arc::default()).collect();
         Arc::new(PoolState {
+            texts: member_texts(&cfg),
             cfg,
             members,
             next: AtomicUsize::new(0),
@@ -133,6 +153,7 @@ impl PoolState {
             _ => false,
         };
         Arc::new(PoolState {
+            texts: member_texts(&cfg),
             cfg,
             members,
             next: AtomicUsize::new(0),
