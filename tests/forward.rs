@@ -1094,6 +1094,19 @@ upstream_response_timeout = "200ms"
     hold.abort();
 }
 
+/// Read a response head byte by byte (nothing behind it is consumed) and check it is a 200.
+async fn expect_200_head(s: &mut TcpStream) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(read_exactly(s, 1).await);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_sent_right_behind_the_connect_head_reach_the_origin() {
     let p = spawn_proxy("").await;
@@ -1103,15 +1116,7 @@ async fn bytes_sent_right_behind_the_connect_head_reach_the_origin() {
     s.write_all(b"CONNECT uk.test:443 HTTP/1.1\r\nHost: uk.test:443\r\n\r\nearly-bytes")
         .await
         .expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.extend(read_exactly(&mut s, 1).await);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&head)
-    );
+    expect_200_head(&mut s).await;
     assert_eq!(read_exactly(&mut s, 11).await, b"early-bytes");
 }
 
@@ -1129,15 +1134,7 @@ async fn bulk_through_a_tunnel_arrives_whole_and_is_counted() {
     let mut first = b"CONNECT uk.test:443 HTTP/1.1\r\nHost: uk.test:443\r\n\r\n".to_vec();
     first.extend_from_slice(&sent[..5]);
     s.write_all(&first).await.expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.extend(read_exactly(&mut s, 1).await);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&head)
-    );
+    expect_200_head(&mut s).await;
     let (mut r, mut w) = s.into_split();
     let rest = sent[5..].to_vec();
     let writer = tokio::spawn(async move {

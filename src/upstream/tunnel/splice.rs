@@ -142,39 +142,28 @@ fn stuck() -> io::Error {
     )
 }
 
-/// `SIOCATMARK` (asm-generic/sockios.h), which the libc crate does not name for Linux.
-#[cfg(any(
+/// `SIOCATMARK` (asm-generic/sockios.h, used by these architectures), which the libc crate
+/// does not name for Linux; elsewhere urgent data is not detected.
+const SIOCATMARK: Option<libc::c_ulong> = if cfg!(any(
     target_arch = "x86",
     target_arch = "x86_64",
     target_arch = "arm",
     target_arch = "aarch64",
     target_arch = "riscv64"
-))]
-const SIOCATMARK: libc::c_ulong = 0x8905;
+)) {
+    Some(0x8905)
+} else {
+    None
+};
 
 /// Whether the socket's next byte is the urgent one (false if it cannot be told).
-#[cfg(any(
-    target_arch = "x86",
-    target_arch = "x86_64",
-    target_arch = "arm",
-    target_arch = "aarch64",
-    target_arch = "riscv64"
-))]
 fn at_mark(socket: &TcpStream) -> bool {
+    let Some(request) = SIOCATMARK else {
+        return false;
+    };
     let mut n: libc::c_int = 0;
     // SAFETY: SIOCATMARK on a socket descriptor we own writes one c_int to the pointer given,
     // which points at `n`, alive for the call.
-    let r = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCATMARK as _, &mut n) };
+    let r = unsafe { libc::ioctl(socket.as_raw_fd(), request as _, &mut n) };
     r == 0 && n != 0
-}
-
-#[cfg(not(any(
-    target_arch = "x86",
-    target_arch = "x86_64",
-    target_arch = "arm",
-    target_arch = "aarch64",
-    target_arch = "riscv64"
-)))]
-fn at_mark(_socket: &TcpStream) -> bool {
-    false
 }
