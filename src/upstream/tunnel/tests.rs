@@ -6,29 +6,51 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 /// and each EOF passed on as a shutdown.
 #[tokio::test]
 async fn bytes_pass_whole_both_ways_through_small_pipes() {
-    let (client, mut client_far) = duplex(700);
-    let (upstream, mut upstream_far) = duplex(300);
+    let (client, client_far) = duplex(700);
+    let (upstream, upstream_far) = duplex(300);
+    let stats = both_ways(client, client_far, upstream, upstream_far, 300_000, 200_000).await;
+    assert!(!stats.idle_timeout && !stats.lifetime_exceeded, "{stats:?}");
+    assert_eq!(
+        stats.spliced, 0,
+        "in-memory streams have no socket to splice"
+    );
+}
+
+/// Through a tunnel from `client` to `upstream` (their far ends given), `up` bytes one way
+/// and `down` the other at once, each side shutting down after its last: every byte arrives
+/// in order and the stats and counters say exactly how many.
+async fn both_ways<C, U, CF, UF>(
+    client: C,
+    mut client_far: CF,
+    upstream: U,
+    mut upstream_far: UF,
+    up: u32,
+    down: u32,
+) -> TunnelStats
+where
+    C: UpgradedIo,
+    U: UpgradedIo,
+    CF: AsyncRead + AsyncWrite + Unpin,
+    UF: AsyncRead + AsyncWrite + Unpin,
+{
     let counters = Bytes2::default();
     let limits = TunnelLimits {
         idle: Duration::from_secs(60),
         lifetime: None,
     };
-    let up: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let down: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let up: Vec<u8> = (0..up).map(|i| (i % 251) as u8).collect();
+    let down: Vec<u8> = (0..down).map(|i| (i % 241) as u8).collect();
     let relay = tunnel(client, upstream, limits, &counters);
     let client_side = send_and_read_all(&mut client_far, &up);
     let upstream_side = send_and_read_all(&mut upstream_far, &down);
     let (stats, at_client, at_upstream) = tokio::join!(relay, client_side, upstream_side);
     assert!(at_upstream == up, "the upstream got other bytes");
     assert!(at_client == down, "the client got other bytes");
-    assert_eq!((stats.up, stats.down), (300_000, 200_000));
-    assert!(!stats.idle_timeout && !stats.lifetime_exceeded, "{stats:?}");
-    assert_eq!(counters.up.load(Ordering::Relaxed), 300_000);
-    assert_eq!(counters.down.load(Ordering::Relaxed), 200_000);
-    assert_eq!(
-        stats.spliced, 0,
-        "in-memory streams have no socket to splice"
-    );
+    let (up, down) = (up.len() as u64, down.len() as u64);
+    assert_eq!((stats.up, stats.down), (up, down));
+    assert_eq!(counters.up.load(Ordering::Relaxed), up);
+    assert_eq!(counters.down.load(Ordering::Relaxed), down);
+    stats
 }
 
 /// A connected pair of loopback sockets: the near end and the far one.
@@ -43,24 +65,17 @@ async fn socket_pair() -> (TcpStream, TcpStream) {
 /// `splice(2)`, every byte arrives in order, the counts are exact and each EOF is passed on.
 #[tokio::test]
 async fn bulk_between_sockets_is_spliced_and_arrives_whole() {
-    let (client, mut client_far) = socket_pair().await;
-    let (upstream, mut upstream_far) = socket_pair().await;
-    let counters = Bytes2::default();
-    let limits = TunnelLimits {
-        idle: Duration::from_secs(60),
-        lifetime: None,
-    };
-    let up: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let down: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
-    let relay = tunnel(client, upstream, limits, &counters);
-    let client_side = send_and_read_all(&mut client_far, &up);
-    let upstream_side = send_and_read_all(&mut upstream_far, &down);
-    let (stats, at_client, at_upstream) = tokio::join!(relay, client_side, upstream_side);
-    assert!(at_upstream == up, "the upstream got other bytes");
-    assert!(at_client == down, "the client got other bytes");
-    assert_eq!((stats.up, stats.down), (3_000_000, 2_000_000));
-    assert_eq!(counters.up.load(Ordering::Relaxed), 3_000_000);
-    assert_eq!(counters.down.load(Ordering::Relaxed), 2_000_000);
+    let (client, client_far) = socket_pair().await;
+    let (upstream, upstream_far) = socket_pair().await;
+    let stats = both_ways(
+        client,
+        client_far,
+        upstream,
+        upstream_far,
+        3_000_000,
+        2_000_000,
+    )
+    .await;
     // The first full reads go through user space; the bulk after them through pipes.
     assert!(
         stats.spliced > 4_000_000,
