@@ -105,11 +105,11 @@ struct Unsized(Vec<Bytes>);
 
 impl Body for Unsized {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::http::BodyError;
     fn poll_frame(
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::http::BodyError>>> {
         if self.0.is_empty() {
             return Poll::Ready(None);
         }

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -152,7 +151,7 @@ async fn serve_hyper(
         // Boxed: hyper keeps the service future's slot for the connection's whole life, so an
         // idle keep-alive connection holds a pointer instead of the request's state.
         Box::pin(async move {
-            let req = req.map(BodyExt::boxed);
+            let req = req.map(crate::http::from_hyper);
             Ok::<_, Infallible>(pipeline::forward::handle(shared, conn, req).await)
         })
     });

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -199,7 +198,7 @@ where
         // Boxed: hyper keeps the service future's slot for the connection's whole life, so an
         // idle keep-alive connection holds a pointer instead of the request's 4.7 KB state.
         Box::pin(async move {
-            let req = req.map(BodyExt::boxed);
+            let req = req.map(crate::http::from_hyper);
             Ok::<_, Infallible>(reverse::handle(shared, conn, req, tls).await)
         })
     });

@@ -110,7 +110,7 @@ async fn probe(
         return Probe::NotVetted;
     };
     let target = format!("{host}:{}", member.port);
-    let Ok((mut sender, _)) = pool
+    let Ok((conn, _)) = pool
         .connect(
             &member.host,
             &vetted,
@@ -135,7 +135,8 @@ async fn probe(
     let Ok(req) = req else {
         return Probe::Unhealthy;
     };
-    match sender.send_request(req).await {
+    // The response body is not read: the probe's connection closes with it.
+    match conn.send(req).await {
         Ok(resp) if resp.status().is_success() || resp.status().is_redirection() => Probe::Healthy,
         _ => Probe::Unhealthy,
     }

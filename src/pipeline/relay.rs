@@ -19,7 +19,7 @@ use crate::error::ProxyError;
 use crate::http::headers::{add_via, origin_form, strip_hop_by_hop};
 use crate::http::{ProxyBody, never};
 use crate::policy::VettedAddr;
-use crate::upstream::pool::{Checkin, IdleConns, Slot, UpstreamConn};
+use crate::upstream::pool::{IdleConns, Slot, UpstreamConn};
 use crate::upstream::watch::Watched;
 use crate::upstream::{Connector, connect_first};
 
@@ -64,9 +64,9 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-async fn open(stream: TcpStream, body_idle: Duration) -> hyper::Result<UpstreamConn> {
+fn open(stream: TcpStream, body_idle: Duration) -> UpstreamConn {
     let (io, watch) = Watched::new(stream, body_idle);
-    UpstreamConn::handshake(io, None, watch).await
+    UpstreamConn::new(io, None, watch)
 }
 
 /// Send `req` to `dest` over `conn` and return the response with its body counted; the
@@ -74,7 +74,7 @@ async fn open(stream: TcpStream, body_idle: Duration) -> hyper::Result<UpstreamC
 ///
 /// A pooled connection can turn out stale (the origin closed it as it was taken). When such a
 /// connection fails before any response byte, the request is sent once more on a fresh dial
-/// of the vetted addresses if none of it was written (hyper hands it back), or if it is
+/// of the vetted addresses if none of it was written (the client hands it back), or if it is
 /// idempotent and has no body (so it can be rebuilt whole). Nothing else is ever replayed.
 pub async fn relay(
     req: Request<ProxyBody>,
@@ -134,30 +134,25 @@ pub async fn relay(
     let body_idle = ctx.limits.body_idle_timeout;
     let mut conn = conn;
     let mut retried = false;
-    let (resp, sender, addr) = loop {
+    let (resp, addr) = loop {
         let addr = conn.addr();
         rec.rec().dialed_ip = Some(addr.addr().ip());
-        let (mut sender, pooled) = match conn {
+        let (sender, pooled) = match conn {
             Upstream::Pooled(sender, _) => (sender, true),
-            Upstream::Fresh(stream, _, slot) => match open(stream, body_idle).await {
-                Ok(mut s) => {
-                    s.hold(slot);
-                    (s, false)
-                }
-                Err(e) => return Err((upstream_err(e.to_string()), rec)),
-            },
+            Upstream::Fresh(stream, _, slot) => {
+                let mut s = open(stream, body_idle);
+                s.hold(slot);
+                (s, false)
+            }
         };
-        let sent = tokio::time::timeout(
-            ctx.limits.upstream_response_timeout,
-            sender.try_send_request(req),
-        )
-        .await;
-        let mut e = match sent {
-            Ok(Ok(r)) => break (r, sender, addr),
+        let sent =
+            tokio::time::timeout(ctx.limits.upstream_response_timeout, sender.send(req)).await;
+        let e = match sent {
+            Ok(Ok(r)) => break (r, addr),
             Ok(Err(e)) => e,
             Err(_) => return Err((ProxyError::UpstreamTimeout(target.clone()), rec)),
         };
-        let again = match e.take_message() {
+        let again = match e.unsent {
             Some(unsent) => Some(unsent),
             None => rebuild.as_ref().map(|(method, uri, version, headers)| {
                 let mut r = Request::new(Empty::<Bytes>::new().map_err(never).boxed());
@@ -168,11 +163,11 @@ pub async fn relay(
                 r
             }),
         };
-        let stale = pooled && !retried && !sender.response_started();
+        let stale = pooled && !retried && !e.started;
         match again {
             Some(r) if stale => {
                 tracing::debug!(
-                    error = %e.error(),
+                    error = %e.error,
                     upstream = %addr.addr(),
                     "Pooled upstream connection failed before answering: retrying on a fresh dial"
                 );
@@ -193,12 +188,12 @@ pub async fn relay(
                 // was given back when it closed.
                 conn = Upstream::Fresh(stream, fresh, None);
             }
-            _ => return Err((upstream_err(e.error().to_string()), rec)),
+            _ => return Err((upstream_err(e.error.to_string()), rec)),
         }
     };
     // The connection goes back to the idle set when the response body is finished.
-    rec.hold(Checkin::new(ctx.idle.clone(), addr, sender));
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
+    body.return_to(ctx.idle.clone(), addr);
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
     rec.rec().status = Some(parts.status.as_u16());

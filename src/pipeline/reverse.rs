@@ -21,7 +21,7 @@ use crate::http::{failure, listener_gone, refusal, text_response};
 use crate::pipeline::vet;
 use crate::policy::{Decision, Reason, Subject, Verdict};
 use crate::state::{Shared, Snapshot};
-use crate::upstream::pool::{Checkin, PoolState, Reserved};
+use crate::upstream::pool::{PoolState, Reserved};
 use crate::wire::forwarded;
 
 /// The host a request is for: `:authority` (HTTP/2, absolute-form) or `Host`, without port,
@@ -326,10 +326,9 @@ async fn forward_to_pool(
             Ok(r) => r,
             Err(e) => return failure(rec, e, decision.reason),
         };
-        let mut sender = sender;
         let sent = tokio::time::timeout(
             cfg.limits.upstream_response_timeout,
-            sender.send_request(upstream_req),
+            sender.send(upstream_req),
         )
         .await;
         let resp = match sent {
@@ -338,7 +337,7 @@ async fn forward_to_pool(
                 pool.report(i, false);
                 let e = ProxyError::Upstream {
                     target: target.to_string(),
-                    reason: e.to_string(),
+                    reason: e.error.to_string(),
                 };
                 return failure(rec, e, decision.reason);
             }
@@ -352,8 +351,9 @@ async fn forward_to_pool(
             }
         };
         pool.report(i, true);
-        rec.hold(Checkin::new(pool.idle().clone(), addr, sender));
-        let (mut parts, body) = resp.into_parts();
+        // The connection goes back to the idle set when the response body is finished.
+        let (mut parts, mut body) = resp.into_parts();
+        body.return_to(pool.idle().clone(), addr);
         strip_hop_by_hop(&mut parts.headers);
         parts
             .headers

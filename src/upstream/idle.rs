@@ -1,6 +1,6 @@
 //! Idle keep-alive upstream connections ([`IdleConns`]), keyed by the vetted address they were
-//! opened to and the TLS server name they verified, and the guard that returns a connection to
-//! its set when its response is finished ([`Checkin`]).
+//! opened to and the TLS server name they verified. A connection comes back to its set when
+//! the response it carried is read to its end ([`super::h1::ResponseBody::return_to`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -9,9 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Instant as TokioInstant;
 
@@ -22,69 +19,41 @@ use crate::config::file::{
     DEFAULT_UPSTREAM_MAX_CONNECTIONS,
 };
 use crate::error::ProxyError;
-use crate::http::ProxyBody;
 use crate::policy::VettedAddr;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Idle keep-alive connections kept per key (address and TLS name), within the global cap.
 const MAX_IDLE_PER_KEY: usize = 64;
 
-/// An HTTP/1.1 upstream connection: its request sender, the TLS server name it was opened
-/// with (none for plain TCP) and the watch of its socket (response body idle timeout).
+/// Anything an upstream connection runs over (plain TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Io for T {}
+
+/// An HTTP/1.1 upstream connection ([`super::h1`] speaks on it): its socket, the TLS server
+/// name it was opened with (none for plain TCP) and the watch of its socket (response body
+/// idle timeout).
 pub struct UpstreamConn {
-    sender: SendRequest<ProxyBody>,
+    pub(super) io: Box<dyn Io>,
     server_name: Option<Arc<str>>,
-    watch: Arc<Watch>,
+    pub(super) watch: Arc<Watch>,
     /// Its place in its address's `upstream_max_connections`, given back when it closes.
     slot: Option<Slot>,
 }
 
 impl UpstreamConn {
-    /// Speak HTTP/1.1 over `io`, which carries `watch`; the connection task is spawned.
-    pub async fn handshake<T>(
-        io: T,
-        server_name: Option<Arc<str>>,
-        watch: Arc<Watch>,
-    ) -> hyper::Result<UpstreamConn>
-    where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "Upstream connection ended with an error");
-            }
-        });
-        Ok(UpstreamConn {
-            sender,
+    /// A connection over `io`, which carries `watch`.
+    pub fn new<T: Io + 'static>(io: T, server_name: Option<Arc<str>>, watch: Arc<Watch>) -> Self {
+        UpstreamConn {
+            io: Box::new(io),
             server_name,
             watch,
             slot: None,
-        })
+        }
     }
 
     /// Count this connection in `slot` for as long as it lives.
     pub fn hold(&mut self, slot: Option<Slot>) {
         self.slot = slot;
-    }
-
-    /// Has any byte of the current response arrived on this connection?
-    pub fn response_started(&self) -> bool {
-        self.watch.started()
-    }
-}
-
-impl std::ops::Deref for UpstreamConn {
-    type Target = SendRequest<ProxyBody>;
-    fn deref(&self) -> &Self::Target {
-        &self.sender
-    }
-}
-
-impl std::ops::DerefMut for UpstreamConn {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.sender
     }
 }
 
@@ -157,7 +126,7 @@ impl IdleMap {
     fn expire(&mut self, now: TokioInstant, timeout: Duration) -> Option<TokioInstant> {
         let mut next: Option<TokioInstant> = None;
         self.map.retain(|_, list| {
-            list.retain(|e| now.duration_since(e.since) < timeout && !e.conn.is_closed());
+            list.retain_mut(|e| now.duration_since(e.since) < timeout && !e.conn.is_closed());
             if let Some(first) = list.front() {
                 let at = first.since + timeout;
                 next = Some(next.map_or(at, |n| n.min(at)));
@@ -282,7 +251,7 @@ impl IdleConns {
     ) -> Option<(UpstreamConn, VettedAddr)> {
         vetted
             .iter()
-            .find_map(|v| self.take(v.addr(), server_name, true).map(|c| (c, *v)))
+            .find_map(|v| self.take(v.addr(), server_name).map(|c| (c, *v)))
     }
 
     /// An idle connection to one of the vetted addresses, else room to dial one: at most
@@ -306,19 +275,6 @@ impl IdleConns {
             if let Some((c, a)) = self.checkout(vetted, server_name) {
                 self.stop_waiting(&key, waiting);
                 return Ok(Reserved::Idle(c, a));
-            }
-            // A waiter is woken as a connection is checked in, perhaps before that
-            // connection's task has seen its response end: take it and wait until it is ready.
-            if waiting
-                && let Some((mut c, a)) = vetted
-                    .iter()
-                    .find_map(|v| self.take(v.addr(), server_name, false).map(|c| (c, *v)))
-            {
-                if let Ok(Ok(())) = tokio::time::timeout_at(deadline, c.ready()).await {
-                    self.stop_waiting(&key, waiting);
-                    return Ok(Reserved::Idle(c, a));
-                }
-                continue;
             }
             let max = self.max_open.load(Ordering::Relaxed);
             if max == 0 {
@@ -383,14 +339,8 @@ impl IdleConns {
             .unwrap_or(0)
     }
 
-    /// An idle connection under this key: a ready one, or with `ready` false one that is
-    /// still open but perhaps not ready yet (its caller waits for it).
-    pub(super) fn take(
-        &self,
-        addr: SocketAddr,
-        server_name: Option<&str>,
-        ready: bool,
-    ) -> Option<UpstreamConn> {
+    /// An open idle connection under this key, the most recently idle first.
+    pub(super) fn take(&self, addr: SocketAddr, server_name: Option<&str>) -> Option<UpstreamConn> {
         let timeout = self.timeout();
         let key: IdleKey = (addr, server_name.map(Arc::from));
         let mut m = self.inner.lock().ok()?;
@@ -398,13 +348,8 @@ impl IdleConns {
         let list = m.map.get_mut(&key)?;
         let mut found = None;
         let mut dropped = 0;
-        while let Some(e) = list.pop_back() {
-            let usable = if ready {
-                e.conn.is_ready()
-            } else {
-                !e.conn.is_closed()
-            };
-            if usable && now.duration_since(e.since) < timeout {
+        while let Some(mut e) = list.pop_back() {
+            if now.duration_since(e.since) < timeout && !e.conn.is_closed() {
                 found = Some(e.conn);
                 break;
             }
@@ -422,7 +367,7 @@ impl IdleConns {
 
     /// Return a connection for reuse (dropped if it is closed or the cap is 0; the longest
     /// idle one makes room when the set is full).
-    pub fn checkin(self: &Arc<Self>, addr: SocketAddr, conn: UpstreamConn) {
+    pub fn checkin(self: &Arc<Self>, addr: SocketAddr, mut conn: UpstreamConn) {
         conn.watch.end();
         if conn.is_closed() {
             return;
@@ -494,34 +439,6 @@ impl IdleConns {
                 tokio::time::sleep_until(wake).await;
             }
         });
-    }
-}
-
-/// Returns a connection to its pool when the response it carried is finished.
-pub struct Checkin {
-    idle: Arc<IdleConns>,
-    addr: VettedAddr,
-    // A Mutex makes the guard Sync, as response bodies must be.
-    conn: Mutex<Option<UpstreamConn>>,
-}
-
-impl Checkin {
-    /// Hold `conn` until dropped, then return it to `idle` under its address and server name.
-    pub fn new(idle: Arc<IdleConns>, addr: VettedAddr, conn: UpstreamConn) -> Self {
-        Checkin {
-            idle,
-            addr,
-            conn: Mutex::new(Some(conn)),
-        }
-    }
-}
-
-impl Drop for Checkin {
-    fn drop(&mut self) {
-        let conn = self.conn.get_mut().ok().and_then(Option::take);
-        if let Some(c) = conn {
-            self.idle.checkin(self.addr.addr(), c);
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Stage 7 of the pipeline: talk to the destination we vetted. Nothing here takes a host name.
 
 pub(crate) mod connect;
+pub(crate) mod h1;
 mod idle;
 pub(crate) mod pool;
 pub(crate) mod tunnel;

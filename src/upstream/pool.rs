@@ -10,9 +10,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use super::idle::{Checkin, IdleConns, Reserved, Slot, UpstreamConn};
+use super::idle::Io;
+pub use super::idle::{IdleConns, Reserved, Slot, UpstreamConn};
 use super::watch::Watched;
 use super::{Connector, connect_first};
 use crate::config::Limits;
@@ -44,10 +44,6 @@ pub struct PoolState {
     epoch: Instant,
     idle: Arc<IdleConns>,
 }
-
-/// Anything a connection can run over (plain TCP or TLS).
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Same TLS on/off and server name: a member's health carries over.
 fn same_tls_name(a: &Option<UpstreamTls>, b: &Option<UpstreamTls>) -> bool {
@@ -318,12 +314,7 @@ impl PoolState {
             }
             _ => Box::new(stream),
         };
-        let mut conn = UpstreamConn::handshake(io, name.map(Arc::from), watch)
-            .await
-            .map_err(|e| ProxyError::Upstream {
-                target: target.to_string(),
-                reason: e.to_string(),
-            })?;
+        let mut conn = UpstreamConn::new(io, name.map(Arc::from), watch);
         conn.hold(slot);
         Ok((conn, addr))
     }

@@ -9,15 +9,10 @@ pub(in crate::upstream) async fn conn(
 ) -> (UpstreamConn, tokio::io::DuplexStream) {
     let (near, far) = tokio::io::duplex(1024);
     let (io, watch) = Watched::new(near, Duration::from_secs(60));
-    let c = UpstreamConn::handshake(io, server_name.map(Arc::from), watch)
-        .await
-        .expect("handshake over a pipe");
-    // Ready once its connection task has run (as any connection is by the time its
-    // response is finished).
-    while !c.is_ready() {
-        tokio::task::yield_now().await;
-    }
-    (c, far)
+    (
+        UpstreamConn::new(io, server_name.map(Arc::from), watch),
+        far,
+    )
 }
 
 fn limits(max: usize, timeout: Duration) -> Limits {
@@ -46,12 +41,9 @@ async fn the_idle_set_is_capped_in_all_and_the_longest_idle_goes_first() {
     }
     assert_eq!(idle.len(), 2, "capped in all, across keys");
     assert_eq!(idle.keys(), 2, "the evicted connection's key is gone");
-    assert!(
-        idle.take(addr(1), None, true).is_none(),
-        "the longest idle went"
-    );
-    assert!(idle.take(addr(2), None, true).is_some());
-    assert!(idle.take(addr(3), None, true).is_some());
+    assert!(idle.take(addr(1), None).is_none(), "the longest idle went");
+    assert!(idle.take(addr(2), None).is_some());
+    assert!(idle.take(addr(3), None).is_some());
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
 
@@ -78,7 +70,7 @@ async fn idle_connections_expire_and_their_keys_are_removed() {
     // 91 s after the first checkin: the reaper has closed the first, not the second.
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!((idle.len(), idle.keys()), (1, 1));
-    assert!(idle.take(addr(1), None, true).is_none());
+    assert!(idle.take(addr(1), None).is_none());
 
     // And the second 90 s after its own checkin, with nobody asking for it.
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -94,7 +86,7 @@ async fn an_expired_connection_is_never_handed_out() {
     let (c, _far) = conn(None).await;
     idle.checkin(addr(1), c);
     tokio::time::advance(Duration::from_secs(91)).await;
-    assert!(idle.take(addr(1), None, true).is_none());
+    assert!(idle.take(addr(1), None).is_none());
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
 
@@ -104,7 +96,7 @@ async fn checking_out_the_last_connection_of_a_key_removes_the_key() {
     let (c, _far) = conn(None).await;
     idle.checkin(addr(1), c);
     assert_eq!(idle.keys(), 1);
-    assert!(idle.take(addr(1), None, true).is_some());
+    assert!(idle.take(addr(1), None).is_some());
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
 
@@ -113,10 +105,6 @@ async fn a_closed_connection_is_dropped_not_kept() {
     let idle = IdleConns::new();
     let (c, far) = conn(None).await;
     drop(far);
-    // Let the connection task see the pipe close.
-    while !c.is_closed() {
-        tokio::task::yield_now().await;
-    }
     idle.checkin(addr(1), c);
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
@@ -130,15 +118,13 @@ async fn reuse_is_keyed_by_address_and_server_name() {
     idle.checkin(addr(443), plain);
     assert_eq!(idle.keys(), 2, "one address, two identities");
     assert!(
-        idle.take(addr(443), Some("b.test"), true).is_none(),
+        idle.take(addr(443), Some("b.test")).is_none(),
         "another name on the same address never takes a.test's connection"
     );
-    assert!(idle.take(addr(8443), Some("a.test"), true).is_none());
-    let got = idle
-        .take(addr(443), Some("a.test"), true)
-        .expect("a.test's own");
+    assert!(idle.take(addr(8443), Some("a.test")).is_none());
+    let got = idle.take(addr(443), Some("a.test")).expect("a.test's own");
     assert_eq!(got.server_name.as_deref(), Some("a.test"));
-    let got = idle.take(addr(443), None, true).expect("the plain one");
+    let got = idle.take(addr(443), None).expect("the plain one");
     assert_eq!(got.server_name, None);
     assert_eq!((idle.len(), idle.keys()), (0, 0));
 }
@@ -262,7 +248,7 @@ async fn a_connection_evicted_or_expired_gives_its_slot_back() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_waiter_handed_a_connection_not_ready_yet_waits_for_it() {
+async fn a_waiter_is_handed_the_connection_checked_in() {
     let idle = capped(1);
     let s = slot(&idle, 1).await;
     let (mut c, _far) = conn(None).await;
@@ -273,7 +259,7 @@ async fn a_waiter_handed_a_connection_not_ready_yet_waits_for_it() {
             .reserve(&vetted(1), None, Duration::from_secs(5), "t")
             .await
         {
-            Ok(Reserved::Idle(c, _)) => c.is_ready(),
+            Ok(Reserved::Idle(mut c, _)) => !c.is_closed(),
             _ => false,
         }
     });

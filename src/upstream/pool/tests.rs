@@ -45,12 +45,12 @@ async fn two_tls_members_on_one_address_never_share_a_connection() {
     // b.test resolves to the same address: it must dial its own (and verify b.test).
     assert!(
         p.idle()
-            .take(addr(443), p.server_name(b).as_deref(), true)
+            .take(addr(443), p.server_name(b).as_deref())
             .is_none()
     );
     assert!(
         p.idle()
-            .take(addr(443), p.server_name(a).as_deref(), true)
+            .take(addr(443), p.server_name(a).as_deref())
             .is_some()
     );
 }
@@ -64,7 +64,7 @@ async fn members_sharing_a_configured_server_name_or_plain_http_may_share() {
         p.idle().checkin(addr(443), c);
         assert!(
             p.idle()
-                .take(addr(443), p.server_name(b).as_deref(), true)
+                .take(addr(443), p.server_name(b).as_deref())
                 .is_some()
         );
     }

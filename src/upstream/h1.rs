@@ -1,0 +1,835 @@
+//! The upstream HTTP/1.1 client: one request at a time on an [`UpstreamConn`], in the task of
+//! the request that sends it.
+//!
+//! hyper's client runs each connection as a task of its own and hands every request and
+//! response across a channel, waking a task each way; for the small keep-alive requests most
+//! of a gateway's traffic is, that hand-over cost more than the parsing. Here the request task
+//! writes the request, reads the response head, and its response body reads the rest from the
+//! socket as it is polled; when the body ends cleanly the connection goes back to its idle set.
+//!
+//! Framing follows RFC 9112: a request body goes with its `Content-Length` (from the header,
+//! else the body's exact size) or chunked; a response has no body after `HEAD`, 1xx, 204 and
+//! 304, else is framed by `Transfer-Encoding: chunked`, a valid `Content-Length`, or the
+//! connection's close (§6.3). 1xx interim responses are skipped. A connection is reused only
+//! after a complete exchange with no `Connection: close`, no stray bytes, and a request body
+//! sent whole.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::idle::{IdleConns, Io, UpstreamConn};
+use crate::http::{BodyError, ProxyBody};
+use crate::policy::VettedAddr;
+
+/// The largest response head read: 8 times what nginx's proxy reads by default (4 to 8 KiB).
+const MAX_HEAD: usize = 64 * 1024;
+/// Response header fields at most (hyper's client default).
+const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line, extensions included, and all trailer fields together.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Room made in the read buffer before a read.
+const READ_MIN: usize = 8 * 1024;
+const READ_BULK: usize = 64 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum Error {
+    /// Reading or writing the socket failed.
+    Io(io::Error),
+    /// The connection closed before a complete response head.
+    Closed,
+    /// The response head could not be parsed, or frames its body in a way that cannot be read.
+    Malformed(String),
+    /// The response head is larger than the client reads.
+    HeadTooLarge,
+    /// The connection closed in the middle of the response body.
+    Incomplete,
+    /// The request body failed (the client's side), or did not match its length.
+    RequestBody(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Closed => f.write_str("connection closed before the response"),
+            Error::Malformed(m) => write!(f, "invalid response: {m}"),
+            Error::HeadTooLarge => write!(f, "response head over {MAX_HEAD} bytes"),
+            Error::Incomplete => f.write_str("connection closed before the response body ended"),
+            Error::RequestBody(m) => write!(f, "request body: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A request that got no response.
+#[derive(Debug)]
+pub struct SendError {
+    /// What went wrong.
+    pub error: Error,
+    /// The request, whole, when none of it was written (it may be sent elsewhere).
+    pub unsent: Option<Request<ProxyBody>>,
+    /// Whether any byte of a response had arrived.
+    pub started: bool,
+}
+
+/// How a request body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upframe {
+    Length(u64),
+    Chunked,
+}
+
+/// How a response body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Downframe {
+    /// No body.
+    Empty,
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the connection closes.
+    Close,
+}
+
+/// Where a chunked response body is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk, with this many bytes left.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer fields, this many bytes of them so far.
+    Trailers(usize),
+    Done,
+}
+
+impl UpstreamConn {
+    /// Send `req` and read the response head. The response body reads the rest from this
+    /// connection; [`ResponseBody::return_to`] says where the connection goes when it ends.
+    pub async fn send(
+        mut self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let mut head = Vec::with_capacity(256 + 64 * req.headers().len());
+        let upframe = match encode_request(&req, &mut head) {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(SendError {
+                    error: e,
+                    unsent: None,
+                    started: false,
+                });
+            }
+        };
+        let mut wrote = 0;
+        if let Err(e) = write_head(&mut self.io, &head, &mut wrote).await {
+            return Err(SendError {
+                error: Error::Io(e),
+                unsent: (wrote == 0).then_some(req),
+                started: false,
+            });
+        }
+        let (parts, body) = req.into_parts();
+        let mut upload = upframe.map(|f| Upload::new(body, f));
+        let mut buf = BytesMut::new();
+        let conn = &mut self;
+        let parsed = poll_fn(|cx| {
+            if let Some(u) = upload.as_mut() {
+                match u.poll(&mut conn.io, cx) {
+                    Poll::Ready(Ok(())) => upload = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            poll_head(&mut conn.io, cx, &mut buf)
+        })
+        .await;
+        let started = self.watch.started();
+        let (resp, keep_alive) = match parsed.and_then(|p| p.into_response(&parts.method)) {
+            Ok(r) => r,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    unsent: None,
+                    started,
+                });
+            }
+        };
+        let (resp_parts, framing) = resp;
+        let body = ResponseBody {
+            state: Some(Box::new(Reading {
+                conn: self,
+                buf,
+                framing,
+                keep_alive,
+                upload,
+                home: None,
+            })),
+        };
+        Ok(Response::from_parts(resp_parts, body))
+    }
+
+    /// Has the far end closed this idle connection (or sent bytes nobody asked for)? A look
+    /// at the socket that never waits.
+    pub fn is_closed(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut byte);
+        !matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut rb),
+            Poll::Pending
+        )
+    }
+}
+
+/// The request head: request line, the headers (framing ones replaced by ours), the framing.
+fn encode_request(req: &Request<ProxyBody>, dst: &mut Vec<u8>) -> Result<Option<Upframe>, Error> {
+    let body = req.body();
+    let declared = match req.headers().get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| Error::RequestBody("invalid Content-Length".into()))?,
+        ),
+    };
+    let framing = if body.is_end_stream() {
+        // Methods that define a body say so even when it is empty (RFC 9110 §8.6).
+        let says_length = declared.is_some()
+            || matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+        says_length.then_some(Upframe::Length(0))
+    } else {
+        Some(match declared.or(body.size_hint().exact()) {
+            Some(n) => Upframe::Length(n),
+            None => Upframe::Chunked,
+        })
+    };
+    dst.extend_from_slice(req.method().as_str().as_bytes());
+    dst.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    dst.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Some(Upframe::Length(n)) => {
+            dst.extend_from_slice(b"content-length: ");
+            dst.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            dst.extend_from_slice(b"\r\n");
+        }
+        Some(Upframe::Chunked) => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        None => {}
+    }
+    dst.extend_from_slice(b"\r\n");
+    // An empty body is finished with its head.
+    Ok(framing.filter(|f| *f != Upframe::Length(0)))
+}
+
+/// Write the whole head, counting what was written (none: the request can go elsewhere).
+async fn write_head(io: &mut Box<dyn Io>, head: &[u8], wrote: &mut usize) -> io::Result<()> {
+    poll_fn(|cx| {
+        while *wrote < head.len() {
+            match Pin::new(&mut *io).poll_write(cx, &head[*wrote..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *wrote += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Pin::new(&mut *io).poll_flush(cx)
+    })
+    .await
+}
+
+/// One read into `buf`: how many bytes (0 at end of stream).
+fn poll_fill(
+    io: &mut Box<dyn Io>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    room: usize,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_MIN {
+        buf.reserve(room);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// A complete response head, as offsets into the buffer it was parsed from.
+struct Parsed {
+    head: Bytes,
+    status: u16,
+    version: Version,
+    /// Each field's name and value as ranges of `head`.
+    fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+/// Read until a final (non-1xx) response head is in `buf`, and take it out.
+fn poll_head(
+    io: &mut Box<dyn Io>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<Result<Parsed, Error>> {
+    loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = resp.code.unwrap_or(0);
+                    if (100..200).contains(&status) && status != 101 {
+                        buf.advance(len);
+                        continue;
+                    }
+                    let version = if resp.version == Some(0) {
+                        Version::HTTP_10
+                    } else {
+                        Version::HTTP_11
+                    };
+                    let base = buf.as_ptr() as usize;
+                    let range = |s: &[u8]| {
+                        let start = (s.as_ptr() as usize).wrapping_sub(base);
+                        start..start + s.len()
+                    };
+                    let fields = resp
+                        .headers
+                        .iter()
+                        .map(|h| (range(h.name.as_bytes()), range(h.value)))
+                        .collect();
+                    let head = buf.split_to(len).freeze();
+                    return Poll::Ready(Ok(Parsed {
+                        head,
+                        status,
+                        version,
+                        fields,
+                    }));
+                }
+                Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+                    return Poll::Ready(Err(Error::HeadTooLarge));
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Poll::Ready(Err(Error::HeadTooLarge));
+                }
+                Err(e) => return Poll::Ready(Err(Error::Malformed(e.to_string()))),
+            }
+        }
+        match poll_fill(io, cx, buf, READ_MIN) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+            Poll::Ready(Ok(0)) if buf.is_empty() => return Poll::Ready(Err(Error::Closed)),
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Err(Error::Malformed("incomplete response head".into())));
+            }
+            Poll::Ready(Ok(_)) => {}
+        }
+    }
+}
+
+impl Parsed {
+    /// The response's parts, how its body is framed, and whether the connection may be reused
+    /// after it (RFC 9112 §6.3, §9.3).
+    #[allow(clippy::type_complexity)]
+    fn into_response(
+        self,
+        method: &Method,
+    ) -> Result<((hyper::http::response::Parts, Downframe), bool), Error> {
+        if self.status == 101 {
+            return Err(Error::Malformed(
+                "101 Switching Protocols was not asked for".into(),
+            ));
+        }
+        let status = StatusCode::from_u16(self.status)
+            .map_err(|_| Error::Malformed(format!("status {}", self.status)))?;
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for (name, value) in &self.fields {
+            let bad = || Error::Malformed("invalid header field".into());
+            let name = self.head.get(name.clone()).ok_or_else(bad)?;
+            let name = HeaderName::from_bytes(name).map_err(|_| bad())?;
+            let value = HeaderValue::from_maybe_shared(self.head.slice(value.clone()))
+                .map_err(|_| bad())?;
+            headers.append(name, value);
+        }
+        let mut keep_alive = connection_persists(self.version, &headers);
+        let framing = if *method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Downframe::Empty
+        } else if let Some(te) = last_coding(&headers) {
+            if headers.contains_key(header::CONTENT_LENGTH) {
+                // §6.3 3: Transfer-Encoding wins; the connection cannot be trusted after.
+                keep_alive = false;
+            }
+            if te.eq_ignore_ascii_case(b"chunked") {
+                Downframe::Chunked(Chunk::Size)
+            } else {
+                keep_alive = false;
+                Downframe::Close
+            }
+        } else if headers.contains_key(header::CONTENT_LENGTH) {
+            match content_length(&headers) {
+                Some(0) => Downframe::Empty,
+                Some(n) => Downframe::Length(n),
+                None => return Err(Error::Malformed("invalid Content-Length".into())),
+            }
+        } else {
+            keep_alive = false;
+            Downframe::Close
+        };
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = self.version;
+        *resp.headers_mut() = headers;
+        let (parts, ()) = resp.into_parts();
+        Ok(((parts, framing), keep_alive))
+    }
+}
+
+/// HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+fn connection_persists(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &str| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
+}
+
+/// The last transfer coding named, if the response has `Transfer-Encoding`.
+fn last_coding(headers: &HeaderMap) -> Option<&[u8]> {
+    let last = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()?;
+    let coding = last
+        .as_bytes()
+        .rsplit(|&b| b == b',')
+        .next()
+        .unwrap_or_default();
+    Some(coding.trim_ascii())
+}
+
+/// One length in every `Content-Length` value (repeats of one value are allowed, §8.6 of RFC
+/// 9110), else `None`.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut found: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+            if found.is_some_and(|f| f != n) {
+                return None;
+            }
+            found = Some(n);
+        }
+    }
+    found
+}
+
+/// A request body on its way up, with the bytes of its current frame not written yet.
+struct Upload {
+    body: ProxyBody,
+    framing: Upframe,
+    /// Bytes the declared length still expects.
+    left: u64,
+    /// Chunk-size line (or the last chunk), data, CRLF of the frame being written.
+    prefix: Vec<u8>,
+    data: Bytes,
+    suffix: &'static [u8],
+    ended: bool,
+}
+
+impl Upload {
+    fn new(body: ProxyBody, framing: Upframe) -> Upload {
+        let left = match framing {
+            Upframe::Length(n) => n,
+            Upframe::Chunked => 0,
+        };
+        Upload {
+            body,
+            framing,
+            left,
+            prefix: Vec::new(),
+            data: Bytes::new(),
+            suffix: b"",
+            ended: false,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        !self.prefix.is_empty() || !self.data.is_empty() || !self.suffix.is_empty()
+    }
+
+    /// Write what the body has ready; `Ready(Ok)` once all of it is written.
+    fn poll(&mut self, io: &mut Box<dyn Io>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        loop {
+            while self.pending() {
+                let slices = [
+                    IoSlice::new(&self.prefix),
+                    IoSlice::new(&self.data),
+                    IoSlice::new(self.suffix),
+                ];
+                let mut n = match Pin::new(&mut *io).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
+                    }
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                    Poll::Pending => return Poll::Pending,
+                };
+                let k = n.min(self.prefix.len());
+                self.prefix.drain(..k);
+                n -= k;
+                let k = n.min(self.data.len());
+                self.data.advance(k);
+                n -= k;
+                let k = n.min(self.suffix.len());
+                self.suffix = &self.suffix[k..];
+            }
+            match Pin::new(&mut *io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(Error::RequestBody(e.to_string())));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers are not sent
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    match self.framing {
+                        Upframe::Length(_) => {
+                            if data.len() as u64 > self.left {
+                                return Poll::Ready(Err(Error::RequestBody(
+                                    "longer than its Content-Length".into(),
+                                )));
+                            }
+                            self.left -= data.len() as u64;
+                            self.ended = self.left == 0;
+                        }
+                        Upframe::Chunked => {
+                            self.prefix = format!("{:x}\r\n", data.len()).into_bytes();
+                            self.suffix = b"\r\n";
+                        }
+                    }
+                    self.data = data;
+                }
+                Poll::Ready(None) => match self.framing {
+                    Upframe::Length(_) if self.left > 0 => {
+                        return Poll::Ready(Err(Error::RequestBody(
+                            "shorter than its Content-Length".into(),
+                        )));
+                    }
+                    Upframe::Length(_) => self.ended = true,
+                    Upframe::Chunked => {
+                        self.suffix = b"0\r\n\r\n";
+                        self.ended = true;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// A response body read from its upstream connection as it is polled. When it ends cleanly on
+/// a connection that may persist, the connection goes to the idle set given with
+/// [`ResponseBody::return_to`]; otherwise (an error, an early drop, a body cut short) it
+/// closes.
+pub struct ResponseBody {
+    state: Option<Box<Reading>>,
+}
+
+struct Reading {
+    conn: UpstreamConn,
+    buf: BytesMut,
+    framing: Downframe,
+    keep_alive: bool,
+    /// What is left of a request body the response came before.
+    upload: Option<Upload>,
+    home: Option<(Arc<IdleConns>, VettedAddr)>,
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("framing", &self.state.as_ref().map(|s| s.framing))
+            .finish()
+    }
+}
+
+impl ResponseBody {
+    /// Where the connection goes when this body ends cleanly; a body already complete (none,
+    /// or empty) gives it back now.
+    pub fn return_to(&mut self, idle: Arc<IdleConns>, addr: VettedAddr) {
+        if let Some(r) = self.state.as_mut() {
+            r.home = Some((idle, addr));
+            if r.complete() {
+                self.finish();
+            }
+        }
+    }
+
+    /// The body is read: the connection goes home if it can be reused.
+    fn finish(&mut self) {
+        let Some(r) = self.state.take() else { return };
+        let r = *r;
+        let reusable = r.keep_alive && r.upload.is_none() && r.buf.is_empty();
+        if let (true, Some((idle, addr))) = (reusable, r.home) {
+            idle.checkin(addr.addr(), r.conn);
+        }
+    }
+}
+
+impl Reading {
+    fn complete(&self) -> bool {
+        matches!(
+            self.framing,
+            Downframe::Empty | Downframe::Length(0) | Downframe::Chunked(Chunk::Done)
+        )
+    }
+
+    /// The next data of the body, `None` at its end.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Error>> {
+        if let Some(u) = self.upload.as_mut() {
+            match u.poll(&mut self.conn.io, cx) {
+                Poll::Ready(Ok(())) => self.upload = None,
+                // The upstream answered before taking the whole request body: the response
+                // still goes to the client, and the connection closes after it.
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "Request body not sent whole after an early response");
+                    self.keep_alive = false;
+                    self.upload = None;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match self.framing {
+                Downframe::Empty | Downframe::Length(0) | Downframe::Chunked(Chunk::Done) => {
+                    return Poll::Ready(Ok(None));
+                }
+                Downframe::Length(left) => {
+                    if !self.buf.is_empty() {
+                        let k =
+                            usize::try_from(left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
+                        self.framing = Downframe::Length(left - k as u64);
+                        return Poll::Ready(Ok(Some(self.buf.split_to(k).freeze())));
+                    }
+                    let room =
+                        usize::try_from(left).map_or(READ_BULK, |l| l.clamp(READ_MIN, READ_BULK));
+                    if ready!(self.fill(cx, room))? == 0 {
+                        return Poll::Ready(Err(Error::Incomplete));
+                    }
+                }
+                Downframe::Close => {
+                    if !self.buf.is_empty() {
+                        return Poll::Ready(Ok(Some(self.buf.split().freeze())));
+                    }
+                    if ready!(self.fill(cx, READ_BULK))? == 0 {
+                        self.framing = Downframe::Empty;
+                    }
+                }
+                Downframe::Chunked(c) => {
+                    if let Some(data) = self.step_chunk(c)? {
+                        return Poll::Ready(Ok(Some(data)));
+                    }
+                    if matches!(self.framing, Downframe::Chunked(n) if n == c) {
+                        // No progress on what is buffered: read more.
+                        if ready!(self.fill(cx, READ_BULK))? == 0 {
+                            return Poll::Ready(Err(Error::Incomplete));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<Result<usize, Error>> {
+        poll_fill(&mut self.conn.io, cx, &mut self.buf, room).map_err(Error::Io)
+    }
+
+    /// One step of the chunked decoder on what is buffered: data if a chunk has some, else
+    /// the state moves on (or stays, when more bytes are needed).
+    fn step_chunk(&mut self, c: Chunk) -> Result<Option<Bytes>, Error> {
+        let bad = |m: &str| Error::Malformed(format!("chunked body: {m}"));
+        match c {
+            Chunk::Size => {
+                let Some(end) = find_crlf(&self.buf) else {
+                    if self.buf.len() > MAX_CHUNK_LINE {
+                        return Err(bad("chunk-size line too long"));
+                    }
+                    return Ok(None);
+                };
+                let line = &self.buf[..end];
+                let digits = line
+                    .split(|&b| b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                if digits.is_empty()
+                    || digits.len() > 16
+                    || !digits.iter().all(u8::is_ascii_hexdigit)
+                {
+                    return Err(bad("invalid chunk size"));
+                }
+                let size = std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| u64::from_str_radix(d, 16).ok())
+                    .ok_or_else(|| bad("invalid chunk size"))?;
+                self.buf.advance(end + 2);
+                self.framing = Downframe::Chunked(if size == 0 {
+                    Chunk::Trailers(0)
+                } else {
+                    Chunk::Data(size)
+                });
+                Ok(None)
+            }
+            Chunk::Data(left) => {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                let k = usize::try_from(left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
+                let rest = left - k as u64;
+                self.framing = Downframe::Chunked(if rest == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(rest)
+                });
+                Ok(Some(self.buf.split_to(k).freeze()))
+            }
+            Chunk::DataEnd => {
+                if self.buf.len() < 2 {
+                    return Ok(None);
+                }
+                if &self.buf[..2] != b"\r\n" {
+                    return Err(bad("chunk data not followed by CRLF"));
+                }
+                self.buf.advance(2);
+                self.framing = Downframe::Chunked(Chunk::Size);
+                Ok(None)
+            }
+            Chunk::Trailers(seen) => {
+                let Some(end) = find_crlf(&self.buf) else {
+                    if seen + self.buf.len() > MAX_TRAILERS {
+                        return Err(bad("trailers too large"));
+                    }
+                    return Ok(None);
+                };
+                self.buf.advance(end + 2);
+                self.framing = Downframe::Chunked(if end == 0 {
+                    Chunk::Done
+                } else if seen + end > MAX_TRAILERS {
+                    return Err(bad("trailers too large"));
+                } else {
+                    Chunk::Trailers(seen + end + 2)
+                });
+                Ok(None)
+            }
+            Chunk::Done => Ok(None),
+        }
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let Some(r) = this.state.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match r.poll_data(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(data))) => {
+                if r.complete() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Ok(None)) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                this.state = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state.as_ref().is_none_or(|r| r.complete())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state.as_ref().map(|r| r.framing) {
+            None | Some(Downframe::Empty) => SizeHint::with_exact(0),
+            Some(Downframe::Length(n)) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
