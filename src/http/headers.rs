@@ -31,7 +31,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Headers that apply to one connection only and are never forwarded (RFC 9110 §7.6.1, plus
 /// `proxy-connection`, `keep-alive` and `transfer-encoding`, which hyper re-frames); names
 /// are lower case in a `HeaderMap`.
-fn is_hop_by_hop(name: &str) -> bool {
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
         "connection"

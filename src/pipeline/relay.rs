@@ -194,7 +194,7 @@ pub async fn relay(
     // The connection goes back to the idle set when the response body is finished.
     let (mut parts, mut body) = resp.into_parts();
     body.return_to(ctx.idle.clone(), addr);
-    strip_hop_by_hop(&mut parts.headers);
+    // The client leaves the hop-by-hop fields out (`upstream::h1`).
     add_via(&mut parts.headers);
     rec.rec().status = Some(parts.status.as_u16());
     let bytes = rec.bytes.clone();

@@ -354,7 +354,7 @@ async fn forward_to_pool(
         // The connection goes back to the idle set when the response body is finished.
         let (mut parts, mut body) = resp.into_parts();
         body.return_to(pool.idle().clone(), addr);
-        strip_hop_by_hop(&mut parts.headers);
+        // The client leaves the hop-by-hop fields out (`upstream::h1`).
         parts
             .headers
             .append(header::VIA, HeaderValue::from_static(VIA));

@@ -7,7 +7,9 @@
 //! writes the request, reads the response head, and its response body reads the rest from the
 //! socket as it is polled; when the body ends cleanly the connection goes back to its idle set.
 //!
-//! Framing follows RFC 9112: a request body goes with its `Content-Length` (from the header,
+//! The response comes without its hop-by-hop fields (RFC 9110 §7.6.1: `Connection`, the fields
+//! it names, `Keep-Alive`, `Transfer-Encoding` and the rest), which describe this connection
+//! alone: what the proxy relays is ready to forward. Framing follows RFC 9112: a request body goes with its `Content-Length` (from the header,
 //! else the body's exact size) or chunked; a response has no body after `HEAD`, 1xx, 204 and
 //! 304, else is framed by `Transfer-Encoding: chunked`, a valid `Content-Length`, or the
 //! connection's close (§6.3). 1xx interim responses are skipped. A connection is reused only
@@ -17,6 +19,7 @@
 use std::fmt;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
@@ -28,6 +31,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::idle::{IdleConns, Io, UpstreamConn};
+use crate::http::headers::is_hop_by_hop;
 use crate::http::{BodyError, ProxyBody};
 use crate::policy::VettedAddr;
 
@@ -40,7 +44,7 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// Room made in the read buffer before a read.
 const READ_MIN: usize = 8 * 1024;
-const READ_BULK: usize = 64 * 1024;
+const READ_BULK: usize = 256 * 1024;
 
 /// Why an exchange failed.
 #[derive(Debug)]
@@ -294,7 +298,7 @@ struct Parsed {
     status: u16,
     version: Version,
     /// Each field's name and value as ranges of `head`.
-    fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    fields: Vec<(Range<usize>, Range<usize>)>,
 }
 
 /// Read until a final (non-1xx) response head is in `buf`, and take it out.
@@ -305,9 +309,15 @@ fn poll_head(
 ) -> Poll<Result<Parsed, Error>> {
     loop {
         if !buf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(buf) {
+            // Left uninitialised: the parser writes the fields it finds.
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                buf,
+                &mut headers,
+            );
+            match parsed {
                 Ok(httparse::Status::Complete(len)) => {
                     let status = resp.code.unwrap_or(0);
                     if (100..200).contains(&status) && status != 101 {
@@ -374,23 +384,32 @@ impl Parsed {
         }
         let status = StatusCode::from_u16(self.status)
             .map_err(|_| Error::Malformed(format!("status {}", self.status)))?;
+        let field = |(n, v): &(Range<usize>, Range<usize>)| {
+            (self.head.get(n.clone()), self.head.get(v.clone()))
+        };
+        let hop = Hop::of(self.fields.iter().map(field));
+        let mut keep_alive = hop.persists(self.version);
+        // The fields a proxy forwards: hop-by-hop ones, and those `Connection` names, describe
+        // this connection alone (RFC 9110 §7.6.1) and are left out here.
         let mut headers = HeaderMap::with_capacity(self.fields.len());
         for (name, value) in &self.fields {
             let bad = || Error::Malformed("invalid header field".into());
             let name = self.head.get(name.clone()).ok_or_else(bad)?;
             let name = HeaderName::from_bytes(name).map_err(|_| bad())?;
+            if is_hop_by_hop(name.as_str()) || hop.names(&name) {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(self.head.slice(value.clone()))
                 .map_err(|_| bad())?;
             headers.append(name, value);
         }
-        let mut keep_alive = connection_persists(self.version, &headers);
         let framing = if *method == Method::HEAD
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
             Downframe::Empty
-        } else if let Some(te) = last_coding(&headers) {
+        } else if let Some(te) = hop.coding {
             if headers.contains_key(header::CONTENT_LENGTH) {
                 // §6.3 3: Transfer-Encoding wins; the connection cannot be trusted after.
                 keep_alive = false;
@@ -420,34 +439,57 @@ impl Parsed {
     }
 }
 
-/// HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
-fn connection_persists(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
-    if version == Version::HTTP_10 {
-        has("keep-alive")
-    } else {
-        !has("close")
-    }
+/// What a response's hop-by-hop fields say about its connection and its framing.
+#[derive(Default)]
+struct Hop<'a> {
+    close: bool,
+    keep_alive: bool,
+    /// The last transfer coding named, if the response has `Transfer-Encoding`.
+    coding: Option<&'a [u8]>,
+    /// Other field names `Connection` lists.
+    named: Vec<&'a [u8]>,
 }
 
-/// The last transfer coding named, if the response has `Transfer-Encoding`.
-fn last_coding(headers: &HeaderMap) -> Option<&[u8]> {
-    let last = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()?;
-    let coding = last
-        .as_bytes()
-        .rsplit(|&b| b == b',')
-        .next()
-        .unwrap_or_default();
-    Some(coding.trim_ascii())
+impl<'a> Hop<'a> {
+    fn of(fields: impl Iterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>)>) -> Hop<'a> {
+        let mut hop = Hop::default();
+        for (name, value) in fields {
+            let (Some(name), Some(value)) = (name, value) else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case(b"connection") {
+                for t in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        hop.close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        hop.keep_alive = true;
+                    } else if !t.is_empty() {
+                        hop.named.push(t);
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                hop.coding = Some(last.trim_ascii());
+            }
+        }
+        hop
+    }
+
+    /// HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with `keep-alive`.
+    fn persists(&self, version: Version) -> bool {
+        if version == Version::HTTP_10 {
+            self.keep_alive && !self.close
+        } else {
+            !self.close
+        }
+    }
+
+    /// Does `Connection` name this field?
+    fn names(&self, name: &HeaderName) -> bool {
+        self.named
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_str().as_bytes()))
+    }
 }
 
 /// One length in every `Content-Length` value (repeats of one value are allowed, §8.6 of RFC

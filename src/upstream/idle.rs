@@ -57,6 +57,10 @@ impl UpstreamConn {
     }
 }
 
+/// The idle and open maps' hasher: looked up a few times every request, keyed by addresses and
+/// names a client's requests choose, so fast and seeded per process (not SipHash, not unseeded).
+type Hasher = foldhash::fast::RandomState;
+
 /// Where an idle connection may be reused: the vetted address it was opened to and the TLS
 /// server name it verified. Never the address alone: two names on one address are two
 /// identities.
@@ -69,14 +73,14 @@ struct IdleEntry {
 
 #[derive(Default)]
 struct IdleMap {
-    map: HashMap<IdleKey, VecDeque<IdleEntry>>,
+    map: HashMap<IdleKey, VecDeque<IdleEntry>, Hasher>,
     total: usize,
 }
 
 /// Open connections (busy or idle) per key, and who waits for one; a key is removed when it
 /// has neither. Its own lock, never held while the idle map's is taken: a connection dropped
 /// under the idle map's lock gives its slot back here.
-type OpenMap = HashMap<IdleKey, Opened>;
+type OpenMap = HashMap<IdleKey, Opened, Hasher>;
 
 /// The connections open to one key and the requests waiting for one of them.
 #[derive(Default)]
@@ -185,7 +189,7 @@ impl Default for IdleConns {
     fn default() -> Self {
         IdleConns {
             inner: Mutex::new(IdleMap::default()),
-            open: Mutex::new(OpenMap::new()),
+            open: Mutex::new(OpenMap::default()),
             max: AtomicUsize::new(DEFAULT_UPSTREAM_IDLE_MAX),
             max_open: AtomicUsize::new(DEFAULT_UPSTREAM_MAX_CONNECTIONS),
             timeout_ms: AtomicU64::new(ms(DEFAULT_UPSTREAM_IDLE_TIMEOUT)),

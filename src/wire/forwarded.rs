@@ -171,7 +171,7 @@ pub fn apply(
             let xff = carries_any
                 .then(|| joined_list(headers, &X_FORWARDED_FOR, |v| v))
                 .flatten();
-            set_list(headers, X_FORWARDED_FOR, xff, peer.to_string().as_bytes());
+            set_list(headers, X_FORWARDED_FOR, xff, ip_text(peer).as_bytes());
             if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO))
                 && let Ok(value) = HeaderValue::from_str(proto)
             {
@@ -257,7 +257,8 @@ fn set_list(headers: &mut HeaderMap, name: HeaderName, prior: Option<Vec<u8>>, l
     list.extend_from_slice(last);
     // `prior` is made of header values and ASCII, so this cannot fail; if it somehow did,
     // the chain is restarted from our own hop rather than dropped.
-    let value = HeaderValue::from_bytes(&list).or_else(|_| HeaderValue::from_bytes(last));
+    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(list))
+        .or_else(|_| HeaderValue::from_bytes(last));
     match value {
         Ok(value) => {
             headers.insert(name, value);
@@ -268,10 +269,28 @@ fn set_list(headers: &mut HeaderMap, name: HeaderName, prior: Option<Vec<u8>>, l
     }
 }
 
+/// An address as text; IPv4 without `fmt`'s padding machinery (one request's address, every
+/// request).
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(itoa::Buffer::new().format(octet));
+            }
+            s
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
 /// A node for a `Forwarded` `for=` value: IPv4 bare, IPv6 bracketed and quoted.
 fn node_text(ip: IpAddr) -> String {
     match ip {
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V4(_) => ip_text(ip),
         IpAddr::V6(v6) => format!("\"[{v6}]\""),
     }
 }

@@ -400,3 +400,27 @@ impl Body for Stalled {
         Poll::Pending
     }
 }
+
+#[tokio::test]
+async fn the_response_comes_without_its_hop_by_hop_fields() {
+    let (conn, mut far) = pipe();
+    let origin = tokio::spawn(async move {
+        read_head(&mut far).await;
+        far.write_all(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\nX-End: 2\r\nServer: origin\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        )
+        .await
+        .expect("answer");
+        far
+    });
+    let resp = conn.send(get("/")).await.expect("a response");
+    let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["x-end", "server"]);
+    let idle = IdleConns::new();
+    let (_, mut body) = resp.into_parts();
+    body.return_to(idle.clone(), addr());
+    let bytes = body.collect().await.expect("body").to_bytes();
+    assert_eq!(&bytes[..], b"ok", "framed by the coding it no longer shows");
+    assert_eq!(idle.len(), 1);
+    drop(origin.await);
+}

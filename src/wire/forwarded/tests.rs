@@ -439,3 +439,19 @@ fn forwarded_parser_classifies_nodes() {
 
 // Writing: `apply`.
 mod apply;
+
+#[test]
+fn ip_text_spells_addresses_as_display_does() {
+    for ip in [
+        "0.0.0.0",
+        "1.2.3.4",
+        "10.0.100.255",
+        "255.255.255.255",
+        "192.0.2.9",
+        "2001:db8::1",
+        "::ffff:1.2.3.4",
+    ] {
+        let ip: IpAddr = ip.parse().expect("address");
+        assert_eq!(ip_text(ip), ip.to_string());
+    }
+}
