@@ -981,6 +981,48 @@ async fn sequential_requests_reuse_one_upstream_connection() {
     assert_eq!(origin.seen().len(), 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_pooled_connection_to_a_member_is_retried_once_and_not_held_against_it() {
+    use support::scripted::{Script, ScriptedOrigin};
+    let text = listener("web", "")
+        + &pool(
+            "app",
+            &["uk.test:80"],
+            "eject_after = 1\neject_for = \"1h\"",
+        )
+        + &route("app.test", "/", "app");
+    let p = proxy(&text).await;
+    let origin = ScriptedOrigin::start(vec![
+        Script::AnswerOneThenCut { body_bytes: 0 },
+        Script::Answer,
+    ])
+    .await;
+    p.route(GB_IP, 80, origin.addr);
+    let web = p.listener_addr("web");
+
+    let mut c = h1(web).await;
+    assert_eq!(c.get("app.test", "/one").await.status, StatusCode::OK);
+    // Goes over the kept-alive upstream connection, which the member closes unanswered.
+    let second = c.get("app.test", "/two").await;
+    assert_eq!(second.status, StatusCode::OK, "{second:?}");
+    assert_eq!(
+        p.dials(),
+        vec![sa(GB_IP, 80), sa(GB_IP, 80)],
+        "one extra dial"
+    );
+    assert_eq!(
+        origin.requests(),
+        vec![
+            "GET /one HTTP/1.1",
+            "GET /two HTTP/1.1",
+            "GET /two HTTP/1.1"
+        ],
+        "the second request reached the stale connection, then the fresh one"
+    );
+    // Not counted as a failure: with eject_after = 1 the only member would be out for an hour.
+    assert_eq!(c.get("app.test", "/three").await.status, StatusCode::OK);
+}
+
 /// Wait (bounded) until `o` has answered `n` health checks.
 async fn wait_health_checks(o: &HttpOrigin, n: usize) {
     let deadline = Instant::now() + WAIT;

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::body::Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response};
@@ -16,8 +15,8 @@ use crate::config::Limits;
 use crate::conn::Activity;
 use crate::destination::Destination;
 use crate::error::ProxyError;
+use crate::http::ProxyBody;
 use crate::http::headers::{add_via, origin_form, strip_hop_by_hop};
-use crate::http::{ProxyBody, never};
 use crate::policy::VettedAddr;
 use crate::upstream::pool::{IdleConns, Slot, UpstreamConn};
 use crate::upstream::watch::Watched;
@@ -57,7 +56,7 @@ pub struct RelayCtx<'a> {
 }
 
 /// RFC 9110 §9.2.2.
-fn idempotent(m: &Method) -> bool {
+pub(super) fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -74,8 +73,8 @@ fn open(stream: TcpStream, body_idle: Duration) -> UpstreamConn {
 ///
 /// A pooled connection can turn out stale (the origin closed it as it was taken). When such a
 /// connection fails before any response byte, the request is sent once more on a fresh dial
-/// of the vetted addresses if none of it was written (the client hands it back), or if it is
-/// idempotent and has no body (so it can be rebuilt whole). Nothing else is ever replayed.
+/// of the vetted addresses if none of it was written, or if it is idempotent and has no body
+/// (the client hands either back). Nothing else is ever replayed.
 pub async fn relay(
     req: Request<ProxyBody>,
     dest: &Destination,
@@ -113,17 +112,6 @@ pub async fn relay(
         Ok(u) => u,
         Err(e) => return Err((ProxyError::BadRequest(e.to_string()), rec)),
     };
-    // An idempotent request without a body can be rebuilt whole if a stale pooled connection
-    // fails it.
-    let pooled = matches!(conn, Upstream::Pooled(..));
-    let rebuild = (pooled && idempotent(&parts.method) && body.is_end_stream()).then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.version,
-            parts.headers.clone(),
-        )
-    });
     let guard = (!body.is_end_stream()).then(|| ctx.activity.body());
     // While the request body is open, the client's reads are held to `body_idle_timeout`
     // (see `conn::TimedIo`).
@@ -152,17 +140,7 @@ pub async fn relay(
             Ok(Err(e)) => e,
             Err(_) => return Err((ProxyError::UpstreamTimeout(target.clone()), rec)),
         };
-        let again = match e.unsent {
-            Some(unsent) => Some(unsent),
-            None => rebuild.as_ref().map(|(method, uri, version, headers)| {
-                let mut r = Request::new(Empty::<Bytes>::new().map_err(never).boxed());
-                *r.method_mut() = method.clone();
-                *r.uri_mut() = uri.clone();
-                *r.version_mut() = *version;
-                *r.headers_mut() = headers.clone();
-                r
-            }),
-        };
+        let again = e.unsent.or(e.unanswered.filter(|r| idempotent(r.method())));
         let stale = pooled && !retried && !e.started;
         match again {
             Some(r) if stale => {

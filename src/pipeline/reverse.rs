@@ -292,6 +292,7 @@ async fn forward_to_pool(
                 continue;
             }
         };
+        let pooled = matches!(reserved, Reserved::Idle(..));
         let (sender, addr) = match reserved {
             Reserved::Idle(c, a) => (c, a),
             // Boxed: a fresh dial (TCP, perhaps TLS, the HTTP handshake) is the rare case on
@@ -326,18 +327,62 @@ async fn forward_to_pool(
             Ok(r) => r,
             Err(e) => return failure(rec, e, decision.reason),
         };
-        let sent = tokio::time::timeout(
-            cfg.limits.upstream_response_timeout,
-            sender.send(upstream_req),
-        )
-        .await;
+        let (mut sender, mut addr, mut req, mut retried) = (sender, addr, upstream_req, false);
+        let sent = loop {
+            let sent =
+                tokio::time::timeout(cfg.limits.upstream_response_timeout, sender.send(req)).await;
+            let e = match sent {
+                Ok(Ok(r)) => break Ok(Ok(r)),
+                Ok(Err(e)) => e,
+                Err(elapsed) => break Err(elapsed),
+            };
+            // A pooled connection the member closed as it was taken (its keep-alive ran out):
+            // the request, if none of it was written or it is idempotent without a body, goes
+            // once more on a fresh dial of the same member, which is not counted as failing.
+            if !pooled || retried || e.started {
+                break Ok(Err(e.error));
+            }
+            let again = e.unsent.or(e
+                .unanswered
+                .filter(|r| super::relay::idempotent(r.method())));
+            let Some(r) = again else {
+                break Ok(Err(e.error));
+            };
+            tracing::debug!(
+                error = %e.error,
+                upstream = %addr.addr(),
+                "Pooled upstream connection failed before answering: retrying on a fresh dial"
+            );
+            retried = true;
+            req = r;
+            // Outside the member's connection limit: it stands in for the failed one.
+            match Box::pin(pool.connect(
+                &member.host,
+                &decision.vetted,
+                &shared.deps.connector,
+                cfg.limits.connect_timeout,
+                target,
+                None,
+            ))
+            .await
+            {
+                Ok((c, a)) => {
+                    (sender, addr) = (c, a);
+                    rec.rec().dialed_ip = Some(addr.addr().ip());
+                }
+                Err(e) => {
+                    pool.report(i, false);
+                    return failure(rec, e, decision.reason);
+                }
+            }
+        };
         let resp = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 pool.report(i, false);
                 let e = ProxyError::Upstream {
                     target: target.to_string(),
-                    reason: e.error.to_string(),
+                    reason: e.to_string(),
                 };
                 return failure(rec, e, decision.reason);
             }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
@@ -92,6 +93,9 @@ pub struct SendError {
     pub error: Error,
     /// The request, whole, when none of it was written (it may be sent elsewhere).
     pub unsent: Option<Request<ProxyBody>>,
+    /// A request without a body whose head was written and got no answer: it may be sent
+    /// again elsewhere if its method is idempotent (RFC 9110 §9.2.2).
+    pub unanswered: Option<Request<ProxyBody>>,
     /// Whether any byte of a response had arrived.
     pub started: bool,
 }
@@ -143,6 +147,7 @@ impl UpstreamConn {
                 return Err(SendError {
                     error: e,
                     unsent: None,
+                    unanswered: None,
                     started: false,
                 });
             }
@@ -152,17 +157,26 @@ impl UpstreamConn {
             return Err(SendError {
                 error: Error::Io(e),
                 unsent: (wrote == 0).then_some(req),
+                unanswered: None,
                 started: false,
             });
         }
         let (parts, body) = req.into_parts();
+        let bodiless = upframe.is_none();
         let mut upload = upframe.map(|f| Upload::new(body, f));
         let mut buf = BytesMut::new();
         let conn = &mut self;
+        // An upstream that stops taking the request body (it answered early, then closed) may
+        // still have its answer on the way: that is read, and the connection closed after it.
+        let mut cut: Option<Error> = None;
         let parsed = poll_fn(|cx| {
             if let Some(u) = upload.as_mut() {
                 match u.poll(&mut conn.io, cx) {
                     Poll::Ready(Ok(())) => upload = None,
+                    Poll::Ready(Err(e @ Error::Io(_))) => {
+                        cut = Some(e);
+                        upload = None;
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {}
                 }
@@ -171,12 +185,24 @@ impl UpstreamConn {
         })
         .await;
         let started = self.watch.started();
+        let parsed = match (parsed, cut.take()) {
+            (Err(_), Some(upload_error)) => Err(upload_error),
+            (p, c) => {
+                cut = c;
+                p
+            }
+        };
         let (resp, keep_alive) = match parsed.and_then(|p| p.into_response(&parts.method)) {
-            Ok(r) => r,
+            Ok((r, k)) => (r, k && cut.is_none()),
             Err(error) => {
+                let unanswered = (bodiless && !started).then(|| {
+                    let empty = Empty::<Bytes>::new().map_err(crate::http::never).boxed();
+                    Request::from_parts(parts, empty)
+                });
                 return Err(SendError {
                     error,
                     unsent: None,
+                    unanswered,
                     started,
                 });
             }
@@ -389,29 +415,17 @@ impl Parsed {
         };
         let hop = Hop::of(self.fields.iter().map(field));
         let mut keep_alive = hop.persists(self.version);
-        // The fields a proxy forwards: hop-by-hop ones, and those `Connection` names, describe
-        // this connection alone (RFC 9110 §7.6.1) and are left out here.
-        let mut headers = HeaderMap::with_capacity(self.fields.len());
-        for (name, value) in &self.fields {
-            let bad = || Error::Malformed("invalid header field".into());
-            let name = self.head.get(name.clone()).ok_or_else(bad)?;
-            let name = HeaderName::from_bytes(name).map_err(|_| bad())?;
-            if is_hop_by_hop(name.as_str()) || hop.names(&name) {
-                continue;
-            }
-            let value = HeaderValue::from_maybe_shared(self.head.slice(value.clone()))
-                .map_err(|_| bad())?;
-            headers.append(name, value);
-        }
-        let framing = if *method == Method::HEAD
+        let bodiless = *method == Method::HEAD
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
+            || status == StatusCode::NOT_MODIFIED;
+        let framing = if bodiless {
             Downframe::Empty
         } else if let Some(te) = hop.coding {
-            if headers.contains_key(header::CONTENT_LENGTH) {
-                // §6.3 3: Transfer-Encoding wins; the connection cannot be trusted after.
+            // §6.1: a transfer coding in HTTP/1.0 is faulty framing; close after it.
+            if hop.length.is_some() || self.version == Version::HTTP_10 {
+                // §6.3 3: Transfer-Encoding wins over a length; the connection is not trusted
+                // after either.
                 keep_alive = false;
             }
             if te.eq_ignore_ascii_case(b"chunked") {
@@ -420,16 +434,50 @@ impl Parsed {
                 keep_alive = false;
                 Downframe::Close
             }
-        } else if headers.contains_key(header::CONTENT_LENGTH) {
-            match content_length(&headers) {
-                Some(0) => Downframe::Empty,
-                Some(n) => Downframe::Length(n),
-                None => return Err(Error::Malformed("invalid Content-Length".into())),
-            }
         } else {
-            keep_alive = false;
-            Downframe::Close
+            match hop.length {
+                Some(Ok(0)) => Downframe::Empty,
+                Some(Ok(n)) => Downframe::Length(n),
+                Some(Err(())) => return Err(Error::Malformed("invalid Content-Length".into())),
+                None => {
+                    keep_alive = false;
+                    Downframe::Close
+                }
+            }
         };
+        // The length forwarded: one `Content-Length` of the length the body is read by (none
+        // when a transfer coding frames it, §6.3 3), or, on an answer without a body, the
+        // length it states if that is valid.
+        let length = match (hop.coding, hop.length) {
+            (None, Some(Ok(n))) => Some(n),
+            _ => None,
+        };
+        // The fields a proxy forwards: hop-by-hop ones, and those `Connection` names, describe
+        // this connection alone (RFC 9110 §7.6.1) and are left out here.
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        let mut length_kept = false;
+        for (name, value) in &self.fields {
+            let bad = || Error::Malformed("invalid header field".into());
+            let name = self.head.get(name.clone()).ok_or_else(bad)?;
+            let name = HeaderName::from_bytes(name).map_err(|_| bad())?;
+            if is_hop_by_hop(name.as_str()) || hop.names(&name) {
+                continue;
+            }
+            let value = self.head.slice(value.clone());
+            if name == header::CONTENT_LENGTH {
+                // Kept as is when it is the number alone, once; else written anew below.
+                let plain = !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+                if length_kept || !plain || length.is_none() {
+                    continue;
+                }
+                length_kept = true;
+            }
+            let value = HeaderValue::from_maybe_shared(value).map_err(|_| bad())?;
+            headers.append(name, value);
+        }
+        if let (Some(n), false) = (length, length_kept) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         let mut resp = Response::new(());
         *resp.status_mut() = status;
         *resp.version_mut() = self.version;
@@ -448,6 +496,9 @@ struct Hop<'a> {
     coding: Option<&'a [u8]>,
     /// Other field names `Connection` lists.
     named: Vec<&'a [u8]>,
+    /// The length every `Content-Length` field agrees on (`Err` when they do not, or one is
+    /// not a number), if the response has any.
+    length: Option<Result<u64, ()>>,
 }
 
 impl<'a> Hop<'a> {
@@ -470,6 +521,9 @@ impl<'a> Hop<'a> {
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 hop.coding = Some(last.trim_ascii());
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                let prior = hop.length.map_or(Ok(None), |l| l.map(Some));
+                hop.length = Some(prior.and_then(|p| content_length(value, p)));
             }
         }
         hop
@@ -492,24 +546,24 @@ impl<'a> Hop<'a> {
     }
 }
 
-/// One length in every `Content-Length` value (repeats of one value are allowed, §8.6 of RFC
-/// 9110), else `None`.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut found: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
-            if found.is_some_and(|f| f != n) {
-                return None;
-            }
-            found = Some(n);
+/// The one length a `Content-Length` value gives, agreeing with `prior` (repeats of one value
+/// are allowed, RFC 9110 §8.6); `Err` for anything else.
+fn content_length(value: &[u8], mut prior: Option<u64>) -> Result<u64, ()> {
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(());
         }
+        let n: u64 = std::str::from_utf8(part)
+            .map_err(|_| ())?
+            .parse()
+            .map_err(|_| ())?;
+        if prior.is_some_and(|p| p != n) {
+            return Err(());
+        }
+        prior = Some(n);
     }
-    found
+    prior.ok_or(())
 }
 
 /// A request body on its way up, with the bytes of its current frame not written yet.
@@ -755,15 +809,19 @@ impl Reading {
                     }
                     return Ok(None);
                 };
+                if end > MAX_CHUNK_LINE {
+                    return Err(bad("chunk-size line too long"));
+                }
                 let line = &self.buf[..end];
-                let digits = line
-                    .split(|&b| b == b';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim_ascii();
+                // chunk-size [ BWS ";" chunk-ext ]: hex digits first, and no bare CR or LF
+                // anywhere (a line another parser would end elsewhere).
+                let hex = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+                let (digits, rest) = line.split_at(hex);
+                let rest = rest.trim_ascii_start();
                 if digits.is_empty()
                     || digits.len() > 16
-                    || !digits.iter().all(u8::is_ascii_hexdigit)
+                    || !(rest.is_empty() || rest.starts_with(b";"))
+                    || line.iter().any(|&b| b == b'\r' || b == b'\n')
                 {
                     return Err(bad("invalid chunk size"));
                 }
@@ -810,6 +868,13 @@ impl Reading {
                     }
                     return Ok(None);
                 };
+                // A trailer field (name ":" value), dropped; no bare CR or LF in it.
+                let line = &self.buf[..end];
+                if end > 0
+                    && (!line.contains(&b':') || line.iter().any(|&b| b == b'\r' || b == b'\n'))
+                {
+                    return Err(bad("invalid trailer field"));
+                }
                 self.buf.advance(end + 2);
                 self.framing = Downframe::Chunked(if end == 0 {
                     Chunk::Done

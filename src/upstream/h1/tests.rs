@@ -424,3 +424,116 @@ async fn the_response_comes_without_its_hop_by_hop_fields() {
     assert_eq!(idle.len(), 1);
     drop(origin.await);
 }
+
+/// The response's `content-length` fields and its body.
+async fn length_and_body(answer: &'static [u8]) -> (Vec<String>, Result<Bytes, String>) {
+    let (conn, mut far) = pipe();
+    let origin = tokio::spawn(async move {
+        read_head(&mut far).await;
+        far.write_all(answer).await.expect("answer");
+        far
+    });
+    let resp = conn.send(get("/")).await.expect("a response");
+    let lengths = resp
+        .headers()
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let body = resp.into_body().collect().await;
+    drop(origin.await);
+    (
+        lengths,
+        body.map(|c| c.to_bytes()).map_err(|e| e.to_string()),
+    )
+}
+
+#[tokio::test]
+async fn the_length_forwarded_is_the_one_the_body_was_read_by() {
+    // Named by Connection: still the framing, and forwarded once.
+    let (l, b) = length_and_body(
+        b"HTTP/1.1 200 OK\r\nconnection: content-length\r\ncontent-length: 5\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(
+        (l, b),
+        (vec!["5".to_string()], Ok(Bytes::from_static(b"hello")))
+    );
+    // Repeats of one length: one field.
+    let (l, b) = length_and_body(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(
+        (l, b),
+        (vec!["5".to_string()], Ok(Bytes::from_static(b"hello")))
+    );
+    // A transfer coding frames the body: the received length is not forwarded (RFC 9112 §6.3).
+    let (l, b) = length_and_body(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!((l, b), (vec![], Ok(Bytes::from_static(b"hello"))));
+}
+
+#[tokio::test]
+async fn a_chunk_line_or_trailer_another_parser_would_read_otherwise_is_refused() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n 5\r\nhello\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5x\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nno colon\r\n\r\n",
+    ] {
+        let (_, b) = length_and_body(answer).await;
+        let e = b.expect_err("refused");
+        assert!(e.contains("chunked body"), "{e}");
+    }
+    let (_, b) = length_and_body(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5 ;ext=\"v\"\r\nhello\r\n0\r\nx-t: 1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        b,
+        Ok(Bytes::from_static(b"hello")),
+        "whitespace before an extension"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_left_by_an_upstream_that_closed_on_the_request_body_is_relayed() {
+    let (conn, mut far) = pipe();
+    let origin = tokio::spawn(async move {
+        read_head(&mut far).await;
+        far.write_all(
+            b"HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig",
+        )
+        .await
+        .expect("answer");
+    });
+    // More than the pipe holds: writing it fails once the far end is gone.
+    let body = Full::new(Bytes::from(vec![b'x'; 4 << 20]))
+        .map_err(crate::http::never)
+        .boxed();
+    let resp = conn
+        .send(post(body))
+        .await
+        .expect("the answer, not the write error");
+    origin.await.expect("the origin answered and closed");
+    assert_eq!(resp.status(), 413);
+    let idle = IdleConns::new();
+    let (_, mut body) = resp.into_parts();
+    body.return_to(idle.clone(), addr());
+    let bytes = body.collect().await.expect("body").to_bytes();
+    assert_eq!(&bytes[..], b"big");
+    assert_eq!(idle.len(), 0);
+}
+
+#[tokio::test]
+async fn a_transfer_coding_in_http_1_0_closes_the_connection_after() {
+    let (_, body, _, reused) = exchange(
+        get("/"),
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!((&body[..], reused), (&b"ok"[..], false));
+}
