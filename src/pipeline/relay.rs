@@ -18,6 +18,7 @@ use crate::error::ProxyError;
 use crate::http::ProxyBody;
 use crate::http::headers::{add_via, origin_form, strip_hop_by_hop};
 use crate::policy::VettedAddr;
+use crate::upstream::h1::{self, SendError};
 use crate::upstream::pool::{IdleConns, Slot, UpstreamConn};
 use crate::upstream::watch::Watched;
 use crate::upstream::{Connector, connect_first};
@@ -55,8 +56,32 @@ pub struct RelayCtx<'a> {
     pub activity: &'a Arc<Activity>,
 }
 
+/// The request to send once more, on a fresh dial, after a pooled connection failed under it
+/// before any answer byte (the upstream closed it as it was taken): the request if none of it
+/// was written, or if it is idempotent (RFC 9110 §9.2.2) and has no body. Once only; else the
+/// failure.
+pub(super) fn retry_stale(
+    e: SendError,
+    pooled: bool,
+    retried: bool,
+    upstream: std::net::SocketAddr,
+) -> Result<Request<ProxyBody>, h1::Error> {
+    if !pooled || retried || e.started {
+        return Err(e.error);
+    }
+    let Some(r) = e.unsent.or(e.unanswered.filter(|r| idempotent(r.method()))) else {
+        return Err(e.error);
+    };
+    tracing::debug!(
+        error = %e.error,
+        upstream = %upstream,
+        "Pooled upstream connection failed before answering: retrying on a fresh dial"
+    );
+    Ok(r)
+}
+
 /// RFC 9110 §9.2.2.
-pub(super) fn idempotent(m: &Method) -> bool {
+fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -140,15 +165,8 @@ pub async fn relay(
             Ok(Err(e)) => e,
             Err(_) => return Err((ProxyError::UpstreamTimeout(target.clone()), rec)),
         };
-        let again = e.unsent.or(e.unanswered.filter(|r| idempotent(r.method())));
-        let stale = pooled && !retried && !e.started;
-        match again {
-            Some(r) if stale => {
-                tracing::debug!(
-                    error = %e.error,
-                    upstream = %addr.addr(),
-                    "Pooled upstream connection failed before answering: retrying on a fresh dial"
-                );
+        match retry_stale(e, pooled, retried, addr.addr()) {
+            Ok(r) => {
                 retried = true;
                 req = r;
                 let (stream, fresh) = match connect_first(
@@ -166,7 +184,7 @@ pub async fn relay(
                 // was given back when it closed.
                 conn = Upstream::Fresh(stream, fresh, None);
             }
-            _ => return Err((upstream_err(e.error.to_string()), rec)),
+            Err(e) => return Err((upstream_err(e.to_string()), rec)),
         }
     };
     // The connection goes back to the idle set when the response body is finished.

@@ -337,22 +337,11 @@ async fn forward_to_pool(
                 Err(elapsed) => break Err(elapsed),
             };
             // A pooled connection the member closed as it was taken (its keep-alive ran out):
-            // the request, if none of it was written or it is idempotent without a body, goes
-            // once more on a fresh dial of the same member, which is not counted as failing.
-            if !pooled || retried || e.started {
-                break Ok(Err(e.error));
-            }
-            let again = e.unsent.or(e
-                .unanswered
-                .filter(|r| super::relay::idempotent(r.method())));
-            let Some(r) = again else {
-                break Ok(Err(e.error));
+            // the retry on a fresh dial of the same member is not counted as failing.
+            let r = match super::relay::retry_stale(e, pooled, retried, addr.addr()) {
+                Ok(r) => r,
+                Err(e) => break Ok(Err(e)),
             };
-            tracing::debug!(
-                error = %e.error,
-                upstream = %addr.addr(),
-                "Pooled upstream connection failed before answering: retrying on a fresh dial"
-            );
             retried = true;
             req = r;
             // Outside the member's connection limit: it stands in for the failed one.

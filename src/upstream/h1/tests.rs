@@ -9,7 +9,15 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper::body::Frame;
+
 use super::*;
+use crate::http::BodyError;
+use crate::policy::VettedAddr;
+use crate::upstream::idle::IdleConns;
 use crate::upstream::watch::Watched;
 
 fn addr() -> VettedAddr {

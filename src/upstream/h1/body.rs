@@ -1,0 +1,300 @@
+//! The response body: read from its upstream connection as the listener polls it, by its
+//! length, chunked, or to the close; the connection goes back to its idle set at a clean end.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::upload::Upload;
+use super::{Error, MAX_CHUNK_LINE, MAX_TRAILERS, READ_BULK, READ_MIN, poll_fill};
+use crate::http::BodyError;
+use crate::policy::VettedAddr;
+use crate::upstream::idle::{IdleConns, UpstreamConn};
+
+/// How a response body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Downframe {
+    /// No body.
+    Empty,
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the connection closes.
+    Close,
+}
+
+/// Where a chunked response body is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk, with this many bytes left.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer fields, this many bytes of them so far.
+    Trailers(usize),
+    Done,
+}
+
+/// A response body read from its upstream connection as it is polled. When it ends cleanly on
+/// a connection that may persist, the connection goes to the idle set given with
+/// [`ResponseBody::return_to`]; otherwise (an error, an early drop, a body cut short) it
+/// closes.
+pub struct ResponseBody {
+    pub(super) state: Option<Box<Reading>>,
+}
+
+pub(super) struct Reading {
+    pub(super) conn: UpstreamConn,
+    pub(super) buf: BytesMut,
+    pub(super) framing: Downframe,
+    pub(super) keep_alive: bool,
+    /// What is left of a request body the response came before.
+    pub(super) upload: Option<Upload>,
+    pub(super) home: Option<(Arc<IdleConns>, VettedAddr)>,
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("framing", &self.state.as_ref().map(|s| s.framing))
+            .finish()
+    }
+}
+
+impl ResponseBody {
+    /// Where the connection goes when this body ends cleanly; a body already complete (none,
+    /// or empty) gives it back now.
+    pub fn return_to(&mut self, idle: Arc<IdleConns>, addr: VettedAddr) {
+        if let Some(r) = self.state.as_mut() {
+            r.home = Some((idle, addr));
+            if r.complete() {
+                self.finish();
+            }
+        }
+    }
+
+    /// The body is read: the connection goes home if it can be reused.
+    fn finish(&mut self) {
+        let Some(r) = self.state.take() else { return };
+        let r = *r;
+        let reusable = r.keep_alive && r.upload.is_none() && r.buf.is_empty();
+        if let (true, Some((idle, addr))) = (reusable, r.home) {
+            idle.checkin(addr.addr(), r.conn);
+        }
+    }
+}
+
+impl Reading {
+    fn complete(&self) -> bool {
+        matches!(
+            self.framing,
+            Downframe::Empty | Downframe::Length(0) | Downframe::Chunked(Chunk::Done)
+        )
+    }
+
+    /// The next data of the body, `None` at its end.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Error>> {
+        if let Some(u) = self.upload.as_mut() {
+            match u.poll(&mut self.conn.io, cx) {
+                Poll::Ready(Ok(())) => self.upload = None,
+                // The upstream answered before taking the whole request body: the response
+                // still goes to the client, and the connection closes after it.
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "Request body not sent whole after an early response");
+                    self.keep_alive = false;
+                    self.upload = None;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match self.framing {
+                Downframe::Empty | Downframe::Length(0) | Downframe::Chunked(Chunk::Done) => {
+                    return Poll::Ready(Ok(None));
+                }
+                Downframe::Length(left) => {
+                    if !self.buf.is_empty() {
+                        let k =
+                            usize::try_from(left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
+                        self.framing = Downframe::Length(left - k as u64);
+                        return Poll::Ready(Ok(Some(self.buf.split_to(k).freeze())));
+                    }
+                    let room =
+                        usize::try_from(left).map_or(READ_BULK, |l| l.clamp(READ_MIN, READ_BULK));
+                    if ready!(self.fill(cx, room))? == 0 {
+                        return Poll::Ready(Err(Error::Incomplete));
+                    }
+                }
+                Downframe::Close => {
+                    if !self.buf.is_empty() {
+                        return Poll::Ready(Ok(Some(self.buf.split().freeze())));
+                    }
+                    if ready!(self.fill(cx, READ_BULK))? == 0 {
+                        self.framing = Downframe::Empty;
+                    }
+                }
+                Downframe::Chunked(c) => {
+                    if let Some(data) = self.step_chunk(c)? {
+                        return Poll::Ready(Ok(Some(data)));
+                    }
+                    if matches!(self.framing, Downframe::Chunked(n) if n == c) {
+                        // No progress on what is buffered: read more.
+                        if ready!(self.fill(cx, READ_BULK))? == 0 {
+                            return Poll::Ready(Err(Error::Incomplete));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<Result<usize, Error>> {
+        poll_fill(&mut self.conn.io, cx, &mut self.buf, room).map_err(Error::Io)
+    }
+
+    /// One step of the chunked decoder on what is buffered: data if a chunk has some, else
+    /// the state moves on (or stays, when more bytes are needed).
+    fn step_chunk(&mut self, c: Chunk) -> Result<Option<Bytes>, Error> {
+        let bad = |m: &str| Error::Malformed(format!("chunked body: {m}"));
+        match c {
+            Chunk::Size => {
+                let Some(end) = find_crlf(&self.buf) else {
+                    if self.buf.len() > MAX_CHUNK_LINE {
+                        return Err(bad("chunk-size line too long"));
+                    }
+                    return Ok(None);
+                };
+                if end > MAX_CHUNK_LINE {
+                    return Err(bad("chunk-size line too long"));
+                }
+                let line = &self.buf[..end];
+                // chunk-size [ BWS ";" chunk-ext ]: hex digits first, and no bare CR or LF
+                // anywhere (a line another parser would end elsewhere).
+                let hex = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+                let (digits, rest) = line.split_at(hex);
+                let rest = rest.trim_ascii_start();
+                if digits.is_empty()
+                    || digits.len() > 16
+                    || !(rest.is_empty() || rest.starts_with(b";"))
+                    || line.iter().any(|&b| b == b'\r' || b == b'\n')
+                {
+                    return Err(bad("invalid chunk size"));
+                }
+                let size = std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| u64::from_str_radix(d, 16).ok())
+                    .ok_or_else(|| bad("invalid chunk size"))?;
+                self.buf.advance(end + 2);
+                self.framing = Downframe::Chunked(if size == 0 {
+                    Chunk::Trailers(0)
+                } else {
+                    Chunk::Data(size)
+                });
+                Ok(None)
+            }
+            Chunk::Data(left) => {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                let k = usize::try_from(left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
+                let rest = left - k as u64;
+                self.framing = Downframe::Chunked(if rest == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(rest)
+                });
+                Ok(Some(self.buf.split_to(k).freeze()))
+            }
+            Chunk::DataEnd => {
+                if self.buf.len() < 2 {
+                    return Ok(None);
+                }
+                if &self.buf[..2] != b"\r\n" {
+                    return Err(bad("chunk data not followed by CRLF"));
+                }
+                self.buf.advance(2);
+                self.framing = Downframe::Chunked(Chunk::Size);
+                Ok(None)
+            }
+            Chunk::Trailers(seen) => {
+                let Some(end) = find_crlf(&self.buf) else {
+                    if seen + self.buf.len() > MAX_TRAILERS {
+                        return Err(bad("trailers too large"));
+                    }
+                    return Ok(None);
+                };
+                // A trailer field (name ":" value), dropped; no bare CR or LF in it.
+                let line = &self.buf[..end];
+                if end > 0
+                    && (!line.contains(&b':') || line.iter().any(|&b| b == b'\r' || b == b'\n'))
+                {
+                    return Err(bad("invalid trailer field"));
+                }
+                self.buf.advance(end + 2);
+                self.framing = Downframe::Chunked(if end == 0 {
+                    Chunk::Done
+                } else if seen + end > MAX_TRAILERS {
+                    return Err(bad("trailers too large"));
+                } else {
+                    Chunk::Trailers(seen + end + 2)
+                });
+                Ok(None)
+            }
+            Chunk::Done => Ok(None),
+        }
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let Some(r) = this.state.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match r.poll_data(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(data))) => {
+                if r.complete() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Ok(None)) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                this.state = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state.as_ref().is_none_or(|r| r.complete())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state.as_ref().map(|r| r.framing) {
+            None | Some(Downframe::Empty) => SizeHint::with_exact(0),
+            Some(Downframe::Length(n)) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
