@@ -1459,6 +1459,44 @@ async fn a_100_mb_body_streams_both_ways_and_is_counted_in_the_audit_record() {
     assert_eq!(r.status, Some(200));
 }
 
+/// A large sized response to a plain client from a plain upstream is moved socket to socket
+/// (`splice(2)`): every byte arrives in order, the record counts them, and both the client's
+/// and the upstream's connection go on to the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_sized_download_to_a_plain_client_arrives_whole_counted_and_keeps_both_connections()
+{
+    const SIZE: u64 = 3 * 1024 * 1024 + 5;
+    let text =
+        listener("web", "") + &pool("bulk", &["uk.test:80"], "") + &route("bulk.test", "/", "bulk");
+    let p = proxy(&text).await;
+    let origin = CountingOrigin::start().await;
+    p.route(GB_IP, 80, origin.addr);
+
+    let mut c = h1(p.listener_addr("web")).await;
+    let expected: Vec<u8> = (0..SIZE).map(|i| ((i % (64 * 1024)) % 251) as u8).collect();
+    for size in [SIZE, 10, SIZE] {
+        let mut req = c.request("GET", "bulk.test", "/download", empty());
+        req.headers_mut()
+            .insert("x-send-bytes", HeaderValue::from(size));
+        let resp = c.send(req).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(resp.body.len() as u64, size);
+        assert!(
+            resp.body == expected[..size as usize],
+            "the bytes, in order"
+        );
+    }
+
+    let recs = p.audit.wait_records(3).await;
+    let downs: Vec<u64> = recs.iter().map(|r| r.bytes_down).collect();
+    assert_eq!(downs, [SIZE, 10, SIZE]);
+    assert_eq!(
+        p.dials().len(),
+        1,
+        "the upstream connection was reused after each body"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reverse_request_yields_exactly_one_audit_record() {
     let text = listener("web", "")

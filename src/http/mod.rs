@@ -6,5 +6,5 @@ pub(crate) mod headers;
 pub(crate) mod response;
 pub(crate) mod server;
 
-pub use body::{BodyError, ProxyBody, from_hyper, never};
+pub use body::{BodyError, ProxyBody, RawBody, RawRest, from_hyper, never};
 pub use response::{failure, listener_gone, refusal, text_response};

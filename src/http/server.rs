@@ -288,7 +288,9 @@ fn parse(buf: &[u8], connect: bool) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(slice(path.as_bytes())) else {
         return Parsed::Handover;
     };
-    let mut map = HeaderMap::with_capacity(req.headers.len());
+    // Room for the fields a relay adds (`Via`, `X-Forwarded-*`, `Forwarded`) without the map
+    // growing twice on the way.
+    let mut map = HeaderMap::with_capacity(req.headers.len() + 6);
     for h in req.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(h.name.as_bytes()),

@@ -90,7 +90,7 @@ fn idempotent(m: &Method) -> bool {
 
 fn open(stream: TcpStream, body_idle: Duration) -> UpstreamConn {
     let (io, watch) = Watched::new(stream, body_idle);
-    UpstreamConn::new(io, None, watch)
+    UpstreamConn::new(Box::new(io), None, watch)
 }
 
 /// Send `req` to `dest` over `conn` and return the response with its body counted; the
@@ -190,6 +190,10 @@ pub async fn relay(
     // The connection goes back to the idle set when the response body is finished.
     let (mut parts, mut body) = resp.into_parts();
     body.return_to(ctx.idle.clone(), addr);
+    // A large sized body may be spliced to the client (`http::RawBody`).
+    if let Some(raw) = body.lend(rec.bytes.clone()) {
+        parts.extensions.insert(raw);
+    }
     // The client leaves the hop-by-hop fields out (`upstream::h1`).
     add_via(&mut parts.headers);
     rec.rec().status = Some(parts.status.as_u16());

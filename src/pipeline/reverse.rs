@@ -388,6 +388,10 @@ async fn forward_to_pool(
         // The connection goes back to the idle set when the response body is finished.
         let (mut parts, mut body) = resp.into_parts();
         body.return_to(pool.idle().clone(), addr);
+        // A large sized body may be spliced to the client (`http::RawBody`).
+        if let Some(raw) = body.lend(rec.bytes.clone()) {
+            parts.extensions.insert(raw);
+        }
         // The client leaves the hop-by-hop fields out (`upstream::h1`).
         parts
             .headers

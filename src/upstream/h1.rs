@@ -182,6 +182,7 @@ impl UpstreamConn {
                 upload,
                 home: None,
             })),
+            lent: None,
         };
         Ok(Response::from_parts(resp_parts, body))
     }
@@ -419,7 +420,8 @@ impl Parsed {
         };
         // The fields a proxy forwards: hop-by-hop ones, and those `Connection` names, describe
         // this connection alone (RFC 9110 §7.6.1) and are left out here.
-        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        // One more for the `Via` a relay adds.
+        let mut headers = HeaderMap::with_capacity(self.fields.len() + 1);
         let mut length_kept = false;
         for (name, value) in &self.fields {
             let bad = || Error::Malformed("invalid header field".into());

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant as TokioInstant;
 
-use super::watch::Watch;
+use super::watch::{Watch, Watched};
 use crate::config::Limits;
 use crate::config::file::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_MAX, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
@@ -21,13 +21,31 @@ use crate::config::file::{
 use crate::error::ProxyError;
 use crate::policy::VettedAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 /// Idle keep-alive connections kept per key (address and TLS name), within the global cap.
 const MAX_IDLE_PER_KEY: usize = 64;
 
-/// Anything an upstream connection runs over (plain TCP or TLS).
-pub trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Io for T {}
+/// Anything an upstream connection runs over (plain TCP or TLS), under its watch.
+pub trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {
+    /// The watched plain TCP socket, when reading it directly is the same as reading this
+    /// stream (no TLS): a sized response body may then be spliced off it.
+    fn plain(&mut self) -> Option<&mut Watched<TcpStream>> {
+        None
+    }
+}
+
+impl Io for Watched<TcpStream> {
+    fn plain(&mut self) -> Option<&mut Watched<TcpStream>> {
+        Some(self)
+    }
+}
+
+impl Io for tokio_rustls::client::TlsStream<Watched<TcpStream>> {}
+
+/// In-memory streams (tests).
+#[cfg(test)]
+impl Io for Watched<tokio::io::DuplexStream> {}
 
 /// An HTTP/1.1 upstream connection ([`super::h1`] speaks on it): its socket, the TLS server
 /// name it was opened with (none for plain TCP) and the watch of its socket (response body
@@ -42,9 +60,9 @@ pub struct UpstreamConn {
 
 impl UpstreamConn {
     /// A connection over `io`, which carries `watch`.
-    pub fn new<T: Io + 'static>(io: T, server_name: Option<Arc<str>>, watch: Arc<Watch>) -> Self {
+    pub fn new(io: Box<dyn Io>, server_name: Option<Arc<str>>, watch: Arc<Watch>) -> Self {
         UpstreamConn {
-            io: Box::new(io),
+            io,
             server_name,
             watch,
             slot: None,

@@ -4,6 +4,7 @@ pub(crate) mod connect;
 pub(crate) mod h1;
 mod idle;
 pub(crate) mod pool;
+mod splice;
 pub(crate) mod tunnel;
 pub(crate) mod watch;
 

@@ -15,10 +15,7 @@ use tokio::time::Instant;
 
 use crate::audit::recorder::Bytes2;
 use crate::http::server::UpgradedIo;
-
-mod splice;
-
-use splice::Pipe;
+use crate::upstream::splice::{self, CHUNK, Pipe};
 
 /// How a tunnel ended, with the bytes each way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -458,7 +455,7 @@ fn splice_step(pipe: &mut Pipe, cx: &mut Context<'_>, from: &TcpStream, to: &Tcp
             Poll::Pending => Spliced::Blocked,
         };
     }
-    match pipe.poll_fill(cx, from) {
+    match pipe.poll_fill(cx, from, CHUNK) {
         Poll::Ready(Ok(0)) => Spliced::Eof,
         Poll::Ready(Ok(_)) => Spliced::Filled,
         Poll::Ready(Err(e)) if splice::unsupported(&e) => Spliced::Unsupported,

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// What a connection is doing, shared by its socket wrapper and whoever hands it out.
@@ -80,6 +81,44 @@ impl<T> Watched<T> {
     }
 }
 
+impl<T> Watched<T> {
+    /// Response bytes arrived: the wait is over, and a response body under watch has begun.
+    pub(crate) fn arrived(&mut self) {
+        self.wait_since = None;
+        if self.watch.in_use.load(Ordering::Acquire) {
+            self.watch.started.store(true, Ordering::Release);
+        }
+    }
+
+    /// No response byte this time: pending until the body idle time since the last one runs
+    /// out, then the timeout's error (a read fails with it).
+    pub(crate) fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if !self.watch.armed() {
+            self.wait_since = None;
+            return Poll::Pending;
+        }
+        let since = *self.wait_since.get_or_insert_with(Instant::now);
+        let Some(deadline) = since.checked_add(self.watch.idle) else {
+            return Poll::Pending;
+        };
+        match self
+            .timer
+            .poll_at::<()>(cx, deadline, "upstream response body idle timeout")
+        {
+            Poll::Ready(Err(e)) => Poll::Ready(e),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl Watched<TcpStream> {
+    /// The socket, for moving bytes off it without reading them ([`Self::arrived`] and
+    /// [`Self::poll_stalled`] keep the watch).
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.inner
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -89,25 +128,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let this = self.get_mut();
         let filled = buf.filled().len();
         if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_read(cx, buf) {
-            // A byte arrived: the wait is over, and a response body under watch has begun.
             if buf.filled().len() > filled {
-                this.wait_since = None;
-                if this.watch.in_use.load(Ordering::Acquire) {
-                    this.watch.started.store(true, Ordering::Release);
-                }
+                this.arrived();
             }
             return Poll::Ready(r);
         }
-        if !this.watch.armed() {
-            this.wait_since = None;
-            return Poll::Pending;
-        }
-        let since = *this.wait_since.get_or_insert_with(Instant::now);
-        let Some(deadline) = since.checked_add(this.watch.idle) else {
-            return Poll::Pending;
-        };
-        this.timer
-            .poll_at(cx, deadline, "upstream response body idle timeout")
+        this.poll_stalled(cx).map(Err)
     }
 }
 

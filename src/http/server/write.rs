@@ -15,8 +15,8 @@ use hyper::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use super::{DATE, with_scratch};
-use crate::http::ProxyBody;
+use super::{DATE, UpgradedIo, with_scratch};
+use crate::http::{ProxyBody, RawBody};
 
 /// How a response body goes on the wire.
 #[derive(Debug, PartialEq, Eq)]
@@ -174,12 +174,13 @@ pub(super) async fn respond<T, F>(
     connect: bool,
 ) -> io::Result<Answered>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: UpgradedIo,
     F: Future<Output = Response<ProxyBody>>,
 {
-    let (parts, mut body) = or_client_gone(io, stash, max_head, answer)
+    let (mut parts, mut body) = or_client_gone(io, stash, max_head, answer)
         .await?
         .into_parts();
+    let raw = parts.extensions.remove::<RawBody>();
     let mut head = Vec::with_capacity(256 + parts.headers.len() * 32);
     let Some((framing, close)) = encode_head(
         &parts,
@@ -196,7 +197,19 @@ where
             io.write_all(&head).await?;
             true
         }
-        Framing::Length(n) => send_length(io, stash, max_head, &mut body, head, n).await?,
+        Framing::Length(n) => {
+            let sent = match raw {
+                Some(raw) if io.tcp().is_some() => send_raw(io, &raw, head, n).await?,
+                _ => Sent::Head(head, n),
+            };
+            match sent {
+                Sent::Head(head, left) => {
+                    send_length(io, stash, max_head, &mut body, head, left).await?
+                }
+                // The body's frames end it: its audit record, its connection home.
+                Sent::All => next_data(io, stash, max_head, &mut body).await?.is_none(),
+            }
+        }
         Framing::Chunked => send_chunked(io, stash, max_head, &mut body, head).await?,
     };
     io.flush().await?;
@@ -325,6 +338,42 @@ where
         io.write_all(&h).await?;
     }
     Ok(left == 0)
+}
+
+/// How far [`send_raw`] took a sized body.
+enum Sent {
+    /// All of it.
+    All,
+    /// Not all: the frames carry the rest, this many bytes, after the head if it is not
+    /// empty.
+    Head(Vec<u8>, u64),
+}
+
+/// The head, then as much of a body of `n` bytes as its [`RawBody`] moves socket to socket to
+/// the client's plain TCP socket.
+async fn send_raw<T>(io: &mut T, raw: &RawBody, head: Vec<u8>, n: u64) -> io::Result<Sent>
+where
+    T: UpgradedIo,
+{
+    io.write_all(&head).await?;
+    let Some(to) = io.tcp() else {
+        return Ok(Sent::Head(Vec::new(), n));
+    };
+    let mut left = n;
+    while left > 0 {
+        let moved = poll_fn(|cx| {
+            raw.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .poll_move(cx, to, left)
+        })
+        .await?;
+        if moved == 0 {
+            return Ok(Sent::Head(Vec::new(), left));
+        }
+        left -= moved;
+    }
+    Ok(Sent::All)
 }
 
 /// A chunked body; the head goes out with its first chunk.

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -11,9 +11,14 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::upload::Upload;
 use super::{Error, MAX_CHUNK_LINE, MAX_TRAILERS, READ_BULK, READ_MIN, poll_fill};
-use crate::http::BodyError;
+use crate::audit::recorder::Bytes2;
+use crate::http::{BodyError, RawBody};
 use crate::policy::VettedAddr;
 use crate::upstream::idle::{IdleConns, UpstreamConn};
+use crate::upstream::splice::CHUNK;
+use raw::Lent;
+
+mod raw;
 
 /// How a response body is framed on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +52,9 @@ pub(super) enum Chunk {
 /// closes.
 pub struct ResponseBody {
     pub(super) state: Option<Box<Reading>>,
+    /// Set once the body's rest is lent to the server ([`ResponseBody::lend`]): the reading is
+    /// there, shared, rather than in `state`.
+    pub(super) lent: Option<Arc<Mutex<Lent>>>,
 }
 
 pub(super) struct Reading {
@@ -62,7 +70,8 @@ pub(super) struct Reading {
 impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("framing", &self.state.as_ref().map(|s| s.framing))
+            .field("framing", &self.peek(|r| r.map(|r| r.framing)))
+            .field("lent", &self.lent.is_some())
             .finish()
     }
 }
@@ -71,27 +80,99 @@ impl ResponseBody {
     /// Where the connection goes when this body ends cleanly; a body already complete (none,
     /// or empty) gives it back now.
     pub fn return_to(&mut self, idle: Arc<IdleConns>, addr: VettedAddr) {
-        if let Some(r) = self.state.as_mut() {
-            r.home = Some((idle, addr));
-            if r.complete() {
-                self.finish();
+        self.with_state(|state| {
+            if let Some(r) = state.as_mut() {
+                r.home = Some((idle, addr));
+                if r.complete() {
+                    finish(state);
+                }
             }
+        });
+    }
+
+    /// Lend the rest of this body to the server, so it can be spliced to a plain client socket
+    /// ([`RawBody`]); the bytes it moves are counted to `bytes.down`. Only a sized body with
+    /// at least [`CHUNK`] bytes still unread on a plain TCP socket, with no request body left
+    /// to send, is lent; the body's frames still serve a server that does not splice.
+    pub fn lend(&mut self, bytes: Arc<Bytes2>) -> Option<RawBody> {
+        if self.lent.is_some() {
+            return None;
+        }
+        let r = self.state.as_mut()?;
+        let Downframe::Length(left) = r.framing else {
+            return None;
+        };
+        if left.saturating_sub(r.buf.len() as u64) < CHUNK as u64
+            || r.upload.is_some()
+            || r.conn.io.plain().is_none()
+        {
+            return None;
+        }
+        let lent = Arc::new(Mutex::new(Lent::new(self.state.take(), bytes)));
+        self.lent = Some(lent.clone());
+        Some(RawBody(lent))
+    }
+
+    fn with_state<R>(&mut self, f: impl FnOnce(&mut Option<Box<Reading>>) -> R) -> R {
+        match &self.lent {
+            None => f(&mut self.state),
+            Some(l) => f(&mut lock(l).reading),
         }
     }
 
-    /// The body is read: the connection goes home if it can be reused.
-    fn finish(&mut self) {
-        let Some(r) = self.state.take() else { return };
-        let r = *r;
-        let reusable = r.keep_alive && r.upload.is_none() && r.buf.is_empty();
-        if let (true, Some((idle, addr))) = (reusable, r.home) {
-            idle.checkin(addr.addr(), r.conn);
+    fn peek<R>(&self, f: impl FnOnce(Option<&Reading>) -> R) -> R {
+        match &self.lent {
+            None => f(self.state.as_deref()),
+            Some(l) => f(lock(l).reading.as_deref()),
+        }
+    }
+}
+
+/// The lent body's lock; a panic while it was held leaves nothing half-done that matters here
+/// (the body fails or ends on its own terms).
+fn lock(l: &Mutex<Lent>) -> std::sync::MutexGuard<'_, Lent> {
+    l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The body is read: the connection goes home if it can be reused.
+pub(super) fn finish(state: &mut Option<Box<Reading>>) {
+    let Some(r) = state.take() else { return };
+    let r = *r;
+    let reusable = r.keep_alive && r.upload.is_none() && r.buf.is_empty();
+    if let (true, Some((idle, addr))) = (reusable, r.home) {
+        idle.checkin(addr.addr(), r.conn);
+    }
+}
+
+/// The next frame of the body read in `state`.
+fn poll_reading(
+    state: &mut Option<Box<Reading>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    let Some(r) = state.as_mut() else {
+        return Poll::Ready(None);
+    };
+    match r.poll_data(cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(Some(data))) => {
+            if r.complete() {
+                finish(state);
+            }
+            Poll::Ready(Some(Ok(Frame::data(data))))
+        }
+        Poll::Ready(Ok(None)) => {
+            finish(state);
+            Poll::Ready(None)
+        }
+        Poll::Ready(Err(e)) => {
+            *state = None;
+            Poll::Ready(Some(Err(Box::new(e))))
         }
     }
 }
 
 impl Reading {
-    fn complete(&self) -> bool {
+    pub(super) fn complete(&self) -> bool {
         matches!(
             self.framing,
             Downframe::Empty | Downframe::Length(0) | Downframe::Chunked(Chunk::Done)
@@ -264,34 +345,30 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let Some(r) = this.state.as_mut() else {
-            return Poll::Ready(None);
+        let Some(lent) = &this.lent else {
+            return poll_reading(&mut this.state, cx);
         };
-        match r.poll_data(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(data))) => {
-                if r.complete() {
-                    this.finish();
-                }
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Poll::Ready(Ok(None)) => {
-                this.finish();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(e)) => {
-                this.state = None;
-                Poll::Ready(Some(Err(Box::new(e))))
+        let mut l = lock(lent);
+        // A splice that failed on the upstream's side ends the body here, with its error.
+        if let Some(e) = l.failed.take() {
+            l.reading = None;
+            return Poll::Ready(Some(Err(Box::new(e))));
+        }
+        poll_reading(&mut l.reading, cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.lent {
+            None => self.state.as_ref().is_none_or(|r| r.complete()),
+            Some(l) => {
+                let l = lock(l);
+                l.failed.is_none() && l.reading.as_ref().is_none_or(|r| r.complete())
             }
         }
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.state.as_ref().is_none_or(|r| r.complete())
-    }
-
     fn size_hint(&self) -> SizeHint {
-        match self.state.as_ref().map(|r| r.framing) {
+        match self.peek(|r| r.map(|r| r.framing)) {
             None | Some(Downframe::Empty) => SizeHint::with_exact(0),
             Some(Downframe::Length(n)) => SizeHint::with_exact(n),
             _ => SizeHint::default(),

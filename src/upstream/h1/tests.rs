@@ -28,7 +28,7 @@ fn addr() -> VettedAddr {
 fn pipe() -> (UpstreamConn, DuplexStream) {
     let (near, far) = tokio::io::duplex(256 * 1024);
     let (io, watch) = Watched::new(near, Duration::from_secs(60));
-    (UpstreamConn::new(io, None, watch), far)
+    (UpstreamConn::new(Box::new(io), None, watch), far)
 }
 
 fn get(path: &str) -> Request<ProxyBody> {

@@ -10,7 +10,7 @@ pub(in crate::upstream) async fn conn(
     let (near, far) = tokio::io::duplex(1024);
     let (io, watch) = Watched::new(near, Duration::from_secs(60));
     (
-        UpstreamConn::new(io, server_name.map(Arc::from), watch),
+        UpstreamConn::new(Box::new(io), server_name.map(Arc::from), watch),
         far,
     )
 }

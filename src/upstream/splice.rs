@@ -2,10 +2,14 @@
 //! received pages into the pipe and on to the other socket, and the bytes never come up to
 //! user space (a read and a write copy each of them once otherwise).
 //!
+//! Tunnels use it for a direction that carries bulk, and sized response bodies from a plain
+//! upstream to a plain client for the part of the body not yet read (`h1::body`).
+//!
 //! A pipe costs two descriptors and, while it holds bytes, their pages; so a tunnel opens one
-//! for a direction only once that direction carries bulk (see `Side::poll_pass`). Once a
-//! user's pipes pass `fs.pipe-user-pages-soft` the kernel gives new ones 2 pages instead of
-//! 16; a pipe that small would take more calls than the copy, so the direction copies.
+//! for a direction only once that direction carries bulk (see `tunnel::Side::poll_pass`), and
+//! a response body only when at least [`CHUNK`] of it is still to come. Once a user's pipes
+//! pass `fs.pipe-user-pages-soft` the kernel gives new ones 2 pages instead of 16; a pipe that
+//! small would take more calls than the copy, so the bytes are copied.
 //!
 //! TCP urgent data (`MSG_OOB`, telnet's interrupt, FTP's abort) stops a splice in front of the
 //! urgent byte for good: the socket has bytes but the splice says "would block", or, once the
@@ -24,10 +28,10 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Bytes asked of one splice into the pipe: a default pipe's capacity (16 pages).
-const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// One direction's pipe, and the bytes in it not yet passed on.
-pub(super) struct Pipe {
+pub(crate) struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     held: usize,
@@ -37,11 +41,11 @@ impl Pipe {
     /// A non-blocking pipe of at least the default size, or `None` when none can be had
     /// (descriptors exhausted, the user's pipe pages used up): the direction then goes on
     /// copying through user space.
-    pub(super) fn new() -> Option<Pipe> {
+    pub(crate) fn new() -> Option<Pipe> {
         let (read, write) = match nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) {
             Ok(ends) => ends,
             Err(e) => {
-                tracing::debug!(error = %e, "No pipe for a tunnel: copying through user space");
+                tracing::debug!(error = %e, "No pipe to splice with: copying through user space");
                 return None;
             }
         };
@@ -49,7 +53,7 @@ impl Pipe {
         if usize::try_from(size).unwrap_or(0) < CHUNK {
             tracing::debug!(
                 size,
-                "Pipe for a tunnel too small: copying through user space"
+                "Pipe to splice with too small: copying through user space"
             );
             return None;
         }
@@ -61,17 +65,20 @@ impl Pipe {
     }
 
     /// Bytes in the pipe not yet written on.
-    pub(super) fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held
     }
 
-    /// Move what `from` has received into the (empty) pipe: the number of bytes, 0 at EOF.
-    pub(super) fn poll_fill(
+    /// Move what `from` has received, up to `most` bytes (at most [`CHUNK`]), into the (empty)
+    /// pipe: the number of bytes, 0 at EOF.
+    pub(crate) fn poll_fill(
         &mut self,
         cx: &mut Context<'_>,
         from: &TcpStream,
+        most: usize,
     ) -> Poll<io::Result<usize>> {
         debug_assert_eq!(self.held, 0, "filled only when empty");
+        let most = most.min(CHUNK);
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
         loop {
             ready!(from.poll_read_ready(cx))?;
@@ -81,7 +88,7 @@ impl Pipe {
             // clear the readiness, and the copy that takes over would wait for an event that
             // never comes (the bytes behind the urgent one are already in).
             match from.try_io(Interest::READABLE, || {
-                match splice(from, None, &self.write, None, CHUNK, flags) {
+                match splice(from, None, &self.write, None, most, flags) {
                     // One `ioctl` each time the socket runs dry, and at the end: past the
                     // urgent byte a splice says "would block", or 0 once the peer's FIN is in.
                     Ok(0) | Err(Errno::EAGAIN) if at_mark(from) => Err(stuck()),
@@ -99,7 +106,7 @@ impl Pipe {
     }
 
     /// Write bytes of the pipe to `to`: how many went, or pending while `to` is full.
-    pub(super) fn poll_drain(
+    pub(crate) fn poll_drain(
         &mut self,
         cx: &mut Context<'_>,
         to: &TcpStream,
@@ -126,7 +133,7 @@ impl Pipe {
 /// Whether a failed fill means this kernel or socket cannot splice (at all, or past urgent
 /// data), so the direction copies through user space instead, rather than a broken
 /// connection.
-pub(super) fn unsupported(e: &io::Error) -> bool {
+pub(crate) fn unsupported(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported
         || matches!(
             e.raw_os_error().map(Errno::from_raw),
