@@ -318,7 +318,9 @@ endpoints() {
 }
 
 # start_peer PEER: start it pinned to PROXY_CPU and wait until it listens; sets PID (for
-# direct: nginx, already running) and OURS (the PIDs whose CPU is not "other processes'").
+# direct: nginx, already running) and OURS (the PIDs whose CPU is not "other processes'",
+# with this peer alone running; run.sh's use_peer sets it again for the load runs, when
+# every peer of the round runs).
 start_peer() {
   local p
   case $1 in
@@ -350,8 +352,9 @@ start_peer() {
   done
 }
 
+# stop_peer PEER [PID]: stop it (PID, by default $PID); direct (the origin) keeps running.
 stop_peer() {
-  [[ $1 == direct ]] || stop_pid "$PID"
+  [[ $1 == direct ]] || stop_pid "${2:-$PID}"
 }
 
 # check_peer PEER: every path the scenarios use returns the right body (curl, 5 s each).

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Side-by-side comparison on loopback: residency-proxy, haproxy, squid and nginx alone
 # ("direct"), same origin (nginx), same load tools, same pinning, interleaved rounds.
-# See benches/compare/README.md. Usage, from anywhere:
+# Within a round: first the memory rows, peer by peer, each on freshly started processes; then
+# every peer is started (each on its own ports, all pinned to PROXY_CPU) and the load scenarios
+# run interleaved: for each scenario, every peer in turn, before the next scenario (so drift of
+# the shared machine hits all peers of a row alike). The peer order rotates from round to round
+# and from scenario to scenario; S6 is the last scenario, and each peer is stopped right after
+# its last one. See benches/compare/README.md. Usage, from anywhere:
 #
 #   bash benches/compare/run.sh            # installs what is missing (apt-get), builds, runs
 #
 # Environment (all optional):
 #   DURATION=10       seconds of each measured run
 #   WARMUP=2          seconds of the unmeasured warm-up before each measured run (0: none)
-#   ROUNDS=3          rounds; each runs every peer once, the order rotated from round to round
+#   ROUNDS=3          rounds; each runs every scenario once for every peer, the peer order
+#                     rotated from round to round and from scenario to scenario
 #   PEERS="residency-proxy haproxy squid direct"   peers to run (the table keeps all columns)
 #   SCENARIOS="s1 s2 s3t s3b s4h s4k s5 mem s6"    scenarios to run
 #   CONCURRENCY=50    wrk connections (S1, S2, S4 keep-alive), connect_rate loops (S3)
@@ -96,6 +102,19 @@ ncpu=$(nproc --all)
 ((PROXY_CPU < ncpu && LOAD_CPU < ncpu)) || die "PROXY_CPU/LOAD_CPU must be below $ncpu"
 [[ $PROXY_CPU != "$LOAD_CPU" ]] || log "warning: the peer and the load tools share CPU $PROXY_CPU"
 ((ROUNDS >= 1 && DURATION >= 1)) || die "ROUNDS and DURATION must be at least 1"
+# The peers of a round run side by side, one process each: every name once.
+read -r -a peer_list <<<"$PEERS"
+n=${#peer_list[@]}
+((n >= 1)) || die "PEERS is empty"
+for ((i = 0; i < n; i++)); do
+  case ${peer_list[i]} in
+    residency-proxy | haproxy | squid | direct) ;;
+    *) die "PEERS: unknown peer '${peer_list[i]}' (residency-proxy haproxy squid direct)" ;;
+  esac
+  for ((j = 0; j < i; j++)); do
+    [[ ${peer_list[j]} != "${peer_list[i]}" ]] || die "PEERS: ${peer_list[i]} named twice"
+  done
+done
 
 # Enough descriptors for S6 (client and upstream side of every connection, in every process).
 want_nofile=$((S6_CONNS * 6 + 8192))
@@ -113,6 +132,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 OURS=""
+IDLE=()
 
 # ---------------------------------------------------------------------------------------------
 # Build.
@@ -201,16 +221,28 @@ load_cmd() {
 # measured KEY OUT: one measured run of scenario KEY into OUT, after waiting for a quiet
 # machine; a disturbed run is repeated up to TRIES times. The load tool runs in the
 # background while this shell samples the peer's VmRSS every 0.5 s. Sets RUN_TICKS (the
-# peer's CPU ticks), RUN_LOAD (load tool + nginx), RUN_OTHERS (every other process) and
-# RUN_STEAL (hypervisor steal, all CPUs), the last three in % of one core; RUN_TRIES,
-# RUN_DIST (1: the kept run was disturbed), RUN_RC, RUN_RSS_MAX (KiB).
+# peer's CPU ticks), RUN_LOAD (load tool + nginx), RUN_IDLE (the round's other peers, idle
+# while waiting for their turn), RUN_OTHERS (every other process, and RUN_IDLE) and RUN_STEAL
+# (hypervisor steal, all CPUs), the last four in % of one core; RUN_TRIES, RUN_DIST (1: the
+# kept run was disturbed), RUN_RC, RUN_RSS_MAX (KiB).
+#
+# The idle peers (IDLE, set by use_peer) sit on PROXY_CPU with the peer under test, so CPU
+# they use is taken from it: it is counted as other processes' CPU, for the disturbance
+# check and the `others` figure alike. They are in OURS, which keeps others_ticks from
+# counting them (or their children) a second time; their figure comes from ticks_of (the
+# processes and their live children). Idle, they only wake for timers and for closing the
+# odd idle connection (well under 1 % of a core), so this does not mark runs as disturbed; it
+# does if one of them is still busy (say, closing thousands of connections) while another
+# peer is measured, which is what the check is for. (Without this, they would not count at
+# all: others_ticks leaves out this script's children, and every peer is one.)
 measured() {
-  local key=$1 out=$2 try quiet t0 t1 k0 k1 n0 n1 o0 o1 s0 s1 elapsed start_ns lp rss
+  local key=$1 out=$2 try quiet t0 t1 i0 i1 k0 k1 n0 n1 o0 o1 s0 s1 elapsed start_ns lp rss
   for ((try = 1; try <= TRIES; try++)); do
     quiet=$(wait_quiet) ||
-      log "$key: CPUs still busy after ${QUIET_WAIT}s ($quiet): measuring anyway"
+      log "$PEER $key: CPUs still busy after ${QUIET_WAIT}s ($quiet): measuring anyway"
     load_cmd "$key" "$DURATION"
     t0=$(ticks_of "$PID")
+    i0=$(ticks_of ${IDLE[@]+"${IDLE[@]}"})
     child_ticks
     k0=$CHILD_TICKS
     n0=$(ticks_of "$NGINX_PID")
@@ -231,6 +263,7 @@ measured() {
     stop_pid "$lp"
     elapsed=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }')
     t1=$(ticks_of "$PID")
+    i1=$(ticks_of ${IDLE[@]+"${IDLE[@]}"})
     child_ticks
     k1=$CHILD_TICKS
     n1=$(ticks_of "$NGINX_PID")
@@ -242,15 +275,16 @@ measured() {
     else
       RUN_LOAD=$(pct $((k1 - k0 + n1 - n0)) "$elapsed")
     fi
-    RUN_OTHERS=$(pct $((o1 - o0)) "$elapsed")
+    RUN_IDLE=$(pct $((i1 - i0)) "$elapsed")
+    RUN_OTHERS=$(pct $((o1 - o0 + i1 - i0)) "$elapsed")
     RUN_STEAL=$(pct $((s1 - s0)) "$elapsed")
     RUN_TRIES=$try
     RUN_DIST=0
     ((RUN_OTHERS > OTHERS_MAX || RUN_STEAL > STEAL_MAX)) && RUN_DIST=1
     ((RUN_DIST == 0 || RUN_RC != 0)) && return 0
-    log "$key: disturbed (other processes ${RUN_OTHERS}% of a core, limit $OTHERS_MAX; steal ${RUN_STEAL}%, limit $STEAL_MAX) in try $try of $TRIES"
+    log "$PEER $key: disturbed (other processes ${RUN_OTHERS}% of a core, of which idle peers ${RUN_IDLE}%, limit $OTHERS_MAX; steal ${RUN_STEAL}%, limit $STEAL_MAX) in try $try of $TRIES"
   done
-  log "$key: kept a disturbed run (marked in the table)"
+  log "$PEER $key: kept a disturbed run (marked in the table)"
 }
 
 put() { echo "$1=$2" >>"$KV"; }
@@ -319,7 +353,7 @@ scenario() {
   put "${key}_tries" "$RUN_TRIES"
   put "${key}_dist" "$RUN_DIST"
   [[ $key == s6 ]] && put s6_rss "$(kib_to_mib "$RUN_RSS_MAX")"
-  log "$PEER $key: rate $rate ops $ops errors $errs cpu-ticks $RUN_TICKS load ${RUN_LOAD}% others ${RUN_OTHERS}% steal ${RUN_STEAL}% tries $RUN_TRIES"
+  log "$PEER $key: rate $rate ops $ops errors $errs cpu-ticks $RUN_TICKS load ${RUN_LOAD}% others ${RUN_OTHERS}% (idle peers ${RUN_IDLE}%) steal ${RUN_STEAL}% tries $RUN_TRIES"
 }
 
 # hold KEY MODE ADDR [ARGS...]: hold HOLD_CONNS connections with hold_conns, read the peer's
@@ -371,35 +405,84 @@ mem_rows() {
   fi
 }
 
-# session PEER ROUND: every selected scenario against a freshly started PEER.
-session() {
+# ---------------------------------------------------------------------------------------------
+# Rounds. In each: the memory rows, peer by peer (fresh processes, nothing else of ours on
+# PROXY_CPU); then every peer started at once (distinct ports; "direct" is the origin, always
+# running) and checked; then, for each scenario, every peer in turn; each peer is stopped after
+# its last scenario (S6 when it runs: a proxy left idle after S6 would keep up to thousands of
+# upstream connections open to nginx through the next peer's S6); its log lines are counted
+# once all are stopped. The peer order rotates by one from round to round (the memory rows
+# included) and by one more from scenario to scenario within a round, so no peer always runs
+# a scenario first (the cyclic order stays the same: each peer follows the same one, unless
+# it is first).
+
+declare -A RUN_PID # the round's running peers: PEER -> PID (direct: nginx)
+
+# use_peer PEER: make PEER, one of the round's running peers, the one under test: sets PEER,
+# PID, KV, the endpoints, IDLE (the PIDs of the round's other running peers but nginx) and OURS
+# (the PIDs that others_ticks leaves out: see measured).
+use_peer() {
+  local p
   PEER=$1
-  ROUND=$2
-  mkdir -p "$TMP/r$ROUND"
+  PID=${RUN_PID[$PEER]}
   KV=$TMP/r$ROUND/$PEER.kv
-  : >"$KV"
   endpoints "$PEER"
-  if [[ " $SCENARIOS " == *" mem "* ]]; then mem_rows; fi
-  start_peer "$PEER"
-  log "round $ROUND: $PEER PID $PID (CPU $PROXY_CPU)"
-  check_peer "$PEER"
-  local key
-  for key in s1 s2 s3t s3b s4h s4k s5 s6; do
-    [[ " $SCENARIOS " == *" $key "* ]] || continue
-    scenario "$key"
+  IDLE=()
+  for p in "${!RUN_PID[@]}"; do
+    [[ $p == "$PEER" || $p == direct ]] || IDLE+=("${RUN_PID[$p]}")
   done
-  stop_peer "$PEER"
-  [[ $PEER == direct ]] || log_counts "$PEER" >>"$KV"
+  OURS="$PID $NGINX_PID${IDLE[*]+ ${IDLE[*]}}"
 }
 
-# ---------------------------------------------------------------------------------------------
-# Rounds: every peer once per round, the order rotated so no peer always runs first.
+# round_stop PEER: stop one of the round's running peers.
+round_stop() {
+  stop_peer "$1" "${RUN_PID[$1]}"
+  unset 'RUN_PID[$1]'
+}
 
-read -r -a peer_list <<<"$PEERS"
+load_keys=()
+for key in s1 s2 s3t s3b s4h s4k s5 s6; do # S6, the heaviest, last
+  [[ " $SCENARIOS " == *" $key "* ]] || continue
+  load_keys+=("$key")
+done
+nkeys=${#load_keys[@]}
+
 for ((round = 1; round <= ROUNDS; round++)); do
-  n=${#peer_list[@]}
-  for ((i = 0; i < n; i++)); do
-    session "${peer_list[(i + round - 1) % n]}" "$round"
+  ROUND=$round
+  mkdir -p "$TMP/r$ROUND"
+  order=()
+  for ((i = 0; i < n; i++)); do order+=("${peer_list[(i + round - 1) % n]}"); done
+  log "round $ROUND: peers ${order[*]}"
+  for peer in "${order[@]}"; do
+    PEER=$peer
+    KV=$TMP/r$ROUND/$PEER.kv
+    : >"$KV"
+    if [[ " $SCENARIOS " == *" mem "* ]]; then
+      endpoints "$PEER"
+      mem_rows
+    fi
+  done
+  RUN_PID=()
+  for peer in "${order[@]}"; do
+    start_peer "$peer"
+    RUN_PID[$peer]=$PID
+    log "round $ROUND: $peer PID $PID (CPU $PROXY_CPU)"
+    check_peer "$peer"
+  done
+  for ((j = 0; j < nkeys; j++)); do
+    key=${load_keys[j]}
+    for ((i = 0; i < n; i++)); do
+      peer=${order[(i + j) % n]}
+      use_peer "$peer"
+      scenario "$key"
+      ((j < nkeys - 1)) || round_stop "$peer"
+    done
+  done
+  for peer in "${order[@]}"; do
+    [[ -z ${RUN_PID[$peer]+set} ]] || round_stop "$peer"
+  done
+  for peer in "${order[@]}"; do
+    [[ $peer == direct ]] || log_counts "$peer" >>"$TMP/r$ROUND/$peer.kv"
   done
 done
 stop_pid "$NGINX_PID"
