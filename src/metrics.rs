@@ -334,13 +334,13 @@ impl Metrics {
         let (class, jurisdiction) = match addr {
             None => ("none", "none"),
             Some(a) => {
-                let j = a.jurisdiction.as_str();
+                let j = &*a.jurisdiction;
                 let bounded = if SPECIAL_JURISDICTIONS.contains(&j) || jurisdictions.contains(j) {
                     j
                 } else {
                     "other"
                 };
-                (a.class.as_str(), bounded)
+                (&*a.class, bounded)
             }
         };
         let listener = rec.listener.as_str();
@@ -511,8 +511,8 @@ mod tests {
             intent: Intent::Connect,
             dest_addrs: vec![AuditAddr {
                 ip: "192.0.2.1".parse().expect("ip"),
-                jurisdiction: jurisdiction.into(),
-                class: class.into(),
+                jurisdiction: jurisdiction.to_owned().into(),
+                class: class.to_owned().into(),
                 source: "geoip".into(),
                 prefix: "192.0.2.0/24".into(),
             }],

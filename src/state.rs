@@ -30,7 +30,7 @@ pub struct Snapshot {
     /// The compiled jurisdiction table.
     pub table: JurisdictionTable,
     /// GeoIP database build date, for audit records.
-    pub db_version: String,
+    pub db_version: Arc<str>,
     /// The version of every data source of the table, for audit records (`data.versions`):
     /// `geoip=2026-06-01 aws=1761894521 azure=… gcp=…`, GeoIP first, then each cloud source in
     /// load order. Shared, so a record takes a reference rather than a copy.
@@ -50,7 +50,8 @@ impl Snapshot {
             .info()
             .geoip
             .as_ref()
-            .map_or_else(|| "none".to_string(), |g| g.build_date());
+            .map_or_else(|| "none".to_string(), |g| g.build_date())
+            .into();
         let listeners = config.listeners.iter().cloned().map(Arc::new).collect();
         let data_versions = data_versions(table.info()).into();
         Snapshot {
@@ -128,7 +129,7 @@ impl Snapshot {
             sources,
             geoip_build,
             cert_expiry,
-            profile: self.config.profile.name.clone(),
+            profile: self.config.profile.name.to_string(),
             data_versions: self.data_versions.to_string(),
         }
     }

@@ -24,26 +24,34 @@ pub fn format_rfc3339_millis(t: SystemTime) -> String {
     };
     let days = millis.div_euclid(86_400_000);
     let ms_of_day = millis.rem_euclid(86_400_000);
-    let (year, month, day) = civil_from_days(days);
-    let secs = ms_of_day / 1000;
-    if let Ok(y @ 0..=9999) = u32::try_from(year) {
-        // Every audit record is stamped: digits by hand, not through `format!`'s machinery.
-        let fields = [
-            (y, 4),
-            (month, 2),
-            (day, 2),
-            (secs as u32 / 3600, 2),
-            (secs as u32 / 60 % 60, 2),
-            (secs as u32 % 60, 2),
-            (ms_of_day as u32 % 1000, 3),
-        ];
-        let mut out = String::with_capacity(24);
-        for ((value, width), sep) in fields.into_iter().zip(["-", "-", "T", ":", ":", ".", "Z"]) {
-            push_digits(&mut out, value, width);
-            out.push_str(sep);
-        }
+    // Every audit record is stamped, many within one second: the text up to the seconds is
+    // kept per thread and only the milliseconds are written each time.
+    let whole_secs = millis.div_euclid(1000);
+    let cached = SECOND
+        .try_with(|c| {
+            let mut c = c.try_borrow_mut().ok()?;
+            if c.0 != Some(whole_secs) {
+                c.0 = None;
+                c.1.clear();
+                if !second_text(&mut c.1, days, ms_of_day / 1000) {
+                    return None;
+                }
+                c.0 = Some(whole_secs);
+            }
+            let mut out = String::with_capacity(24);
+            out.push_str(&c.1);
+            out.push('.');
+            push_digits(&mut out, (ms_of_day % 1000) as u32, 3);
+            out.push('Z');
+            Some(out)
+        })
+        .ok()
+        .flatten();
+    if let Some(out) = cached {
         return out;
     }
+    let (year, month, day) = civil_from_days(days);
+    let secs = ms_of_day / 1000;
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         secs / 3600,
@@ -51,6 +59,35 @@ pub fn format_rfc3339_millis(t: SystemTime) -> String {
         secs % 60,
         ms_of_day % 1000
     )
+}
+
+thread_local! {
+    /// The second last formatted on this thread and its text up to the seconds.
+    static SECOND: std::cell::RefCell<(Option<i64>, String)> =
+        const { std::cell::RefCell::new((None, String::new())) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of day `days` since the epoch and second `secs` of it into `out`;
+/// false (nothing written) for a year outside 0..=9999.
+fn second_text(out: &mut String, days: i64, secs: i64) -> bool {
+    let (year, month, day) = civil_from_days(days);
+    let Ok(y @ 0..=9999) = u32::try_from(year) else {
+        return false;
+    };
+    let secs = secs as u32;
+    let fields = [
+        (y, 4),
+        (month, 2),
+        (day, 2),
+        (secs / 3600, 2),
+        (secs / 60 % 60, 2),
+        (secs % 60, 2),
+    ];
+    for ((value, width), sep) in fields.into_iter().zip(["-", "-", "T", ":", ":", ""]) {
+        push_digits(out, value, width);
+        out.push_str(sep);
+    }
+    true
 }
 
 /// Append `value` as exactly `width` decimal digits (zero-padded; `value < 10^width`).
@@ -161,6 +198,15 @@ mod tests {
             format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(1_999_999)),
             "1970-01-01T00:00:00.001Z"
         );
+
+        // The per-thread second: reused within a second, renewed across one, and never left
+        // half-written by a year it cannot hold.
+        assert_eq!(at(1_795_431_600_001), "2026-11-23T11:00:00.001Z");
+        assert_eq!(at(1_795_431_600_999), "2026-11-23T11:00:00.999Z");
+        assert_eq!(at(1_795_431_601_000), "2026-11-23T11:00:01.000Z");
+        assert_eq!(at(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        assert_eq!(at(1_795_431_601_500), "2026-11-23T11:00:01.500Z");
+        assert_eq!(at(1_795_431_600_002), "2026-11-23T11:00:00.002Z");
 
         let now = now_rfc3339();
         let b = now.as_bytes();

@@ -43,7 +43,7 @@ fn the_example_compiles_with_the_defaults() {
         vec![80, 443]
     );
     assert_eq!(l.max_connections, 10_000);
-    assert_eq!(c.profile.name, "uk-adequate");
+    assert_eq!(&*c.profile.name, "uk-adequate");
     assert_eq!(c.jurisdiction.geoip, None);
     assert!(c.jurisdiction.overrides.is_empty());
     assert!(c.jurisdiction.aws_ranges.is_empty());
@@ -150,7 +150,7 @@ fn a_full_file_compiles_to_the_expected_values() {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let c = Config::parse(FULL, "full.toml", &base).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.source, "full.toml");
-    assert_eq!(c.profile.name, "uk-only");
+    assert_eq!(&*c.profile.name, "uk-only");
     assert_eq!(
         c.jurisdiction.geoip,
         Some(PathBuf::from("/var/lib/geo/country.mmdb"))

@@ -21,7 +21,7 @@ use support::*;
 fn addrs(r: &AuditRecord) -> Vec<(IpAddr, String)> {
     r.dest_addrs
         .iter()
-        .map(|a| (a.ip, a.jurisdiction.clone()))
+        .map(|a| (a.ip, a.jurisdiction.to_string()))
         .collect()
 }
 

@@ -16,8 +16,8 @@ use serde_json::Value;
 fn addr(ip: &str, jurisdiction: &str, class: &str) -> AuditAddr {
     AuditAddr {
         ip: ip.parse().unwrap(),
-        jurisdiction: jurisdiction.into(),
-        class: class.into(),
+        jurisdiction: jurisdiction.to_owned().into(),
+        class: class.to_owned().into(),
         source: "geoip".into(),
         prefix: format!("{ip}/32"),
     }

@@ -259,7 +259,7 @@ mod tests {
     prop_compose! {
         fn any_addr()(ip in any_ip(), j in any_text(), c in any_text(), s in any_text(),
                       p in any_text()) -> AuditAddr {
-            AuditAddr { ip, jurisdiction: j, class: c, source: s, prefix: p }
+            AuditAddr { ip, jurisdiction: j.into(), class: c.into(), source: s.into(), prefix: p }
         }
     }
 
@@ -296,8 +296,8 @@ mod tests {
                 would_deny,
                 reason,
                 rule,
-                profile,
-                db_version: db,
+                profile: profile.into(),
+                db_version: db.into(),
                 data_versions: versions.into(),
                 bytes_up: up,
                 bytes_down: down,

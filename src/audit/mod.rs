@@ -31,6 +31,7 @@ pub use writer::{
     spawn_sealed,
 };
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -131,12 +132,13 @@ pub mod keys {
 pub struct AuditAddr {
     /// The resolved address.
     pub ip: IpAddr,
-    /// Jurisdiction code the address maps to.
-    pub jurisdiction: String,
+    /// Jurisdiction code the address maps to. The three names are the table's own (borrowed,
+    /// not copied, for every record written), or read back from a trail.
+    pub jurisdiction: Cow<'static, str>,
     /// Jurisdiction class (for example adequate / non-adequate / unknown).
-    pub class: String,
+    pub class: Cow<'static, str>,
     /// Which data source produced the mapping.
-    pub source: String,
+    pub source: Cow<'static, str>,
     /// The matching prefix, in CIDR notation.
     pub prefix: String,
 }
@@ -191,10 +193,10 @@ pub struct AuditRecord {
     pub rule: Option<String>,
     /// Active adequacy profile.
     #[serde(rename = "profile")]
-    pub profile: String,
+    pub profile: Arc<str>,
     /// GeoIP database build date.
     #[serde(rename = "db.version")]
-    pub db_version: String,
+    pub db_version: Arc<str>,
     /// The version of every data source of the jurisdiction table (see [`keys::DATA_VERSIONS`]).
     #[serde(rename = "data.versions")]
     pub data_versions: Arc<str>,

@@ -33,7 +33,9 @@ pub struct Bytes2 {
 
 /// Builds one [`AuditRecord`] and emits it once.
 pub struct Recorder {
-    rec: Option<AuditRecord>,
+    /// Boxed: the recorder moves with its request (into the response body), and the record
+    /// goes to the writer boxed.
+    rec: Option<Box<AuditRecord>>,
     sink: AuditSink,
     started: Instant,
     /// Byte counters for bodies and tunnels.
@@ -56,7 +58,7 @@ impl Recorder {
     /// Start a record.
     pub fn new(sink: AuditSink, base: AuditRecord) -> Recorder {
         Recorder {
-            rec: Some(base),
+            rec: Some(Box::new(base)),
             token: Some(sink.track()),
             sink,
             started: Instant::now(),
@@ -72,7 +74,7 @@ impl Recorder {
 
     /// Mutable access to the record being built.
     pub fn rec(&mut self) -> &mut AuditRecord {
-        self.rec.get_or_insert_with(AuditRecord::default)
+        self.rec.get_or_insert_with(Box::default)
     }
 
     /// Fill in the decision: every address with where it is, the verdict, mode and rule.
@@ -83,9 +85,9 @@ impl Recorder {
             .iter()
             .map(|a| AuditAddr {
                 ip: a.ip,
-                jurisdiction: a.decided_by.jurisdiction.code().to_string(),
-                class: a.class.as_str().to_string(),
-                source: a.decided_by.source_name().to_string(),
+                jurisdiction: a.decided_by.jurisdiction.code().into(),
+                class: a.class.as_str().into(),
+                source: a.decided_by.source_name().into(),
                 prefix: prefix_text(&a.decided_by.prefix),
             })
             .collect();
@@ -115,7 +117,7 @@ impl Recorder {
         rec.bytes_down = self.bytes.down.load(Ordering::Relaxed);
         rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         // Queued now, or handed to a task the sink tracks: only then is the token released.
-        self.sink.emit(rec);
+        self.sink.emit_boxed(rec);
         self.token = None;
     }
 }

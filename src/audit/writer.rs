@@ -151,8 +151,13 @@ impl AuditSink {
     /// space as [`record`](Self::record) does; outside a Tokio runtime the record takes the
     /// fallback at once.
     pub fn emit(&self, rec: AuditRecord) {
+        self.emit_boxed(Box::new(rec));
+    }
+
+    /// [`Self::emit`] for a record already boxed.
+    pub fn emit_boxed(&self, rec: Box<AuditRecord>) {
         self.observe(&rec);
-        let msg = Msg::Record(Box::new(rec));
+        let msg = Msg::Record(rec);
         match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(msg)) => {

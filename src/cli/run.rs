@@ -97,8 +97,8 @@ fn seal_options(snapshot: &Snapshot) -> SealOptions {
         start: StartInfo {
             config_digest: Some(snapshot.config.digest.clone()),
             data_versions: snapshot.data_versions.to_string(),
-            profile: snapshot.config.profile.name.clone(),
-            db_version: snapshot.db_version.clone(),
+            profile: snapshot.config.profile.name.to_string(),
+            db_version: snapshot.db_version.to_string(),
         },
         key: audit.signing_key.clone(),
         checkpoint_records: audit.checkpoint_records,

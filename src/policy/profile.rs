@@ -5,6 +5,7 @@
 //! array index.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -142,7 +143,7 @@ struct SpannedFile {
 #[derive(Debug, Clone)]
 pub struct Profile {
     /// Profile name (`uk-adequate`).
-    pub name: String,
+    pub name: Arc<str>,
     /// Data version of the file.
     pub version: String,
     /// What it is.
@@ -253,7 +254,7 @@ impl Profile {
         }
         classes[Jurisdiction::UNKNOWN.index()] = Class::Unknown;
         Ok(Profile {
-            name: doc.profile.name,
+            name: doc.profile.name.into(),
             version: doc.profile.version,
             description: doc.profile.description,
             default_class,

@@ -421,9 +421,7 @@ pub(crate) fn place_of(r: &AuditRecord) -> (&str, &str) {
         .dialed_ip
         .and_then(|ip| r.dest_addrs.iter().find(|a| a.ip == ip))
         .or_else(|| r.dest_addrs.first());
-    addr.map_or(("none", "none"), |a| {
-        (a.jurisdiction.as_str(), a.class.as_str())
-    })
+    addr.map_or(("none", "none"), |a| (&*a.jurisdiction, &*a.class))
 }
 
 /// The destination host of a flow as the report names it.
