@@ -117,7 +117,7 @@ impl Recorder {
         rec.bytes_down = self.bytes.down.load(Ordering::Relaxed);
         rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         // Queued now, or handed to a task the sink tracks: only then is the token released.
-        self.sink.emit_boxed(rec);
+        self.sink.emit(rec);
         self.token = None;
     }
 }

@@ -149,13 +149,8 @@ impl AuditSink {
     /// Queue a record without waiting (for synchronous callers such as a record emitted on
     /// drop). If the queue is full, a task tracked by [`settled`](Self::settled) waits for
     /// space as [`record`](Self::record) does; outside a Tokio runtime the record takes the
-    /// fallback at once.
-    pub fn emit(&self, rec: AuditRecord) {
-        self.emit_boxed(Box::new(rec));
-    }
-
-    /// [`Self::emit`] for a record already boxed.
-    pub fn emit_boxed(&self, rec: Box<AuditRecord>) {
+    /// fallback at once. Boxed, as the queue carries it.
+    pub fn emit(&self, rec: Box<AuditRecord>) {
         self.observe(&rec);
         let msg = Msg::Record(rec);
         match self.tx.try_send(msg) {

@@ -493,8 +493,8 @@ fn a_record_whose_handover_task_never_runs_takes_the_fallback() {
         })
         .unwrap();
     rt.block_on(async {
-        sink.emit(rec(1)); // fills the queue
-        sink.emit(rec(2)); // handed to a task that never gets to run
+        sink.emit(Box::new(rec(1))); // fills the queue
+        sink.emit(Box::new(rec(2))); // handed to a task that never gets to run
     });
     assert_eq!(sink.in_flight(), 1);
     drop(rt); // drops the unrun task
