@@ -15,26 +15,33 @@ use crate::label::Label;
 
 use super::{AuditAddr, AuditRecord};
 
+/// `,"name":` as one literal, copied in one go (names are fixed ASCII with nothing to escape).
+macro_rules! key {
+    ($out:expr, $name:literal) => {
+        $out.extend_from_slice(concat!(",\"", $name, "\":").as_bytes())
+    };
+}
+
 /// Append `rec` as one JSON object (no newline) to `out`.
 pub(crate) fn write_record(out: &mut Vec<u8>, rec: &AuditRecord) {
     out.reserve(1024);
     out.extend_from_slice(b"{\"ts\":");
     string(out, &rec.ts);
-    key(out, "listener");
+    key!(out, "listener");
     string(out, &rec.listener);
-    key(out, "client.addr");
+    key!(out, "client.addr");
     opt(out, rec.client_addr.as_ref(), socket_addr);
-    key(out, "intent");
+    key!(out, "intent");
     string(out, rec.intent.as_str());
-    key(out, "dest.host");
+    key!(out, "dest.host");
     opt_string(out, rec.dest_host.as_deref());
-    key(out, "dest.port");
+    key!(out, "dest.port");
     opt(out, rec.dest_port, integer);
-    key(out, "dest.claimed");
+    key!(out, "dest.claimed");
     opt_string(out, rec.dest_claimed.as_deref());
-    key(out, "dest.verified");
+    key!(out, "dest.verified");
     opt(out, rec.dest_verified, boolean);
-    key(out, "dest.addrs");
+    key!(out, "dest.addrs");
     out.push(b'[');
     for (i, a) in rec.dest_addrs.iter().enumerate() {
         if i > 0 {
@@ -43,37 +50,37 @@ pub(crate) fn write_record(out: &mut Vec<u8>, rec: &AuditRecord) {
         addr(out, a);
     }
     out.push(b']');
-    key(out, "dialed.ip");
+    key!(out, "dialed.ip");
     opt(out, rec.dialed_ip.as_ref(), quoted_ip);
-    key(out, "decision");
+    key!(out, "decision");
     string(out, rec.decision.as_str());
-    key(out, "mode");
+    key!(out, "mode");
     string(out, rec.mode.as_str());
-    key(out, "would_deny");
+    key!(out, "would_deny");
     boolean(out, rec.would_deny);
-    key(out, "reason");
+    key!(out, "reason");
     string(out, rec.reason.as_str());
-    key(out, "rule");
+    key!(out, "rule");
     opt_string(out, rec.rule.as_deref());
-    key(out, "profile");
+    key!(out, "profile");
     string(out, &rec.profile);
-    key(out, "db.version");
+    key!(out, "db.version");
     string(out, &rec.db_version);
-    key(out, "data.versions");
+    key!(out, "data.versions");
     string(out, &rec.data_versions);
-    key(out, "bytes.up");
+    key!(out, "bytes.up");
     integer(out, rec.bytes_up);
-    key(out, "bytes.down");
+    key!(out, "bytes.down");
     integer(out, rec.bytes_down);
-    key(out, "duration_ms");
+    key!(out, "duration_ms");
     float(out, rec.duration_ms);
-    key(out, "status");
+    key!(out, "status");
     opt(out, rec.status, integer);
-    key(out, "error.side");
+    key!(out, "error.side");
     opt_string(out, rec.error_side.map(Label::as_str));
-    key(out, "error");
+    key!(out, "error");
     opt_string(out, rec.error.as_deref());
-    key(out, "closed_by");
+    key!(out, "closed_by");
     opt_string(out, rec.closed_by.map(Label::as_str));
     out.push(b'}');
 }
@@ -81,22 +88,15 @@ pub(crate) fn write_record(out: &mut Vec<u8>, rec: &AuditRecord) {
 fn addr(out: &mut Vec<u8>, a: &AuditAddr) {
     out.extend_from_slice(b"{\"ip\":");
     quoted_ip(out, &a.ip);
-    key(out, "jurisdiction");
+    key!(out, "jurisdiction");
     string(out, &a.jurisdiction);
-    key(out, "class");
+    key!(out, "class");
     string(out, &a.class);
-    key(out, "source");
+    key!(out, "source");
     string(out, &a.source);
-    key(out, "prefix");
+    key!(out, "prefix");
     string(out, &a.prefix);
     out.push(b'}');
-}
-
-/// `,"name":` (names are fixed ASCII with nothing to escape).
-fn key(out: &mut Vec<u8>, name: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
 }
 
 fn null(out: &mut Vec<u8>) {

@@ -139,11 +139,7 @@ pub async fn handle(
             ProxyReason::MalformedRequest,
         );
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     if let Some(port) = rl.redirect_https_port {
         // `host` has lost its brackets: an IPv6 literal needs them back in a URI.
         let authority = if host.contains(':') {
@@ -171,7 +167,7 @@ pub async fn handle(
         }
         return resp;
     }
-    let pool_name = route(&cfg.routes, &listener.name, &host, &path)
+    let pool_name = route(&cfg.routes, &listener.name, &host, path)
         .map(|r| r.pool.clone())
         .or_else(|| rl.default_pool.clone());
     let Some(pool) = pool_name.and_then(|n| snap.pools.get(&n).cloned()) else {
@@ -228,7 +224,7 @@ async fn forward_to_pool(
     let mut prev = None;
     let mut failures = 0;
     let mut last_err = None;
-    let mut denied: Option<(Member, Decision)> = None;
+    let mut denied: Option<(&Member, Decision)> = None;
     while failures < MAX_FAILURES {
         let next = match prev {
             None => pool.pick(None),
@@ -240,7 +236,7 @@ async fn forward_to_pool(
             *t = true;
         }
         let (Some(member), Some((member_host, target))) =
-            (pool.cfg.members.get(i).cloned(), pool.member_text(i))
+            (pool.cfg.members.get(i), pool.member_text(i))
         else {
             break;
         };
@@ -256,7 +252,7 @@ async fn forward_to_pool(
             host: member_host,
             port: member.port,
         };
-        let decision = match vet_member(&shared, snap, &subject, &member).await {
+        let decision = match vet_member(&shared, snap, &subject, member).await {
             Ok(d) => d,
             Err(e) => {
                 pool.report(i, false);
@@ -460,31 +456,25 @@ fn rewrite(
     let (mut parts, body) = req.into_parts();
     // The authority the request was routed by: the URI's (absolute-form, HTTP/2 `:authority`)
     // outranks `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1), exactly as in `request_host`.
-    let original_host = parts
-        .uri
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| host.to_string());
+    // A `Host` field the request already has is kept as it is (shared, not copied).
+    let original_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()),
+        None => match parts.headers.get(header::HOST) {
+            Some(h) if h.to_str().is_ok() => Ok(h.clone()),
+            _ => HeaderValue::from_str(host),
+        },
+    }
+    .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     strip_hop_by_hop(&mut parts.headers);
     forwarded::apply(
         &mut parts.headers,
         peer,
         if tls { "https" } else { "http" },
-        Some(&original_host),
+        original_host.to_str().ok(),
         trusted,
         believed,
     );
-    parts.headers.insert(
-        header::HOST,
-        HeaderValue::from_str(&original_host).map_err(|e| ProxyError::BadRequest(e.to_string()))?,
-    );
+    parts.headers.insert(header::HOST, original_host);
     parts
         .headers
         .append(header::VIA, HeaderValue::from_static(VIA));

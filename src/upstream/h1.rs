@@ -43,6 +43,8 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// Room made in the read buffer before a read.
 const READ_MIN: usize = 8 * 1024;
+/// The largest request-head buffer a connection keeps for its next request.
+const MAX_KEPT_HEAD: usize = 4 * 1024;
 const READ_BULK: usize = 256 * 1024;
 
 /// Why an exchange failed.
@@ -105,7 +107,9 @@ impl UpstreamConn {
         mut self,
         req: Request<ProxyBody>,
     ) -> Result<Response<ResponseBody>, SendError> {
-        let mut head = Vec::with_capacity(256 + 64 * req.headers().len());
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
+        head.reserve(256 + 64 * req.headers().len());
         let upframe = match encode_request(&req, &mut head) {
             Ok(f) => f,
             Err(e) => {
@@ -126,10 +130,13 @@ impl UpstreamConn {
                 started: false,
             });
         }
+        if head.capacity() <= MAX_KEPT_HEAD {
+            self.head = head;
+        }
         let (parts, body) = req.into_parts();
         let bodiless = upframe.is_none();
         let mut upload = upframe.map(|f| Upload::new(body, f));
-        let mut buf = BytesMut::new();
+        let mut buf = std::mem::take(&mut self.buf);
         let conn = &mut self;
         // An upstream that stops taking the request body (it answered early, then closed) may
         // still have its answer on the way: that is read, and the connection closed after it.

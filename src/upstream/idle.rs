@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::sync::Notify;
 use tokio::time::Instant as TokioInstant;
 
@@ -56,6 +57,10 @@ pub struct UpstreamConn {
     pub(super) watch: Arc<Watch>,
     /// Its place in its address's `upstream_max_connections`, given back when it closes.
     slot: Option<Slot>,
+    /// The read buffer of its last response, kept (empty) for the next one when small.
+    pub(super) buf: BytesMut,
+    /// The buffer its last request head was written from, kept (cleared) for the next one.
+    pub(super) head: Vec<u8>,
 }
 
 impl UpstreamConn {
@@ -66,6 +71,8 @@ impl UpstreamConn {
             server_name,
             watch,
             slot: None,
+            buf: BytesMut::new(),
+            head: Vec::new(),
         }
     }
 

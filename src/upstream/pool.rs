@@ -169,8 +169,9 @@ impl PoolState {
     /// Is member `i` in service (not ejected, not failing its active check)?
     pub fn available(&self, i: usize) -> bool {
         self.members.get(i).is_some_and(|m| {
-            !m.unhealthy.load(Ordering::Acquire)
-                && m.ejected_until_ms.load(Ordering::Acquire) <= self.now_ms()
+            // 0: never ejected, and no clock read (the common case, on every request).
+            let until = m.ejected_until_ms.load(Ordering::Acquire);
+            !m.unhealthy.load(Ordering::Acquire) && (until == 0 || until <= self.now_ms())
         })
     }
 

@@ -144,7 +144,7 @@ pub fn client_addr(
 pub fn apply(
     headers: &mut HeaderMap,
     peer: IpAddr,
-    proto: &str,
+    proto: &'static str,
     host: Option<&str>,
     trusted: &[IpNet],
     believed: ForwardedHeader,
@@ -171,11 +171,26 @@ pub fn apply(
             let xff = carries_any
                 .then(|| joined_list(headers, &X_FORWARDED_FOR, |v| v))
                 .flatten();
-            set_list(headers, X_FORWARDED_FOR, xff, ip_text(peer).as_bytes());
-            if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO))
-                && let Ok(value) = HeaderValue::from_str(proto)
-            {
-                headers.insert(X_FORWARDED_PROTO, value);
+            match xff {
+                Some(prior) => set_list(
+                    headers,
+                    X_FORWARDED_FOR,
+                    Some(prior),
+                    ip_text(peer).as_bytes(),
+                ),
+                // The common case, no list to extend: the address alone, one copy.
+                None => {
+                    let mut text = [0u8; 39];
+                    match ip_bytes(peer, &mut text).map(HeaderValue::from_bytes) {
+                        Some(Ok(value)) => {
+                            headers.insert(X_FORWARDED_FOR, value);
+                        }
+                        _ => set_list(headers, X_FORWARDED_FOR, None, ip_text(peer).as_bytes()),
+                    }
+                }
+            }
+            if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO)) {
+                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
             }
             if !(trusted_peer && headers.contains_key(&X_FORWARDED_HOST))
                 && let Some(Ok(value)) = host.map(HeaderValue::from_str)
@@ -285,6 +300,31 @@ fn ip_text(ip: IpAddr) -> String {
         }
         IpAddr::V6(v6) => v6.to_string(),
     }
+}
+
+/// An address as text in `buf` (39 bytes hold any IPv6 address), without an allocation; the
+/// same text as [`ip_text`]. `None` only if it did not fit.
+fn ip_bytes(ip: IpAddr, buf: &mut [u8; 39]) -> Option<&[u8]> {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let written = match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            v4.octets()
+                .into_iter()
+                .enumerate()
+                .try_for_each(|(i, octet)| {
+                    if i > 0 {
+                        cursor.write_all(b".")?;
+                    }
+                    cursor.write_all(digits.format(octet).as_bytes())
+                })
+        }
+        IpAddr::V6(v6) => write!(cursor, "{v6}"),
+    };
+    let n = usize::try_from(cursor.position()).ok()?;
+    written.ok()?;
+    buf.get(..n)
 }
 
 /// A node for a `Forwarded` `for=` value: IPv4 bare, IPv6 bracketed and quoted.

@@ -20,6 +20,10 @@ use raw::Lent;
 
 mod raw;
 
+/// The largest read buffer an idle connection keeps for its next response (one that grew for
+/// a bulk body is dropped rather than held while idle).
+const KEEP_BUF: usize = 2 * READ_MIN;
+
 /// How a response body is framed on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Downframe {
@@ -137,9 +141,14 @@ fn lock(l: &Mutex<Lent>) -> std::sync::MutexGuard<'_, Lent> {
 /// The body is read: the connection goes home if it can be reused.
 pub(super) fn finish(state: &mut Option<Box<Reading>>) {
     let Some(r) = state.take() else { return };
-    let r = *r;
+    let mut r = *r;
     let reusable = r.keep_alive && r.upload.is_none() && r.buf.is_empty();
     if let (true, Some((idle, addr))) = (reusable, r.home) {
+        // A small buffer goes home with its connection (no allocation for the next response,
+        // once this one's bytes are dropped); one grown for a bulk body does not.
+        if r.buf.capacity() <= KEEP_BUF {
+            r.conn.buf = r.buf;
+        }
         idle.checkin(addr.addr(), r.conn);
     }
 }

@@ -263,3 +263,21 @@ fn apply_output_yields_the_same_client_downstream() {
         }
     }
 }
+
+#[test]
+fn an_address_written_in_place_is_the_text_of_the_address() {
+    for text in [
+        "0.0.0.0",
+        "9.8.7.6",
+        "255.255.255.255",
+        "::",
+        "::ffff:192.0.2.1",
+        "2001:db8::23",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ] {
+        let mut buf = [0u8; 39];
+        let peer = ip(text);
+        assert_eq!(ip_bytes(peer, &mut buf), Some(text.as_bytes()), "{text}");
+        assert_eq!(ip_text(peer), text);
+    }
+}
