@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
+use crate::audit::recorder::{Held, Release};
 use crate::config::ListenerConfig;
 
 /// The `AsyncWrite` methods of a wrapper that only watches reads: each one forwards to the
@@ -140,23 +141,19 @@ impl Activity {
     }
 
     /// Mark a request in flight until the returned guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> BusyGuard {
+    pub fn begin(self: &Arc<Self>) -> Held {
         self.busy.fetch_add(1, Ordering::AcqRel);
-        BusyGuard(self.clone())
+        Held::new(self.clone(), 0)
     }
 }
 
-/// Held while a request is in flight.
-#[derive(Debug)]
-pub struct BusyGuard(Arc<Activity>);
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        let a = &self.0;
-        let ms = a.start.elapsed().as_millis() as u64;
-        a.idle_since_ms.store(ms, Ordering::Release);
-        a.completed.fetch_add(1, Ordering::AcqRel);
-        a.busy.fetch_sub(1, Ordering::AcqRel);
+/// A request's end: the connection is idle from now unless another is in flight.
+impl Release for Activity {
+    fn release(&self, _: usize) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.idle_since_ms.store(ms, Ordering::Release);
+        self.completed.fetch_add(1, Ordering::AcqRel);
+        self.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -14,7 +14,7 @@
 //! address is never a label.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -73,6 +73,56 @@ pub mod names {
     pub const START_TIME: &str = "residency_proxy_process_start_time_seconds";
 }
 
+/// Label sets of flows whose handles are kept: a proxy's traffic is mostly a few at a time.
+const FLOW_CACHE: usize = 16;
+
+/// The `direction` label's values, in the order of the by-direction handles.
+const DIRECTIONS: [&str; 2] = ["up", "down"];
+
+/// One flow label set and the metrics it moves, found once in their families and reused:
+/// `with_label_values` hashes every label and takes the family's lock, three times a record.
+/// Families these children belong to are never reset, so a kept handle stays the family's.
+struct FlowEntry {
+    listener: Box<str>,
+    intent: &'static str,
+    status_class: &'static str,
+    decision: &'static str,
+    mode: &'static str,
+    class: Box<str>,
+    reason: &'static str,
+    jurisdiction: Box<str>,
+    decisions: IntCounter,
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+/// A record's flow labels, borrowed from it.
+#[derive(Clone, Copy)]
+struct FlowLabels<'a> {
+    listener: &'a str,
+    intent: &'static str,
+    status_class: &'static str,
+    decision: &'static str,
+    mode: &'static str,
+    class: &'a str,
+    reason: &'static str,
+    jurisdiction: &'a str,
+}
+
+impl FlowEntry {
+    fn is(&self, l: &FlowLabels<'_>) -> bool {
+        // The enums' labels are compared first: the cheapest, and where label sets differ most.
+        self.decision == l.decision
+            && self.reason == l.reason
+            && self.status_class == l.status_class
+            && self.intent == l.intent
+            && self.mode == l.mode
+            && *self.class == *l.class
+            && *self.jurisdiction == *l.jurisdiction
+            && *self.listener == *l.listener
+    }
+}
+
 /// Labels a `jurisdiction` may take besides the active profile's entries.
 const SPECIAL_JURISDICTIONS: [&str; 5] = ["internal", "metadata", "reserved", "unknown", "none"];
 
@@ -112,8 +162,6 @@ pub struct Metrics {
     dns_resolve: Histogram,
     active_connections: IntGaugeVec,
     open_tunnels: IntGaugeVec,
-    tunnel_bytes: IntCounterVec,
-    body_bytes: IntCounterVec,
     tunnels_closed_by_reload: IntCounter,
     reloads: IntCounterVec,
     last_reload_success: Gauge,
@@ -127,6 +175,11 @@ pub struct Metrics {
     build_info: IntGaugeVec,
     /// Jurisdiction labels allowed besides the special ones: the active profile's entries.
     jurisdictions: ArcSwap<HashSet<String>>,
+    /// Body and tunnel byte counters by direction: `[up, down]`.
+    body_dirs: [IntCounter; 2],
+    tunnel_dirs: [IntCounter; 2],
+    /// Handles of recently seen flow label sets, at most [`FLOW_CACHE`].
+    flows: Mutex<Vec<FlowEntry>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -170,6 +223,16 @@ impl Metrics {
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             reg(registry, GaugeVec::new(Opts::new(name, help), labels)?)
         };
+        let tunnel_bytes = counter(
+            TUNNEL_BYTES,
+            "Bytes through tunnels, counted when each tunnel ends.",
+            &["direction"],
+        )?;
+        let body_bytes = counter(
+            BODY_BYTES,
+            "Bytes of request (up) and response (down) bodies, counted when each request ends.",
+            &["direction"],
+        )?;
         let m = Metrics {
             decisions: counter(
                 DECISIONS,
@@ -223,16 +286,9 @@ impl Metrics {
                     &["listener"],
                 )?,
             )?,
-            tunnel_bytes: counter(
-                TUNNEL_BYTES,
-                "Bytes through tunnels, counted when each tunnel ends.",
-                &["direction"],
-            )?,
-            body_bytes: counter(
-                BODY_BYTES,
-                "Bytes of request (up) and response (down) bodies, counted when each request ends.",
-                &["direction"],
-            )?,
+            body_dirs: [0, 1].map(|i| body_bytes.with_label_values(&[DIRECTIONS[i]])),
+            tunnel_dirs: [0, 1].map(|i| tunnel_bytes.with_label_values(&[DIRECTIONS[i]])),
+            flows: Mutex::new(Vec::new()),
             tunnels_closed_by_reload: reg(
                 registry,
                 IntCounter::new(
@@ -303,10 +359,6 @@ impl Metrics {
         for result in ["success", "error"] {
             m.reloads.with_label_values(&[result]);
         }
-        for dir in ["up", "down"] {
-            m.tunnel_bytes.with_label_values(&[dir]);
-            m.body_bytes.with_label_values(&[dir]);
-        }
         Ok(m)
     }
 
@@ -343,35 +395,80 @@ impl Metrics {
                 (&*a.class, bounded)
             }
         };
-        let listener = rec.listener.as_str();
-        self.decisions
-            .with_label_values(&[
-                listener,
-                rec.decision.as_str(),
-                rec.mode.as_str(),
-                class,
-                rec.reason.as_str(),
-                jurisdiction,
-            ])
-            .inc();
-        let intent = rec.intent.as_str();
-        self.requests
-            .with_label_values(&[listener, intent, status_class(rec.status)])
-            .inc();
-        self.request_duration
-            .with_label_values(&[listener, intent])
-            .observe(rec.duration_ms / 1000.0);
-        let bytes = if rec.intent == Intent::Connect {
-            &self.tunnel_bytes
+        let labels = FlowLabels {
+            listener: rec.listener.as_str(),
+            intent: rec.intent.as_str(),
+            status_class: status_class(rec.status),
+            decision: rec.decision.as_str(),
+            mode: rec.mode.as_str(),
+            class,
+            reason: rec.reason.as_str(),
+            jurisdiction,
+        };
+        self.flow(&labels, |f| {
+            f.decisions.inc();
+            f.requests.inc();
+            f.duration.observe(rec.duration_ms / 1000.0);
+        });
+        let [up, down] = if rec.intent == Intent::Connect {
+            &self.tunnel_dirs
         } else {
-            &self.body_bytes
+            &self.body_dirs
         };
         if rec.bytes_up > 0 {
-            bytes.with_label_values(&["up"]).inc_by(rec.bytes_up);
+            up.inc_by(rec.bytes_up);
         }
         if rec.bytes_down > 0 {
-            bytes.with_label_values(&["down"]).inc_by(rec.bytes_down);
+            down.inc_by(rec.bytes_down);
         }
+    }
+
+    /// Run `f` on the handles of the flow label set `l`: kept ones when it was seen recently,
+    /// else found in their families and kept. A hit moves one place towards the front, so the
+    /// busiest label sets are found first; a miss, when all places are taken, replaces the
+    /// last one.
+    fn flow(&self, l: &FlowLabels<'_>, f: impl FnOnce(&FlowEntry)) {
+        let mut flows = self
+            .flows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = flows.iter().position(|e| e.is(l)) {
+            let at = i.saturating_sub(1);
+            flows.swap(i, at);
+            if let Some(e) = flows.get(at) {
+                f(e);
+            }
+            return;
+        }
+        let entry = FlowEntry {
+            listener: l.listener.into(),
+            intent: l.intent,
+            status_class: l.status_class,
+            decision: l.decision,
+            mode: l.mode,
+            class: l.class.into(),
+            reason: l.reason,
+            jurisdiction: l.jurisdiction.into(),
+            decisions: self.decisions.with_label_values(&[
+                l.listener,
+                l.decision,
+                l.mode,
+                l.class,
+                l.reason,
+                l.jurisdiction,
+            ]),
+            requests: self
+                .requests
+                .with_label_values(&[l.listener, l.intent, l.status_class]),
+            duration: self
+                .request_duration
+                .with_label_values(&[l.listener, l.intent]),
+        };
+        f(&entry);
+        if flows.len() >= FLOW_CACHE {
+            flows.pop();
+        }
+        flows.push(entry);
     }
 
     /// A client connection on `listener` is being served until the guard drops.
@@ -554,6 +651,47 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("residency_proxy_audit_records_overflowed_total 1"));
+    }
+
+    #[test]
+    fn every_flow_is_counted_under_its_own_labels_however_many_label_sets_alternate() {
+        // More label sets than the kept handles, seen in an order that keeps replacing them:
+        // each is counted exactly as many times as it was observed.
+        let m = Metrics::new();
+        let sets = 3 * FLOW_CACHE;
+        for round in 0..4 {
+            for i in 0..sets {
+                if (i + round) % 3 == 0 {
+                    continue;
+                }
+                let mut rec = record("GB", "home");
+                rec.listener = format!("l{i}");
+                rec.status = Some(if i % 2 == 0 { 200 } else { 404 });
+                m.observe(&rec);
+            }
+        }
+        let text = m.render(&DataState::default(), AuditCounts::default());
+        for i in 0..sets {
+            let times = (0..4).filter(|round| (i + round) % 3 != 0).count();
+            let class = if i % 2 == 0 { "2xx" } else { "4xx" };
+            let requests = format!(
+                "residency_proxy_requests_total{{intent=\"connect\",listener=\"l{i}\",status_class=\"{class}\"}} {times}"
+            );
+            assert!(text.contains(&requests), "{requests}\n{text}");
+            let durations = format!(
+                "residency_proxy_request_duration_seconds_count{{intent=\"connect\",listener=\"l{i}\"}} {times}"
+            );
+            assert!(text.contains(&durations), "{durations}");
+        }
+        let decisions: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("residency_proxy_decisions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let observed = (0..4)
+            .map(|round| (0..sets).filter(|i| (i + round) % 3 != 0).count() as u64)
+            .sum::<u64>();
+        assert_eq!(decisions, observed);
     }
 
     #[test]

@@ -31,6 +31,40 @@ pub struct Bytes2 {
     pub down: AtomicU64,
 }
 
+/// Something a flow keeps in use until its record is emitted (a connection's busy mark, a
+/// pool member's in-flight count). Shared by `Arc`, so holding it allocates nothing.
+pub trait Release: Send + Sync {
+    /// The record is emitted (or its flow dropped): give back the use `tag` names.
+    fn release(&self, tag: usize);
+}
+
+/// One use a flow holds, given back (once) when it drops.
+pub struct Held {
+    by: Arc<dyn Release>,
+    tag: usize,
+}
+
+impl Held {
+    /// A use of `by`, named `tag`, held until the value drops.
+    pub fn new(by: Arc<dyn Release>, tag: usize) -> Held {
+        Held { by, tag }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.by.release(self.tag);
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builds one [`AuditRecord`] and emits it once.
 pub struct Recorder {
     /// Boxed: the recorder moves with its request (into the response body), and the record
@@ -40,8 +74,10 @@ pub struct Recorder {
     started: Instant,
     /// Byte counters for bodies and tunnels.
     pub bytes: Arc<Bytes2>,
-    /// Values released after the record is emitted (e.g. the connection's busy marker).
-    held: Vec<Box<dyn std::any::Any + Send + Sync>>,
+    /// Uses given back once the record is emitted (the connection's busy mark, the pool
+    /// member's in-flight count): two in place, any more beside them.
+    held: [Option<Held>; 2],
+    more_held: Vec<Held>,
     /// Keeps [`AuditSink::settled`] waiting until the record is queued.
     token: Option<RecordToken>,
 }
@@ -63,13 +99,17 @@ impl Recorder {
             sink,
             started: Instant::now(),
             bytes: Arc::new(Bytes2::default()),
-            held: Vec::new(),
+            held: [None, None],
+            more_held: Vec::new(),
         }
     }
 
-    /// Keep `value` alive until the record is emitted.
-    pub fn hold<T: Send + Sync + 'static>(&mut self, value: T) {
-        self.held.push(Box::new(value));
+    /// Keep `use_` until the record is emitted.
+    pub fn hold(&mut self, use_: Held) {
+        match self.held.iter_mut().find(|h| h.is_none()) {
+            Some(slot) => *slot = Some(use_),
+            None => self.more_held.push(use_),
+        }
     }
 
     /// Mutable access to the record being built.
@@ -112,7 +152,10 @@ impl Recorder {
         let Some(mut rec) = self.rec.take() else {
             return;
         };
-        let _released = std::mem::take(&mut self.held);
+        let _released = (
+            std::mem::take(&mut self.held),
+            std::mem::take(&mut self.more_held),
+        );
         rec.bytes_up = self.bytes.up.load(Ordering::Relaxed);
         rec.bytes_down = self.bytes.down.load(Ordering::Relaxed);
         rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;

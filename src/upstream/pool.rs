@@ -15,6 +15,7 @@ use super::idle::Io;
 pub use super::idle::{IdleConns, Reserved, Slot, UpstreamConn};
 use super::watch::Watched;
 use super::{Connector, connect_first};
+use crate::audit::recorder::{Held, Release};
 use crate::config::Limits;
 use crate::config::reverse::{Balance, PoolConfig, UpstreamTls};
 use crate::destination::Host;
@@ -90,16 +91,10 @@ fn member_texts(cfg: &PoolConfig) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Marks a member busy (least-connections) until dropped.
-#[derive(Debug)]
-pub struct InFlight {
-    pool: Arc<PoolState>,
-    member: usize,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(m) = self.pool.members.get(self.member) {
+/// A request on member `tag` has ended (least-connections counts those in flight).
+impl Release for PoolState {
+    fn release(&self, member: usize) {
+        if let Some(m) = self.members.get(member) {
             m.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -195,14 +190,11 @@ impl PoolState {
     }
 
     /// Count a request in flight on member `i` until the guard drops.
-    pub fn begin(self: &Arc<Self>, i: usize) -> InFlight {
+    pub fn begin(self: &Arc<Self>, i: usize) -> Held {
         if let Some(m) = self.members.get(i) {
             m.in_flight.fetch_add(1, Ordering::AcqRel);
         }
-        InFlight {
-            pool: self.clone(),
-            member: i,
-        }
+        Held::new(self.clone(), i)
     }
 
     /// Passive health: a success resets the failure count; `eject_after` consecutive failures
