@@ -171,23 +171,26 @@ pub fn apply(
             let xff = carries_any
                 .then(|| joined_list(headers, &X_FORWARDED_FOR, |v| v))
                 .flatten();
-            match xff {
-                Some(prior) => set_list(
-                    headers,
-                    X_FORWARDED_FOR,
-                    Some(prior),
-                    ip_text(peer).as_bytes(),
-                ),
-                // The common case, no list to extend: the address alone, one copy.
+            let mut buf = [0u8; 39];
+            let spelled;
+            let own: &[u8] = match ip_bytes(peer, &mut buf) {
+                Some(text) => text,
                 None => {
-                    let mut text = [0u8; 39];
-                    match ip_bytes(peer, &mut text).map(HeaderValue::from_bytes) {
-                        Some(Ok(value)) => {
-                            headers.insert(X_FORWARDED_FOR, value);
-                        }
-                        _ => set_list(headers, X_FORWARDED_FOR, None, ip_text(peer).as_bytes()),
-                    }
+                    spelled = peer.to_string();
+                    spelled.as_bytes()
                 }
+            };
+            match xff {
+                Some(prior) => set_list(headers, X_FORWARDED_FOR, Some(prior), own),
+                // The common case, no list to extend: the address alone, one copy.
+                None => match HeaderValue::from_bytes(own) {
+                    Ok(value) => {
+                        headers.insert(X_FORWARDED_FOR, value);
+                    }
+                    Err(_) => {
+                        headers.remove(X_FORWARDED_FOR);
+                    }
+                },
             }
             if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO)) {
                 headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -282,84 +285,6 @@ fn set_list(headers: &mut HeaderMap, name: HeaderName, prior: Option<Vec<u8>>, l
             headers.remove(name);
         }
     }
-}
-
-/// An address as text; IPv4 without `fmt`'s padding machinery (one request's address, every
-/// request).
-fn ip_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut s = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                s.push_str(itoa::Buffer::new().format(octet));
-            }
-            s
-        }
-        IpAddr::V6(v6) => v6.to_string(),
-    }
-}
-
-/// An address as text in `buf` (39 bytes hold any IPv6 address), without an allocation; the
-/// same text as [`ip_text`]. `None` only if it did not fit.
-fn ip_bytes(ip: IpAddr, buf: &mut [u8; 39]) -> Option<&[u8]> {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let written = match ip {
-        IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            v4.octets()
-                .into_iter()
-                .enumerate()
-                .try_for_each(|(i, octet)| {
-                    if i > 0 {
-                        cursor.write_all(b".")?;
-                    }
-                    cursor.write_all(digits.format(octet).as_bytes())
-                })
-        }
-        IpAddr::V6(v6) => write!(cursor, "{v6}"),
-    };
-    let n = usize::try_from(cursor.position()).ok()?;
-    written.ok()?;
-    buf.get(..n)
-}
-
-/// A node for a `Forwarded` `for=` value: IPv4 bare, IPv6 bracketed and quoted.
-fn node_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(_) => ip_text(ip),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
-}
-
-/// A `Forwarded` parameter value: a token as is, anything else as a quoted-string. None when
-/// the text holds characters a header value cannot carry.
-fn param_value(text: &str) -> Option<String> {
-    if !text.is_empty() && text.bytes().all(is_tchar) {
-        return Some(text.to_owned());
-    }
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' ' | '\t' | '!'..='~' => out.push(c),
-            _ => return None,
-        }
-    }
-    out.push('"');
-    Some(out)
-}
-
-/// RFC 9110 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The hops of all `X-Forwarded-For` fields, in order. Empty list elements are ignored
@@ -625,6 +550,11 @@ fn is_obfuscated(text: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     })
 }
+
+mod text;
+#[cfg(test)]
+use text::ip_text;
+use text::{ip_bytes, is_tchar, node_text, param_value};
 
 #[cfg(test)]
 mod tests;
