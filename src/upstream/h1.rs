@@ -43,8 +43,10 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// Room made in the read buffer before a read.
 const READ_MIN: usize = 8 * 1024;
-/// The largest request-head buffer a connection keeps for its next request.
+/// The largest request-head buffer and read buffer an idle connection keeps for its next
+/// exchange (one grown for a bulk body is dropped rather than held while idle).
 const MAX_KEPT_HEAD: usize = 4 * 1024;
+const MAX_KEPT_BUF: usize = 2 * READ_MIN;
 const READ_BULK: usize = 256 * 1024;
 
 /// Why an exchange failed.

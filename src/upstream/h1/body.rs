@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::upload::Upload;
-use super::{Error, MAX_CHUNK_LINE, MAX_TRAILERS, READ_BULK, READ_MIN, poll_fill};
+use super::{Error, MAX_CHUNK_LINE, MAX_KEPT_BUF, MAX_TRAILERS, READ_BULK, READ_MIN, poll_fill};
 use crate::audit::recorder::Bytes2;
 use crate::http::{BodyError, RawBody};
 use crate::policy::VettedAddr;
@@ -19,10 +19,6 @@ use crate::upstream::splice::CHUNK;
 use raw::Lent;
 
 mod raw;
-
-/// The largest read buffer an idle connection keeps for its next response (one that grew for
-/// a bulk body is dropped rather than held while idle).
-const KEEP_BUF: usize = 2 * READ_MIN;
 
 /// How a response body is framed on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +142,7 @@ pub(super) fn finish(state: &mut Option<Box<Reading>>) {
     if let (true, Some((idle, addr))) = (reusable, r.home) {
         // A small buffer goes home with its connection (no allocation for the next response,
         // once this one's bytes are dropped); one grown for a bulk body does not.
-        if r.buf.capacity() <= KEEP_BUF {
+        if r.buf.capacity() <= MAX_KEPT_BUF {
             r.conn.buf = r.buf;
         }
         idle.checkin(addr.addr(), r.conn);
